@@ -1,0 +1,3 @@
+from vae_lightning.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""The ``vae`` command: a LightningCLI over the VAE models and data modules.
+
+    vae fit --config configs/sprites/vae.yaml
+    vae test --config configs/sprites/vae.yaml --ckpt_path runs/sprites-vae/checkpoints/last.ckpt
+    vae fit --print_config
+
+Heavy imports (torch, lightning, wandb) happen only once a subcommand runs, so ``vae --help``
+answers at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+SUBCOMMANDS = {
+    "fit": "train a model (the main job)",
+    "validate": "evaluate on the validation split",
+    "test": "evaluate on the test split",
+    "predict": "run the model over the predict split",
+}
+
+HELP = """usage: vae [-h] [--version] {{{names}}} ...
+
+Train and evaluate Variational Autoencoders (VAE, beta-VAE, free-bits VAE) with Lightning.
+
+subcommands:
+{lines}
+
+Run `vae SUBCOMMAND --help` for the options of one subcommand, and
+`vae fit --config configs/sprites/vae.yaml --print_config` to see a whole run's config.
+Errors in your config or files are printed as one line; set VAE_DEBUG=1 for tracebacks.
+"""
+
+
+def _quick_help() -> str:
+    lines = "\n".join(f"  {name:<10}{text}" for name, text in SUBCOMMANDS.items())
+    return HELP.format(names=",".join(SUBCOMMANDS), lines=lines)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vae-lightning")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _fail(message: str) -> None:
+    print(f"vae: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``vae`` console script."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_quick_help())
+        return
+    if argv[0] == "--version":
+        print(f"vae-lightning {_version()}")
+        return
+    if argv[0].startswith("-") or argv[0] not in SUBCOMMANDS:
+        _fail(f"unknown subcommand {argv[0]!r}; choose one of {', '.join(SUBCOMMANDS)} (see `vae --help`).")
+    from vae_lightning.errors import UserError
+
+    try:
+        run(argv)
+    except UserError as err:
+        if os.environ.get("VAE_DEBUG"):
+            raise
+        _fail(str(err))
+
+
+def run(argv: list[str]):
+    """Parse ``argv`` and run it; returns the ``LightningCLI`` object (useful in tests)."""
+    from vae_lightning.lightning_cli import VAECLI
+
+    return VAECLI(args=argv)
+
+
+if __name__ == "__main__":
+    main()

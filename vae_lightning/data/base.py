@@ -1,0 +1,97 @@
+"""Shared behaviour of the data modules: batches are ``(x, y)`` with x of shape (B, C, H, W),
+float in [0, 1] (or {0, 1} when binary), and y the labels or ground-truth factors."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from vae_lightning.data.loader import BatchLoader, Source
+from vae_lightning.errors import UserError
+
+BINARIZE = ("none", "dynamic", "fixed")
+
+
+def check_common(batch_size: int, binarize: str, val_size: int | float) -> None:
+    if batch_size < 1:
+        raise UserError(f"data.init_args.batch_size must be >= 1, got {batch_size}.")
+    if binarize not in BINARIZE:
+        raise UserError(f"data.init_args.binarize must be one of {', '.join(BINARIZE)}, got {binarize!r}.")
+    if val_size < 0:
+        raise UserError(f"data.init_args.val_size must be >= 0, got {val_size}.")
+
+
+def split(n: int, val_size: int | float, seed: int) -> tuple[Tensor, Tensor]:
+    """Seeded train/val split of range(n): ``val_size`` examples (or that fraction if < 1)."""
+    n_val = round(val_size * n) if val_size < 1 else int(val_size)
+    if not 0 < n - n_val:
+        raise UserError(f"val_size={val_size} leaves no training examples out of {n}.")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def fixed_binarization(images: Tensor, seed: int) -> Tensor:
+    """One seeded draw x ~ Bernoulli(pixel / 255) of uint8 images, kept for good (uint8 0/255)."""
+    g = torch.Generator().manual_seed(seed)
+    out = torch.empty_like(images)
+    for i in range(0, len(images), 4096):  # chunks keep the float copy small
+        chunk = images[i : i + 4096].float().div_(255)
+        out[i : i + 4096] = torch.bernoulli(chunk, generator=g).to(torch.uint8) * 255
+    return out
+
+
+class VAEDataModule(L.LightningDataModule):
+    """Base class. Subclasses set ``image_shape`` (C, H, W) and ``binary`` and build the
+    sources in ``setup``; in-memory sources are served by ``BatchLoader``.
+
+    Args:
+        batch_size: examples per batch on each device.
+        seed: seed of the train/val split, the shuffling and the binarization.
+        binarize: ``none``; ``dynamic``: training pixels are drawn x ~ Bernoulli(intensity)
+            anew every time, evaluation uses one fixed draw; ``fixed``: one fixed draw for all.
+    """
+
+    image_shape: tuple[int, int, int]
+    #: names and sizes of ground-truth factors in y, or None when y is a class label
+    factor_names: tuple[str, ...] | None = None
+    factor_sizes: tuple[int, ...] | None = None
+
+    def __init__(self, batch_size: int = 128, seed: int = 0, binarize: str = "none", val_size: int | float = 0) -> None:
+        super().__init__()
+        check_common(batch_size, binarize, val_size)
+        self.batch_size, self.seed, self.binarize, self.val_size = batch_size, seed, binarize, val_size
+        self.train_source: Source | None = None
+        self.val_source: Source | None = None
+        self.test_source: Source | None = None
+        self.train_idx = self.val_idx = self.test_idx = None
+
+    @property
+    def binary(self) -> bool:
+        """True when every pixel the model sees is 0 or 1."""
+        return self.binarize != "none"
+
+    def _rank(self) -> tuple[int, int]:
+        t = self.trainer
+        return (t.global_rank, t.world_size) if t is not None else (0, 1)
+
+    def _loader(self, source: Source | None, idx: Tensor | None, train: bool) -> BatchLoader:
+        if source is None:
+            raise UserError(f"{type(self).__name__} has no data for this stage; call setup() first.")
+        rank, world = self._rank()
+        idx = torch.arange(len(source)) if idx is None else idx
+        binarize = "dynamic" if train and self.binarize == "dynamic" else "none"
+        return BatchLoader(source, idx, self.batch_size, shuffle=train, drop_last=train, seed=self.seed,
+                           binarize=binarize, rank=rank, world_size=world)
+
+    def train_dataloader(self):
+        return self._loader(self.train_source, self.train_idx, train=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_source, self.val_idx, train=False)
+
+    def test_dataloader(self):
+        return self._loader(self.test_source, self.test_idx, train=False)
+
+    def predict_dataloader(self):
+        return self.test_dataloader()

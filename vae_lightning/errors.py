@@ -1,0 +1,9 @@
+"""Errors that are the user's to fix (config values, files, checkpoints).
+
+``vae`` prints them as one line, ``vae: error: <message>``, and exits with status 2; any other
+exception is a bug and keeps its traceback. Set ``VAE_DEBUG=1`` to see tracebacks for these too.
+"""
+
+
+class UserError(ValueError):
+    """A bad value, file or command that the user can fix; the message says how."""

@@ -1,0 +1,94 @@
+"""KL terms and KL-weight schedules.
+
+Every quantity is in nats. ``kl`` of shape (B, D) is the per-example, per-latent-dimension
+KL(q(z|x) || p(z)); summing over D gives the per-example KL used in the ELBO.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.distributions import Normal, kl_divergence
+
+# log σ² is clamped before exp(): an encoder that drifts to |logvar| > 30 would overflow
+# exp() in bf16/fp16 and turn the KL into inf. e^±30 covers any σ a VAE needs.
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+
+
+def posterior(mu: Tensor, logvar: Tensor) -> Normal:
+    """Diagonal Gaussian q(z|x) = N(mu, diag exp(logvar)), evaluated in float32."""
+    logvar = logvar.float().clamp(LOGVAR_MIN, LOGVAR_MAX)
+    return Normal(mu.float(), torch.exp(0.5 * logvar))
+
+
+def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, 1)) per dimension, shape (B, D), in nats (closed form)."""
+    q = posterior(mu, logvar)
+    return kl_divergence(q, Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale)))
+
+
+class KLSchedule:
+    """Weight w(step) that multiplies the KL term of the objective."""
+
+    def __call__(self, step: int) -> float:
+        raise NotImplementedError
+
+
+class Constant(KLSchedule):
+    """w(step) = ``weight`` at every step."""
+
+    def __init__(self, weight: float = 1.0) -> None:
+        if weight < 0:
+            raise ValueError(f"Constant(weight={weight}): the KL weight must be >= 0.")
+        self.weight = weight
+
+    def __call__(self, step: int) -> float:
+        return self.weight
+
+
+class LinearWarmup(KLSchedule):
+    """w rises linearly from ``start`` to ``end`` over ``steps`` optimizer steps, then stays."""
+
+    def __init__(self, steps: int = 10_000, start: float = 0.0, end: float = 1.0) -> None:
+        if steps < 1:
+            raise ValueError(f"LinearWarmup(steps={steps}): steps must be >= 1.")
+        if start < 0 or end < 0:
+            raise ValueError(f"LinearWarmup(start={start}, end={end}): weights must be >= 0.")
+        self.steps, self.start, self.end = steps, start, end
+
+    def __call__(self, step: int) -> float:
+        t = min(step / self.steps, 1.0)
+        return self.start + t * (self.end - self.start)
+
+
+class Cyclical(KLSchedule):
+    """Cyclical annealing (Fu et al. 2019, NAACL): ``n_cycles`` cycles over ``total_steps``.
+
+    Within each cycle w rises linearly from 0 to ``max_weight`` during the first ``ratio`` of
+    the cycle and stays at ``max_weight`` for the rest. After ``total_steps`` w = ``max_weight``.
+    """
+
+    def __init__(
+        self, total_steps: int = 10_000, n_cycles: int = 4, ratio: float = 0.5, max_weight: float = 1.0
+    ) -> None:
+        if total_steps < 1 or n_cycles < 1:
+            raise ValueError(
+                f"Cyclical(total_steps={total_steps}, n_cycles={n_cycles}): both must be >= 1."
+            )
+        if not 0 < ratio <= 1:
+            raise ValueError(f"Cyclical(ratio={ratio}): ratio must be in (0, 1].")
+        self.total_steps, self.n_cycles, self.ratio, self.max_weight = total_steps, n_cycles, ratio, max_weight
+
+    def __call__(self, step: int) -> float:
+        if step >= self.total_steps:
+            return self.max_weight
+        period = self.total_steps / self.n_cycles
+        phase = (step % period) / period  # position within the cycle, in [0, 1)
+        return self.max_weight * min(phase / self.ratio, 1.0)
+
+
+def bits_per_dim(nats_per_example: Tensor | float, num_dims: int) -> Tensor | float:
+    """Convert a per-example quantity in nats to bits per data dimension."""
+    return nats_per_example / (num_dims * math.log(2.0))
