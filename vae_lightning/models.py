@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
-from jsonargparse import lazy_instance
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
@@ -36,9 +35,9 @@ class VAE(L.LightningModule):
         encoder: net class called as ``encoder(image_shape, latent_dim)``; returns (mu, logvar).
         decoder: net class called as ``decoder(image_shape, latent_dim)``; returns the likelihood's
             parameter of shape (B, C, H, W).
-        likelihood: observation model p(x|z).
+        likelihood: observation model p(x|z); None: ``Bernoulli``.
         latent_dim: number of latent dimensions D.
-        kl_schedule: weight on the KL term as a function of the optimizer step.
+        kl_schedule: weight on the KL term as a function of the optimizer step; None: ``Constant(1)``.
         optimizer: optimizer class and arguments; called with the model's parameters.
         lr_scheduler: optional LR scheduler class and arguments; stepped every ``lr_interval``.
         lr_interval: ``step`` or ``epoch``.
@@ -49,9 +48,9 @@ class VAE(L.LightningModule):
         self,
         encoder: EncoderFactory = ConvEncoder,
         decoder: DecoderFactory = ConvDecoder,
-        likelihood: Likelihood = lazy_instance(Bernoulli),
+        likelihood: Likelihood | None = None,
         latent_dim: int = 10,
-        kl_schedule: KLSchedule = lazy_instance(Constant),
+        kl_schedule: KLSchedule | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_interval: str = "step",
@@ -67,9 +66,9 @@ class VAE(L.LightningModule):
         self.latent_dim = latent_dim
         self.encoder = encoder(self.image_shape, latent_dim)
         self.decoder = decoder(self.image_shape, latent_dim)
-        self.likelihood = likelihood
+        self.likelihood = likelihood if likelihood is not None else Bernoulli()
         self.likelihood.build(self.image_shape)
-        self.kl_schedule = kl_schedule
+        self.kl_schedule = kl_schedule if kl_schedule is not None else Constant()
         self.optimizer, self.lr_scheduler, self.lr_interval = optimizer, lr_scheduler, lr_interval
         self.kl_multiplier = 1.0  # β or γ in the variants; logged as part of kl_weight
 

@@ -1,0 +1,99 @@
+"""The three objectives: β = 1 is the VAE, capacity and free bits behave as their papers say."""
+
+import pytest
+import torch
+
+from vae_lightning import BetaVAE, FreeBitsVAE, MLPDecoder, MLPEncoder, VAE
+from vae_lightning.objectives import gaussian_kl
+
+SHAPE = (1, 8, 8)
+
+
+def make(cls=VAE, **kw):
+    torch.manual_seed(0)
+    return cls(encoder=MLPEncoder, decoder=MLPDecoder, latent_dim=4, image_shape=SHAPE, **kw)
+
+
+def loss_of(model, x, step=0):
+    model.log = lambda *a, **k: None  # no trainer here
+    torch.manual_seed(1)
+    return model._step((x, None), "train")
+
+
+def test_beta_one_gives_the_vae_loss():
+    x = torch.bernoulli(torch.full((16, *SHAPE), 0.4))
+    torch.testing.assert_close(loss_of(make(VAE), x), loss_of(make(BetaVAE, beta=1.0), x))
+
+
+def test_beta_scales_only_the_kl():
+    x = torch.bernoulli(torch.full((16, *SHAPE), 0.4))
+    vae, beta = make(VAE), make(BetaVAE, beta=3.0)
+    torch.manual_seed(1)
+    recon, kl, _ = vae(x)
+    expected = recon.mean() + 3.0 * kl.sum(1).mean()
+    torch.testing.assert_close(loss_of(beta, x), expected)
+
+
+def test_capacity_rises_linearly_and_enters_as_an_absolute_gap():
+    model = make(BetaVAE, c_max=20.0, c_steps=100, gamma=10.0)
+    assert [model.capacity(s) for s in (0, 50, 100, 1000)] == [0.0, 10.0, 20.0, 20.0]
+    kl = torch.full((4, 4), 1.0)  # per-example KL = 4 nats
+    model.log = lambda *a, **k: None
+    torch.testing.assert_close(model.kl_term(kl), torch.tensor(10.0 * 4.0))  # step 0: C = 0
+
+
+def test_free_bits_gradient_is_zero_below_lambda_and_the_vaes_above():
+    lam = 0.5
+    fb, vae = make(FreeBitsVAE, free_bits=lam), make(VAE)
+    # dimension 0 and 2 carry batch-mean KL well above λ, dimensions 1 and 3 well below
+    mu = torch.tensor([[2.0, 0.1, -1.5, 0.05], [1.0, -0.1, -2.0, 0.0]], requires_grad=True)
+    logvar = torch.tensor([[-1.0, 0.0, -0.5, 0.1], [-2.0, 0.1, -1.0, 0.0]], requires_grad=True)
+    kl = gaussian_kl(mu, logvar)
+    batch_mean = kl.mean(0)
+    assert (batch_mean[[0, 2]] > lam).all() and (batch_mean[[1, 3]] < lam).all()
+    g_fb = torch.autograd.grad(fb.kl_term(kl), (mu, logvar), retain_graph=True)
+    g_vae = torch.autograd.grad(vae.kl_term(kl), (mu, logvar))
+    for a, b in zip(g_fb, g_vae):
+        assert torch.all(a[:, [1, 3]] == 0)
+        torch.testing.assert_close(a[:, [0, 2]], b[:, [0, 2]])
+    # the value: the clamped dimensions count λ each
+    torch.testing.assert_close(fb.kl_term(kl), batch_mean[[0, 2]].sum() + 2 * lam)
+
+
+def test_free_bits_groups_clamp_the_group_sum():
+    fb = make(FreeBitsVAE, free_bits=1.0, group_size=2)
+    kl = torch.tensor([[0.2, 0.3, 2.0, 1.0]])
+    torch.testing.assert_close(fb.kl_term(kl), torch.tensor(1.0 + 3.0))
+
+
+def test_free_bits_logs_the_true_kl_and_elbo():
+    logged = {}
+    fb = make(FreeBitsVAE, free_bits=100.0)  # every dimension far below λ
+    fb.log = lambda name, value, **k: logged.__setitem__(name, float(value.detach() if hasattr(value, "detach") else value))
+    x = torch.bernoulli(torch.full((8, *SHAPE), 0.4))
+    torch.manual_seed(1)
+    loss = fb._step((x, None), "train")
+    assert logged["train/kl"] < 100.0
+    assert logged["train/elbo"] == pytest.approx(-(logged["train/recon"] + logged["train/kl"]), rel=1e-5)
+    assert float(loss) == pytest.approx(logged["train/recon"] + 4 * 100.0, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(cls=VAE, latent_dim=0), dict(cls=BetaVAE, beta=-1.0), dict(cls=FreeBitsVAE, free_bits=-0.1),
+     dict(cls=FreeBitsVAE, group_size=3), dict(cls=BetaVAE, c_steps=0, c_max=5.0)],
+)
+def test_bad_values_are_refused_with_the_name(kwargs):
+    cls = kwargs.pop("cls")
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=name):
+        torch.manual_seed(0)
+        cls(encoder=MLPEncoder, decoder=MLPDecoder, image_shape=SHAPE, **{"latent_dim": 4, **kwargs})
+
+
+def test_sample_and_reconstruct_shapes():
+    model = make(VAE)
+    assert model.sample(5).shape == (5, *SHAPE)
+    x = torch.rand(3, *SHAPE)
+    out = model.reconstruct(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
