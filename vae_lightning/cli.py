@@ -66,18 +66,18 @@ def main(args: list[str] | None = None) -> None:
     from vae_lightning.errors import UserError
 
     try:
-        run(argv)
+        run(args)
     except UserError as err:
         if os.environ.get("VAE_DEBUG"):
             raise
         _fail(str(err))
 
 
-def run(argv: list[str]):
-    """Parse ``argv`` and run it; returns the ``LightningCLI`` object (useful in tests)."""
+def run(args: list[str] | None = None):
+    """Parse ``args`` (None: the command line) and run; returns the ``LightningCLI`` object."""
     from vae_lightning.lightning_cli import VAECLI
 
-    return VAECLI(args=argv)
+    return VAECLI(args=args)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,13 @@ def check_common(batch_size: int, binarize: str, val_size: int | float) -> None:
 
 
 def split(n: int, val_size: int | float, seed: int) -> tuple[Tensor, Tensor]:
-    """Seeded train/val split of range(n): ``val_size`` examples (or that fraction if < 1)."""
+    """Seeded train/val split of range(n): ``val_size`` examples (or that fraction if < 1).
+    Both come in random order, so the first validation batch is a fair sample (for pictures)."""
     n_val = round(val_size * n) if val_size < 1 else int(val_size)
     if not 0 < n - n_val:
         raise UserError(f"val_size={val_size} leaves no training examples out of {n}.")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[n_val:].sort().values, perm[:n_val].sort().values
+    return perm[n_val:], perm[:n_val]
 
 
 def fixed_binarization(images: Tensor, seed: int) -> Tensor:
