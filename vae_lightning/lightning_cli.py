@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -114,13 +115,32 @@ class VAECLI(LightningCLI):
                 init["save_dir"] = root  # loggers write beside the checkpoints unless told otherwise
 
     def instantiate_classes(self) -> None:
+        given = self.config[self.subcommand].model.init_args.get("image_shape")
         try:
             super().instantiate_classes()
         except (ValueError, TypeError) as err:
             raise UserError(_one_line(err)) from None
+        data_shape = tuple(self.datamodule.image_shape)
+        if given is not None and tuple(given) != data_shape:
+            raise UserError(
+                f"model.init_args.image_shape is {tuple(given)} but {type(self.datamodule).__name__} yields "
+                f"{data_shape} images; remove image_shape (vae takes it from the data) or use matching data."
+            )
+
+
+_NOISE = (
+    "Does not validate against any of the Union", "Subtypes:", "Errors:", "Given value",
+    "Expected a NoneType", "Problem with given class_path", "Validation failed",
+)
 
 
 def _one_line(err: Exception) -> str:
-    """jsonargparse nests the cause in a multi-line message; keep the most specific line."""
-    lines = [line.strip(" -") for line in str(err).splitlines() if line.strip(" -")]
-    return lines[-1] if lines else repr(err)
+    """jsonargparse reports a nested tree (union subtypes, given values); keep the key path and
+    the innermost message, e.g. 'model.init_args.latent_dim: Expected a int. Got value: abc'."""
+    text = re.sub(r"<class '(?:[\w]+\.)*([\w]+)'>", r"\1", str(err))
+    keys = re.findall(r'Parser key "([^"]+)"', text)
+    text = text.replace("Expected a int", "Expected an int")
+    lines = [re.sub(r'^Parser key "[^"]+":', "", line.strip().lstrip("-").strip()).strip() for line in text.splitlines()]
+    messages = [line for line in lines if line and not line.startswith(_NOISE)]
+    message = messages[0] if messages else (lines[0] if lines else repr(err))
+    return f"{'.init_args.'.join(keys)}: {message}" if keys else message

@@ -41,7 +41,8 @@ class VAE(L.LightningModule):
         optimizer: optimizer class and arguments; called with the model's parameters.
         lr_scheduler: optional LR scheduler class and arguments; stepped every ``lr_interval``.
         lr_interval: ``step`` or ``epoch``.
-        image_shape: (C, H, W) of the data; set from the data module by ``vae`` itself.
+        image_shape: (C, H, W) of the data; ``vae`` sets it from the data module (leave it out of
+            configs; a value that disagrees with the data is refused).
     """
 
     def __init__(
@@ -54,9 +55,11 @@ class VAE(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_interval: str = "step",
-        image_shape: tuple[int, int, int] = (1, 64, 64),
+        image_shape: tuple[int, int, int] | None = None,
     ) -> None:
         super().__init__()
+        if image_shape is None:
+            raise ValueError("image_shape (C, H, W) is required; `vae` sets it from the data module.")
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}.")
         if lr_interval not in ("step", "epoch"):
