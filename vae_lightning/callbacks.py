@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
@@ -22,6 +23,16 @@ def log_image(trainer: Trainer, key: str, grid: Tensor, path: Path) -> None:
             logger.log_image(key=key, images=[grid], step=trainer.global_step)
         elif isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(key, grid, global_step=trainer.global_step)
+
+
+class Checkpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` that also writes ``last.ckpt`` when training ends between
+    two validations (e.g. on ``max_steps``), so ``last.ckpt`` is always the final state."""
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and trainer.global_step != self._last_global_step_saved:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class ImageLogger(Callback):

@@ -10,11 +10,10 @@ from typing import Any
 import yaml
 from jsonargparse import ArgumentError, lazy_instance
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
-from vae_lightning.callbacks import ImageLogger
+from vae_lightning.callbacks import Checkpoint, ImageLogger
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
@@ -86,7 +85,7 @@ class VAECLI(LightningCLI):
             raise UserError(_one_line(err)) from None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.add_lightning_class_args(ImageLogger, "images")
         parser.set_defaults(
             {
@@ -102,8 +101,13 @@ class VAECLI(LightningCLI):
         # nets are sized from the data, so the image shape is never repeated in a config
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
 
+    @property
+    def _run_config(self):
+        """This run's config: under the subcommand's key, or the root when run=False."""
+        return self.config[self.subcommand] if self.subcommand else self.config
+
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand]
+        config = self._run_config
         root = config.trainer.default_root_dir
         # one stable checkpoint folder per run name, so `--ckpt_path last` finds the last run
         if config.checkpoint.dirpath is None:
@@ -115,7 +119,7 @@ class VAECLI(LightningCLI):
                 init["save_dir"] = root  # loggers write beside the checkpoints unless told otherwise
 
     def instantiate_classes(self) -> None:
-        given = self.config[self.subcommand].model.init_args.get("image_shape")
+        given = self._run_config.model.init_args.get("image_shape")
         try:
             super().instantiate_classes()
         except (ValueError, TypeError) as err:
