@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 from jsonargparse import ArgumentError, lazy_instance
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
+from vae_lightning import validate
 from vae_lightning.callbacks import ImageLogger
+from vae_lightning.checkpoint_io import AtomicCheckpointIO, check_checkpoint, find_last, run_checkpoint_dir
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
 from vae_lightning.models import VAE
+from vae_lightning.nonfinite import NonFiniteGuard
 
 
 def plain_config(parser: LightningArgumentParser, config) -> dict[str, Any]:
@@ -31,6 +37,8 @@ def run_dir(trainer: Trainer) -> Path:
     logger = trainer.logger
     if isinstance(logger, WandbLogger):
         return Path(logger.experiment.dir)
+    if logger is None and getattr(trainer.checkpoint_callback, "dirpath", None):
+        return Path(trainer.checkpoint_callback.dirpath)  # the run's own folder when nothing logs
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
@@ -82,11 +90,13 @@ class VAECLI(LightningCLI):
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as err:
-            raise UserError(_one_line(err)) from None
+            argv = list(args) if args is not None else sys.argv[1:]
+            raise UserError(validate.explain(err, argv, _known_keys(parser, argv))) from None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ImageLogger, "images")
+        parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
         parser.set_defaults(
             {
                 "model": lazy_instance(VAE),
@@ -104,9 +114,26 @@ class VAECLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
         root = config.trainer.default_root_dir
-        # one stable checkpoint folder per run name, so `--ckpt_path last` finds the last run
+        validate.check_config(config, self.subcommand)
+        checkpoints = Path(root) / "checkpoints"
+        if config.ckpt_path == "last":  # the newest last.ckpt of any run under this root
+            last = find_last(Path(config.checkpoint.dirpath or checkpoints))
+            if last is not None:
+                config.ckpt_path = str(last)
+            elif self.subcommand != "fit":
+                raise UserError(f"--ckpt_path last: no last.ckpt under {str(checkpoints)!r}; train first or give a checkpoint file.")
+        if config.ckpt_path not in (None, "last", "best", "hpc") and not os.path.isfile(config.ckpt_path):
+            raise UserError(f"--ckpt_path {config.ckpt_path!r}: no such checkpoint file; give the path of a .ckpt file (or last).")
+        # every fit gets its own checkpoint and image folders; a resumed fit keeps its run's
         if config.checkpoint.dirpath is None:
-            config.checkpoint.dirpath = os.path.join(root, "checkpoints")
+            if self.subcommand == "fit":
+                # the folder is new or the resumed run's own: Lightning's "not empty" warning is noise
+                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+                config.checkpoint.dirpath = str(run_checkpoint_dir(checkpoints, config.ckpt_path))
+                if config.images.dirpath is None:
+                    config.images.dirpath = os.path.join(root, "images", Path(config.checkpoint.dirpath).name)
+            else:
+                config.checkpoint.dirpath = str(checkpoints)
         loggers = config.trainer.logger
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             init = getattr(logger, "init_args", None)
@@ -117,7 +144,29 @@ class VAECLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, TypeError) as err:
-            raise UserError(_one_line(err)) from None
+            raise UserError(validate.explain(err)) from None
+        ckpt_path = self.config[self.subcommand].ckpt_path
+        if ckpt_path not in (None, "last", "best", "hpc"):
+            check_checkpoint(ckpt_path, self.model)
+        validate.check_built(self.model, self.subcommand)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        # atomic checkpoint writes unless the config brings its own CheckpointIO
+        plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        return super().instantiate_trainer(**{"plugins": plugins, **kwargs})
+
+
+def _known_keys(parser: LightningArgumentParser, argv: list[str]) -> list[str]:
+    """Option names of the subcommand in ``argv`` (for "did you mean" hints)."""
+    try:
+        sub = next(a for a in argv if not a.startswith("-"))
+        subparser = parser._subcommands_action._name_parser_map[sub]
+        return [a.dest for a in subparser._actions if a.dest and a.dest != "help"]
+    except Exception:
+        return []
 
 
 def _one_line(err: Exception) -> str:
