@@ -24,6 +24,7 @@ from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
 from vae_lightning.models import VAE
 from vae_lightning.nonfinite import NonFiniteGuard
+from vae_lightning.wandb_guard import start_wandb
 
 
 def plain_config(parser: LightningArgumentParser, config) -> dict[str, Any]:
@@ -149,6 +150,7 @@ class VAECLI(LightningCLI):
         if ckpt_path not in (None, "last", "best", "hpc"):
             check_checkpoint(ckpt_path, self.model)
         validate.check_built(self.model, self.subcommand)
+        start_wandb(self.trainer)  # bounded wait for an online W&B server, else offline
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         # atomic checkpoint writes unless the config brings its own CheckpointIO
