@@ -108,46 +108,76 @@ def find_last(checkpoints: Path) -> Path | None:
 # ---- refusing checkpoints that do not fit -------------------------------------------------
 
 
-def _class_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+def _import(class_path: str):
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(__import__(module, fromlist=[name]), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
 
 
-def check_checkpoint(path: str, model: torch.nn.Module) -> None:
-    """Raise ``UserError`` naming ``path`` and the mismatch when the file is not a complete
-    Lightning checkpoint of this model class with the same latent size, image shape and weights'
-    shapes. Opens the file memory-mapped, so the weights are not read twice."""
+def read_checkpoint(path: str) -> dict:
+    """Open a checkpoint memory-mapped (the weights are not read); ``UserError`` naming the
+    file when it is truncated, corrupt or not a Lightning checkpoint."""
     try:
         ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for broken files
         raise UserError(
-            f"checkpoint {path!r} is truncated or corrupt ({str(err).splitlines()[0][:120]}); "
+            f"checkpoint {path!r} is truncated or corrupt ({str(err).splitlines()[0][:100]}); "
             "use another checkpoint, e.g. an earlier one from the same folder."
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"{path!r} is not a Lightning checkpoint (it has no state_dict); give a .ckpt file written by vae fit.")
-    hparams = ckpt.get("hyper_parameters") or {}
-    saved_class = hparams.get("_class_path")
-    if saved_class:
-        module, _, name = saved_class.rpartition(".")
-        try:
-            saved_cls = getattr(__import__(module, fromlist=[name]), name)
-        except (ImportError, AttributeError):
-            saved_cls = None
-        if saved_cls is not type(model):
-            raise UserError(
-                f"checkpoint {path!r} holds a {saved_class} but the config builds a {_class_name(type(model))}; "
-                f"set --model {saved_class} or use a checkpoint of this model."
-            )
-    for key in ("latent_dim", "image_shape"):
-        saved, ours = hparams.get(key), getattr(model, key, None)
-        if saved is not None and ours is not None and tuple(_as_tuple(saved)) != tuple(_as_tuple(ours)):
-            raise UserError(
-                f"checkpoint {path!r} was trained with {key}={_show(saved)} but the config gives {key}={_show(ours)}; "
-                "use the same model and data settings as the run that wrote it."
-            )
-    ours = model.state_dict()
-    theirs = ckpt["state_dict"]
-    for name, tensor in ours.items():
+    return ckpt
+
+
+def resolve_ckpt_path(config, subcommand: str) -> None:
+    """Turn ``--ckpt_path last`` into the newest ``last.ckpt`` of this run name and refuse a
+    checkpoint that is missing, broken, or of another model class or latent size than the
+    config asks for (Lightning would otherwise adopt the checkpoint's model settings silently)."""
+    path = config.get("ckpt_path")
+    checkpoints = Path(config.checkpoint.dirpath or Path(config.trainer.default_root_dir) / "checkpoints")
+    if path == "last":
+        last = find_last(checkpoints)
+        if last is None and subcommand != "fit":
+            raise UserError(f"--ckpt_path last: no last.ckpt under {str(checkpoints)!r}; train first or give a checkpoint file.")
+        if last is None:
+            return  # a first fit with "last" starts fresh (Lightning warns), so job scripts can always pass it
+        path = config.ckpt_path = str(last)
+    if path in (None, "best", "hpc") or "://" in str(path):
+        return
+    if not os.path.isfile(path):
+        raise UserError(f"--ckpt_path {path!r}: no such checkpoint file; give the path of a .ckpt file (or last).")
+    hparams = read_checkpoint(path).get("hyper_parameters") or {}
+    model = config.get("model")
+    wanted = getattr(model, "class_path", None) if model is not None else None
+    saved = hparams.get("_class_path")
+    if saved and wanted and _import(saved) is not _import(wanted):
+        raise UserError(
+            f"checkpoint {path!r} holds a {saved} but the config builds a {wanted}; "
+            f"set --model {saved} or use a checkpoint of this model."
+        )
+    init = getattr(model, "init_args", None)
+    ours = init.get("latent_dim") if init is not None else None
+    if hparams.get("latent_dim") is not None and ours is not None and hparams["latent_dim"] != ours:
+        raise UserError(
+            f"checkpoint {path!r} was trained with latent_dim={hparams['latent_dim']} but the config gives "
+            f"latent_dim={ours}; use the model settings of the run that wrote it."
+        )
+
+
+def check_checkpoint(path: str, model: torch.nn.Module) -> None:
+    """After the model is built: the checkpoint's image shape and every weight's shape must
+    match, else ``UserError`` naming the file and the first mismatch."""
+    ckpt = read_checkpoint(path)
+    saved, ours = (ckpt.get("hyper_parameters") or {}).get("image_shape"), getattr(model, "image_shape", None)
+    if saved is not None and ours is not None and tuple(saved) != tuple(ours):
+        raise UserError(
+            f"checkpoint {path!r} was trained on images of shape {tuple(saved)} but the data gives {tuple(ours)}; "
+            "use the data settings of the run that wrote it."
+        )
+    ours_sd, theirs = model.state_dict(), ckpt["state_dict"]
+    for name, tensor in ours_sd.items():
         if name not in theirs:
             raise UserError(f"checkpoint {path!r} has no weights for {name}; it was written by a different net.")
         if tuple(theirs[name].shape) != tuple(tensor.shape):
@@ -155,14 +185,6 @@ def check_checkpoint(path: str, model: torch.nn.Module) -> None:
                 f"checkpoint {path!r} has {name} of shape {tuple(theirs[name].shape)} but the configured net "
                 f"needs {tuple(tensor.shape)}; use the encoder/decoder settings of the run that wrote it."
             )
-    extra = sorted(set(theirs) - set(ours))
+    extra = sorted(set(theirs) - set(ours_sd))
     if extra:
         raise UserError(f"checkpoint {path!r} has weights the configured net lacks ({extra[0]}, ...); it was written by a different net.")
-
-
-def _as_tuple(value) -> tuple:
-    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
-
-
-def _show(value) -> str:
-    return str(tuple(value)) if isinstance(value, (list, tuple)) else str(value)

@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from vae_lightning import validate
 from vae_lightning.callbacks import ImageLogger
-from vae_lightning.checkpoint_io import AtomicCheckpointIO, check_checkpoint, find_last, run_checkpoint_dir
+from vae_lightning.checkpoint_io import AtomicCheckpointIO, check_checkpoint, resolve_ckpt_path, run_checkpoint_dir
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
@@ -94,6 +94,13 @@ class VAECLI(LightningCLI):
             argv = list(args) if args is not None else sys.argv[1:]
             raise UserError(validate.explain(err, argv, _known_keys(parser, argv))) from None
 
+    def _parse_ckpt_path(self) -> None:
+        # resolve `last` and refuse a broken or foreign checkpoint before Lightning merges its
+        # hyper-parameters into the config
+        if self.config.get("subcommand"):
+            resolve_ckpt_path(self.config[self.config.subcommand], self.config.subcommand)
+        super()._parse_ckpt_path()
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ImageLogger, "images")
@@ -117,14 +124,6 @@ class VAECLI(LightningCLI):
         root = config.trainer.default_root_dir
         validate.check_config(config, self.subcommand)
         checkpoints = Path(root) / "checkpoints"
-        if config.ckpt_path == "last":  # the newest last.ckpt of any run under this root
-            last = find_last(Path(config.checkpoint.dirpath or checkpoints))
-            if last is not None:
-                config.ckpt_path = str(last)
-            elif self.subcommand != "fit":
-                raise UserError(f"--ckpt_path last: no last.ckpt under {str(checkpoints)!r}; train first or give a checkpoint file.")
-        if config.ckpt_path not in (None, "last", "best", "hpc") and not os.path.isfile(config.ckpt_path):
-            raise UserError(f"--ckpt_path {config.ckpt_path!r}: no such checkpoint file; give the path of a .ckpt file (or last).")
         # every fit gets its own checkpoint and image folders; a resumed fit keeps its run's
         if config.checkpoint.dirpath is None:
             if self.subcommand == "fit":

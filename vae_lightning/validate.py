@@ -69,17 +69,26 @@ def explain(err: Exception, args: list[str] | None = None, known_keys: list[str]
 
 
 def _constructor_error(err: BaseException) -> str | None:
-    """The innermost error raised by one of our (or torch's) constructors, if any: it already is
-    a sentence that names the value. jsonargparse's own errors are skipped."""
+    """The innermost ValueError/TypeError raised by a constructor (ours or torch's), if any: it
+    already is a sentence that names the value. Errors raised inside jsonargparse are skipped."""
     seen, found = set(), None
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if type(err).__module__.split(".")[0] != "jsonargparse" and type(err).__name__ != "ArgumentError":
+        if isinstance(err, (ValueError, TypeError)) and not _raised_in_jsonargparse(err):
             message = str(err).strip()
-            if message and "\n" not in message and not message.startswith(("Does not validate", "Parser key")):
+            if message and "\n" not in message:
                 found = message
         err = err.__cause__ or err.__context__
     return found
+
+
+def _raised_in_jsonargparse(err: BaseException) -> bool:
+    tb = err.__traceback__
+    if tb is None:
+        return True  # made and raised by jsonargparse's error collection, not by a constructor
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{os.sep}jsonargparse{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 def _key_path(text: str) -> str:
