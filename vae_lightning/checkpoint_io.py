@@ -122,8 +122,9 @@ def read_checkpoint(path: str) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for broken files
+        reason = (str(err).splitlines() or [type(err).__name__])[0].split(". ")[0][:100]
         raise UserError(
-            f"checkpoint {path!r} is truncated or corrupt ({str(err).splitlines()[0][:100]}); "
+            f"checkpoint {path!r} is truncated or corrupt ({reason}); "
             "use another checkpoint, e.g. an earlier one from the same folder."
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:

@@ -30,10 +30,13 @@ _TYPE_WORDS = {
 def explain(err: Exception, args: list[str] | None = None, known_keys: list[str] | None = None) -> str:
     """One sentence for a jsonargparse/constructor error. ``args`` (the command line) lets YAML
     syntax errors name their file; ``known_keys`` lets unknown keys get a suggestion."""
+    text = str(err)
     cause = _constructor_error(err)
     if cause is not None:
-        return cause
-    text = str(err)
+        return _with_section(cause, text)
+    m = re.search(r'Parser key "config":\s*File does not exist: (.*)', text)
+    if m:
+        return f"the --config file {m.group(1).strip()} does not exist; check the path."
     lines = [line.strip(" -") for line in text.splitlines() if line.strip(" -")]
     if text.startswith("Problems parsing config") or text.startswith("Unexpected config"):
         return _yaml_problem(args or [], text)
@@ -82,6 +85,21 @@ def _constructor_error(err: BaseException) -> str | None:
     return found
 
 
+def _with_section(message: str, text: str) -> str:
+    """``latent_dim must be ...`` -> ``model.init_args.latent_dim must be ...`` when the word is
+    an argument of the model or data class named in jsonargparse's message."""
+    word = re.match(r"(\w+)", message)
+    owner = re.search(r"Given value: Namespace\(class_path='([^']+)'", text)
+    if not word or not owner or word.group(1) not in _init_params(owner.group(1)):
+        return message
+    from lightning.pytorch import LightningDataModule, LightningModule
+
+    cls = _import_class(owner.group(1))
+    section = "model" if isinstance(cls, type) and issubclass(cls, LightningModule) else (
+        "data" if isinstance(cls, type) and issubclass(cls, LightningDataModule) else None)
+    return f"{section}.init_args.{message}" if section else message
+
+
 def _raised_in_jsonargparse(err: BaseException) -> bool:
     tb = err.__traceback__
     if tb is None:
@@ -116,12 +134,18 @@ def _unknown(key: str, known: list[str], owner: str | None = None, flag: bool = 
     return f"{what}{hint}; see `vae fit --help` for the accepted keys."
 
 
-def _init_params(class_path: str) -> list[str]:
-    """Constructor argument names of ``class_path`` and its bases (for suggestions)."""
+def _import_class(class_path: str):
     module, _, name = class_path.rpartition(".")
     try:
-        cls = getattr(__import__(module, fromlist=[name]), name)
+        return getattr(__import__(module, fromlist=[name]), name)
     except Exception:
+        return None
+
+
+def _init_params(class_path: str) -> list[str]:
+    """Constructor argument names of ``class_path`` and its bases (for suggestions)."""
+    cls = _import_class(class_path)
+    if cls is None:
         return []
     names: list[str] = []
     for klass in inspect.getmro(cls):
@@ -260,4 +284,4 @@ def check_built(model: Any, subcommand: str) -> None:
     try:
         model.configure_optimizers()
     except (ValueError, TypeError, KeyError) as err:
-        raise UserError(f"model.init_args.optimizer / lr_scheduler: {str(err).strip().splitlines()[0]}") from None
+        raise UserError(f"model.init_args.optimizer or lr_scheduler refused by torch: {str(err).strip().splitlines()[0]}.") from None
