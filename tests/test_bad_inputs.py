@@ -174,7 +174,6 @@ def test_bad_input_is_one_sentence_and_harms_nothing(case, extra, words, earlier
     assert "Traceback" not in err, err[-2000:]
     assert len(lines) == 1, err[-2000:]
     message = lines[0]
-    print(case, message)
     assert len(message) < 400, message
     for word in words:
         assert word in message, message

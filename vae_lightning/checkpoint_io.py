@@ -14,6 +14,7 @@ writing to ``version_N``.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
@@ -52,10 +53,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options.")
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        data = io.BytesIO()  # serialize first, so that only file-system errors remain below
+        torch.save(checkpoint, data)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
+                f.write(data.getbuffer())
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
