@@ -9,7 +9,6 @@ VAE_FAULT selects the fault; the patches apply in every process, DDP workers inc
 import os
 import resource
 import signal
-import sys
 import time
 from pathlib import Path
 
