@@ -193,7 +193,7 @@ def test_wandb_online_without_a_server_falls_back_to_offline_with_a_warning(tiny
         port = s.getsockname()[1]
     root = tmp_path / "run"
     env = {"WANDB_MODE": "online", "WANDB_BASE_URL": f"http://127.0.0.1:{port}", "WANDB_API_KEY": "x" * 40,
-           "VAE_WANDB_INIT_TIMEOUT": "5", "WANDB_SILENT": "false"}
+           "VAE_WANDB_INIT_TIMEOUT": "2", "WANDB_SILENT": "false"}
     result = run_vae("fit", "--config", str(tiny), "--trainer.default_root_dir", str(root), "--trainer.max_steps", "2",
                      "--trainer.logger", "lightning.pytorch.loggers.WandbLogger",
                      "--trainer.logger.init_args.offline", "false", env=env, timeout=180)

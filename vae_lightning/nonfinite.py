@@ -29,6 +29,9 @@ class NonFiniteGuard(Callback):
     ``max_skips`` > 0, bad steps are skipped instead (no weight or optimizer-state change) until
     that many have been skipped, then it stops as above.
 
+    With ``precision: 16-mixed`` only the loss is checked: inf gradients are then the loss
+    scaler's normal overflow signal, and it skips those steps itself.
+
     Cost: one device-to-host copy of a single bool per optimizer step. Reading the flag later
     (every n steps) would avoid that sync on GPUs, but a NaN would then reach the weights and the
     optimizer state before it is seen, and neither skipping nor saving the last good state would
@@ -53,6 +56,8 @@ class NonFiniteGuard(Callback):
         if not self.enabled:
             return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if getattr(trainer.precision_plugin, "scaler", None) is not None:
+            grads = []  # 16-mixed: the GradScaler skips overflowing steps itself; check the loss only
         # max |g| per tensor cannot overflow, unlike a norm; one bool for loss and all gradients
         checks = [g.detach().abs().amax().float() for g in grads]
         if self._loss is not None:
