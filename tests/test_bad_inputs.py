@@ -151,6 +151,8 @@ CASES = [
      ["trainer.devices", str(CORES + 1), "CPU cores"]),
     ("precision-unsupported", ["--trainer.precision", "transformer-engine"], ["trainer.precision", "transformer-engine"]),
     ("unwritable-root", ["--trainer.default_root_dir", "{b}/a_file/run"], ["trainer.default_root_dir", "a_file"]),
+    ("trainer-range", ["--trainer.max_epochs", "-5"], ["max_epochs", "-5"]),
+    ("clip-negative", ["--trainer.gradient_clip_val", "-1"], ["trainer.gradient_clip_val", ">= 0"]),
     ("config-missing", ["--config", "{b}/missing.yaml"], ["missing.yaml", "does not exist"]),
 ]
 

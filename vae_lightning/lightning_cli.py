@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from jsonargparse import ArgumentError, lazy_instance
 from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -145,6 +146,8 @@ class VAECLI(LightningCLI):
             super().instantiate_classes()
         except (ValueError, TypeError) as err:
             raise UserError(validate.explain(err)) from None
+        except MisconfigurationException as err:  # the Trainer's own checks of trainer.* values
+            raise UserError(f"trainer: {str(err).strip().splitlines()[0]}") from None
         ckpt_path = self.config[self.subcommand].ckpt_path
         if ckpt_path not in (None, "last", "best", "hpc"):
             check_checkpoint(ckpt_path, self.model)

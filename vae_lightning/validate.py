@@ -198,6 +198,9 @@ def check_config(config: Any, subcommand: str) -> None:
                    _get(config, "trainer.precision"))
     check_writable("trainer.default_root_dir", _get(config, "trainer.default_root_dir"))
     check_writable("checkpoint.dirpath", _get(config, "checkpoint.dirpath"))
+    clip = _get(config, "trainer.gradient_clip_val")
+    if isinstance(clip, (int, float)) and clip < 0:
+        raise UserError(f"trainer.gradient_clip_val must be >= 0 (or null for no clipping), got {clip}.")
     lr = _get(config, "model.init_args.optimizer.init_args.lr")
     if isinstance(lr, (int, float)) and not lr > 0:
         raise UserError(f"model.init_args.optimizer.init_args.lr must be > 0, got {lr}.")
