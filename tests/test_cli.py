@@ -78,7 +78,7 @@ def test_sprites_variant_trains_logs_to_wandb_offline_and_resumes(experiment, tm
     assert (runs[0] / "files" / "vae_config.yaml").exists()
 
     # the checkpoint loads into the right class, with its hyper-parameters
-    last = root / "checkpoints" / "last.ckpt"
+    last = root / "checkpoints" / "version_0" / "last.ckpt"  # one folder per run; a resumed fit keeps it
     assert _last_step(last) == 20
     cls = SPRITES[experiment]
     hparams = torch.load(last, map_location="cpu", weights_only=False)["hyper_parameters"]

@@ -38,17 +38,20 @@ class Checkpoint(ModelCheckpoint):
 class ImageLogger(Callback):
     """Every ``every_n_val`` validations: reconstructions (inputs in odd rows, their
     reconstructions E[x|z=μ(x)] in the row below) and prior samples E[x|z], z ~ N(0, I).
-    PNGs go to ``<default_root_dir>/images/``; W&B and TensorBoard get them as images.
+    PNGs go to ``dirpath``; W&B and TensorBoard get them as images.
 
     Args:
         every_n_val: draw at every n-th validation (0: never).
         num_images: images per grid (a multiple of 8 looks best).
+        dirpath: folder for the PNGs; None: ``<default_root_dir>/images`` (``vae fit`` sets
+            ``<default_root_dir>/images/version_N``, one folder per run).
     """
 
-    def __init__(self, every_n_val: int = 1, num_images: int = 32) -> None:
+    def __init__(self, every_n_val: int = 1, num_images: int = 32, dirpath: str | None = None) -> None:
         if every_n_val < 0 or num_images < 1:
             raise ValueError(f"ImageLogger needs every_n_val >= 0 and num_images >= 1, got {every_n_val}, {num_images}.")
         self.every_n_val, self.num_images = every_n_val, num_images
+        self.dirpath = dirpath
         self._inputs: Tensor | None = None
         self._count = 0
 
@@ -80,7 +83,7 @@ class ImageLogger(Callback):
         recon = pl_module.reconstruct(x).to(x.dtype)
         rows = 8
         pairs = [t for i in range(0, len(x), rows) for t in (x[i : i + rows], recon[i : i + rows])]
-        folder = Path(trainer.default_root_dir) / "images"
+        folder = Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "images"
         step = trainer.global_step
         log_image(trainer, "images/reconstructions", make_grid(torch.cat(pairs).cpu(), nrow=rows, pad_value=0.5),
                   folder / f"reconstructions_step{step:07d}.png")

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import os
-import re
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 from jsonargparse import ArgumentError, lazy_instance
+from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
+from vae_lightning import validate
 from vae_lightning.callbacks import Checkpoint, ImageLogger
+from vae_lightning.checkpoint_io import AtomicCheckpointIO, check_checkpoint, resolve_ckpt_path, run_checkpoint_dir
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
 from vae_lightning.models import VAE
+from vae_lightning.nonfinite import NonFiniteGuard
+from vae_lightning.wandb_guard import start_wandb
 
 
 def plain_config(parser: LightningArgumentParser, config) -> dict[str, Any]:
@@ -31,6 +38,8 @@ def run_dir(trainer: Trainer) -> Path:
     logger = trainer.logger
     if isinstance(logger, WandbLogger):
         return Path(logger.experiment.dir)
+    if logger is None and getattr(trainer.checkpoint_callback, "dirpath", None):
+        return Path(trainer.checkpoint_callback.dirpath)  # the run's own folder when nothing logs
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
@@ -82,11 +91,20 @@ class VAECLI(LightningCLI):
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as err:
-            raise UserError(_one_line(err)) from None
+            argv = list(args) if args is not None else sys.argv[1:]
+            raise UserError(validate.explain(err, argv, _known_keys(parser, argv))) from None
+
+    def _parse_ckpt_path(self) -> None:
+        # resolve `last` and refuse a broken or foreign checkpoint before Lightning merges its
+        # hyper-parameters into the config
+        if self.config.get("subcommand"):
+            resolve_ckpt_path(self.config[self.config.subcommand], self.config.subcommand)
+        super()._parse_ckpt_path()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.add_lightning_class_args(ImageLogger, "images")
+        parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
         parser.set_defaults(
             {
                 "model": lazy_instance(VAE),
@@ -109,9 +127,18 @@ class VAECLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self._run_config
         root = config.trainer.default_root_dir
-        # one stable checkpoint folder per run name, so `--ckpt_path last` finds the last run
+        validate.check_config(config, self.subcommand)
+        checkpoints = Path(root) / "checkpoints"
+        # every fit gets its own checkpoint and image folders; a resumed fit keeps its run's
         if config.checkpoint.dirpath is None:
-            config.checkpoint.dirpath = os.path.join(root, "checkpoints")
+            if self.subcommand == "fit":
+                # the folder is new or the resumed run's own: Lightning's "not empty" warning is noise
+                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+                config.checkpoint.dirpath = str(run_checkpoint_dir(checkpoints, config.ckpt_path))
+                if config.images.dirpath is None:
+                    config.images.dirpath = os.path.join(root, "images", Path(config.checkpoint.dirpath).name)
+            else:
+                config.checkpoint.dirpath = str(checkpoints)
         loggers = config.trainer.logger
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             init = getattr(logger, "init_args", None)
@@ -123,28 +150,36 @@ class VAECLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, TypeError) as err:
-            raise UserError(_one_line(err)) from None
+            raise UserError(validate.explain(err)) from None
+        except MisconfigurationException as err:  # the Trainer's own checks of trainer.* values
+            raise UserError(f"trainer: {str(err).strip().splitlines()[0]}") from None
         data_shape = tuple(self.datamodule.image_shape)
         if given is not None and tuple(given) != data_shape:
             raise UserError(
                 f"model.init_args.image_shape is {tuple(given)} but {type(self.datamodule).__name__} yields "
                 f"{data_shape} images; remove image_shape (vae takes it from the data) or use matching data."
             )
+        ckpt_path = self._run_config.get("ckpt_path")
+        if ckpt_path not in (None, "last", "best", "hpc"):
+            check_checkpoint(ckpt_path, self.model)
+        validate.check_built(self.model, self.subcommand)
+        start_wandb(self.trainer)  # bounded wait for an online W&B server, else offline
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        # atomic checkpoint writes unless the config brings its own CheckpointIO
+        plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        return super().instantiate_trainer(**{"plugins": plugins, **kwargs})
 
 
-_NOISE = (
-    "Does not validate against any of the Union", "Subtypes:", "Errors:", "Given value",
-    "Expected a NoneType", "Problem with given class_path", "Validation failed",
-)
+def _known_keys(parser: LightningArgumentParser, argv: list[str]) -> list[str]:
+    """Option names of the subcommand in ``argv`` (for "did you mean" hints)."""
+    try:
+        sub = next(a for a in argv if not a.startswith("-"))
+        subparser = parser._subcommands_action._name_parser_map[sub]
+        return [a.dest for a in subparser._actions if a.dest and a.dest != "help"]
+    except Exception:
+        return []
 
-
-def _one_line(err: Exception) -> str:
-    """jsonargparse reports a nested tree (union subtypes, given values); keep the key path and
-    the innermost message, e.g. 'model.init_args.latent_dim: Expected a int. Got value: abc'."""
-    text = re.sub(r"<class '(?:[\w]+\.)*([\w]+)'>", r"\1", str(err))
-    keys = re.findall(r'Parser key "([^"]+)"', text)
-    text = text.replace("Expected a int", "Expected an int")
-    lines = [re.sub(r'^Parser key "[^"]+":', "", line.strip().lstrip("-").strip()).strip() for line in text.splitlines()]
-    messages = [line for line in lines if line and not line.startswith(_NOISE)]
-    message = messages[0] if messages else (lines[0] if lines else repr(err))
-    return f"{'.init_args.'.join(keys)}: {message}" if keys else message

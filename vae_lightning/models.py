@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from vae_lightning.errors import UserError
 from vae_lightning.likelihoods import Bernoulli, Likelihood
 from vae_lightning.nets import ConvDecoder, ConvEncoder, Shape
 from vae_lightning.objectives import Constant, KLSchedule, gaussian_kl, posterior
@@ -148,12 +149,12 @@ class VAE(L.LightningModule):
         if dm is None:
             return
         if tuple(dm.image_shape) != self.image_shape:
-            raise ValueError(
+            raise UserError(
                 f"The model was built for images of shape {self.image_shape} but the data yields "
                 f"{tuple(dm.image_shape)}; train a new model for this data or use matching data."
             )
         if self.likelihood.discrete and not dm.binary:
-            raise ValueError(
+            raise UserError(
                 f"The Bernoulli likelihood needs binary pixels but {type(dm).__name__} yields gray "
                 "values; set data.init_args.binarize: dynamic (or use a Gaussian likelihood)."
             )

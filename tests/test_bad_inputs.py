@@ -1,0 +1,183 @@
+"""Bad input is refused before training with one sentence, a non-zero exit and no traceback, and
+leaves every file of an earlier run as it was. Runs in-process through `vae_lightning.cli.main`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from vae_lightning.cli import main
+
+TINY = """
+trainer:
+  max_steps: 4
+  val_check_interval: 2
+  check_val_every_n_epoch: null
+  limit_val_batches: 1
+  log_every_n_steps: 1
+  enable_progress_bar: false
+  enable_model_summary: false
+  logger: false
+model:
+  class_path: vae_lightning.VAE
+  init_args:
+    latent_dim: 4
+    encoder: {class_path: vae_lightning.MLPEncoder, init_args: {hidden: [16]}}
+    decoder: {class_path: vae_lightning.MLPDecoder, init_args: {hidden: [16]}}
+data:
+  class_path: vae_lightning.data.SpritesDataModule
+  init_args: {batch_size: 8, num_images: 200, val_size: 40}
+images:
+  every_n_val: 0
+"""
+
+
+def vae(capsys, *args: str) -> tuple[int, str]:
+    """Run `vae ARGS` in this process; returns (exit status, stderr)."""
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A finished tiny run in <root>; returns (config file, root)."""
+    base = tmp_path_factory.mktemp("bad-inputs")
+    root = base / "run"
+    config = base / "tiny.yaml"
+    config.write_text(TINY)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")
+        mp.setattr("sys.argv", ["vae"])
+        main(["fit", "--config", str(config), "--trainer.default_root_dir", str(root)])
+    assert (root / "checkpoints" / "version_0" / "last.ckpt").is_file()
+    return config, root
+
+
+def _files(base: Path) -> dict[str, Path]:
+    """Broken and odd inputs, made once per test."""
+    (base / "syntax.yaml").write_text("model:\n  init_args: {latent_dim: 4\n")
+    (base / "list.yaml").write_text("- trainer\n- model\n")
+    (base / "unknown.yaml").write_text("trainer:\n  max_stepz: 3\n")
+    (base / "wrongtype.yaml").write_text("model:\n  init_args:\n    latent_dim: ten\n")
+    (base / "a_file").write_text("not a folder")
+    images = base / "images"
+    images.mkdir()
+    from PIL import Image
+
+    for i in range(4):
+        Image.new("L", (48, 48), color=i * 60).save(images / f"{i}.png")
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    gray = base / "gray"
+    gray.mkdir()
+    for i in range(4):
+        Image.new("L", (28, 28), color=i * 60).save(gray / f"{i}.png")
+    return {"base": base, "images": images, "gray": gray}
+
+
+def _checkpoints(base: Path, root: Path) -> None:
+    good = root / "checkpoints" / "version_0" / "last.ckpt"
+    data = good.read_bytes()
+    (base / "truncated.ckpt").write_bytes(data[: len(data) // 2])
+    ckpt = torch.load(good, weights_only=False)
+    ckpt["hyper_parameters"]["_class_path"] = "vae_lightning.BetaVAE"
+    torch.save(ckpt, base / "beta.ckpt")
+    ckpt = torch.load(good, weights_only=False)
+    ckpt["hyper_parameters"]["latent_dim"] = 6
+    ckpt["state_dict"]["encoder.net.2.weight"] = torch.zeros(12, 16)
+    torch.save(ckpt, base / "latent6.ckpt")
+
+
+CORES = len(os.sched_getaffinity(0))
+
+# (id, extra args ({b}: a folder of bad files), words the one-line message must contain)
+CASES = [
+    ("yaml-syntax", ["--config", "{b}/syntax.yaml"], ["syntax.yaml", "not valid YAML", "line"]),
+    ("yaml-not-mapping", ["--config", "{b}/list.yaml"], ["list.yaml", "mapping"]),
+    ("unknown-key-yaml", ["--config", "{b}/unknown.yaml"], ["trainer.max_stepz", "did you mean trainer.max_steps"]),
+    ("unknown-key-flag", ["--model.init_args.latnet_dim", "3"], ["latnet_dim", "did you mean latent_dim"]),
+    ("unknown-option", ["--foo", "3"], ["--foo"]),
+    ("wrong-type-yaml", ["--config", "{b}/wrongtype.yaml"], ["model.init_args.latent_dim", "integer", "ten"]),
+    ("wrong-type-flag", ["--trainer.max_steps", "abc"], ["trainer.max_steps", "integer", "abc"]),
+    ("wrong-type-nested", ["--model.init_args.encoder.init_args.hidden", "abc"], ["hidden", "list", "abc"]),
+    ("unknown-class", ["--model", "vae_lightning.Nope"], ["vae_lightning.Nope"]),
+    ("bad-choice", ["--trainer.precision", "64-foo"], ["trainer.precision", "bf16-mixed", "64-foo"]),
+    ("latent-0", ["--model.init_args.latent_dim", "0"], ["latent_dim", ">= 1", "0"]),
+    ("beta-negative", ["--model", "vae_lightning.BetaVAE", "--model.init_args.beta", "-1"], ["beta", ">= 0", "-1"]),
+    ("gamma-negative", ["--model", "vae_lightning.BetaVAE", "--model.init_args.c_max", "5", "--model.init_args.gamma", "-2"],
+     ["gamma", ">= 0"]),
+    ("free-bits-negative", ["--model", "vae_lightning.FreeBitsVAE", "--model.init_args.free_bits", "-0.5"],
+     ["free_bits", ">= 0"]),
+    ("group-size", ["--model", "vae_lightning.FreeBitsVAE", "--model.init_args.group_size", "3"], ["group_size", "3"]),
+    ("lr-negative", ["--model.init_args.optimizer.init_args.lr", "-1"], ["lr", "> 0", "-1"]),
+    ("lr-zero", ["--model.init_args.optimizer.init_args.lr", "0"], ["lr", "> 0"]),
+    ("adam-betas", ["--model.init_args.optimizer.init_args.betas", "[0.9, 1.5]"], ["optimizer", "beta"]),
+    ("lr-interval", ["--model.init_args.lr_interval", "weekly"], ["lr_interval", "weekly"]),
+    ("batch-size-0", ["--data.init_args.batch_size", "0"], ["batch_size", ">= 1", "0"]),
+    ("num-images-1", ["--data.init_args.num_images", "1"], ["num_images", "1"]),
+    ("val-size-too-big", ["--data.init_args.val_size", "500"], ["val_size", "no training examples"]),
+    ("max-skips", ["--nonfinite.max_skips", "-1"], ["max_skips", ">= 0"]),
+    ("net-data-shape", ["--data", "vae_lightning.data.ImageFolderDataModule", "--data.init_args.data_dir", "{b}/images",
+                        "--data.init_args.image_size", "48", "--model.init_args.encoder", "vae_lightning.ConvEncoder"],
+     ["ConvEncoder", "48", "MLPEncoder"]),
+    ("bernoulli-gray", ["--data", "vae_lightning.data.ImageFolderDataModule", "--data.init_args.data_dir", "{b}/gray",
+                        "--data.init_args.image_size", "28", "--data.init_args.num_workers", "0",
+                        "--data.init_args.val_size", "1"],
+     ["Bernoulli", "binar"]),
+    ("missing-data", ["--data", "vae_lightning.data.MNISTDataModule", "--data.init_args.data_dir", "{b}/nothing"],
+     ["nothing", "does not exist"]),
+    ("data-not-a-folder", ["--data", "vae_lightning.data.ImageFolderDataModule", "--data.init_args.data_dir",
+                           "{b}/a_file", "--data.init_args.num_workers", "0"], ["a_file", "not a directory"]),
+    ("corrupt-image", ["--data", "vae_lightning.data.ImageFolderDataModule", "--data.init_args.data_dir", "{b}/images",
+                       "--data.init_args.image_size", "48", "--data.init_args.num_workers", "0"], ["broken.png"]),
+    ("missing-ckpt", ["--ckpt_path", "{b}/nope.ckpt"], ["nope.ckpt", "no such"]),
+    ("truncated-ckpt", ["--ckpt_path", "{b}/truncated.ckpt"], ["truncated.ckpt", "truncated or corrupt"]),
+    ("other-class-ckpt", ["--ckpt_path", "{b}/beta.ckpt"], ["beta.ckpt", "BetaVAE", "VAE"]),
+    ("other-latent-ckpt", ["--ckpt_path", "{b}/latent6.ckpt"], ["latent6.ckpt", "latent_dim=6", "latent_dim=4"]),
+    ("no-gpu", ["--trainer.accelerator", "gpu"], ["trainer.accelerator", "no CUDA GPU"]),
+    ("too-many-devices", ["--trainer.accelerator", "cpu", "--trainer.devices", str(CORES + 1)],
+     ["trainer.devices", str(CORES + 1), "CPU cores"]),
+    ("precision-unsupported", ["--trainer.precision", "transformer-engine"], ["trainer.precision", "transformer-engine"]),
+    ("unwritable-root", ["--trainer.default_root_dir", "{b}/a_file/run"], ["trainer.default_root_dir", "a_file"]),
+    ("trainer-range", ["--trainer.max_epochs", "-5"], ["max_epochs", "-5"]),
+    ("clip-negative", ["--trainer.gradient_clip_val", "-1"], ["trainer.gradient_clip_val", ">= 0"]),
+    ("config-missing", ["--config", "{b}/missing.yaml"], ["missing.yaml", "does not exist"]),
+]
+
+
+@pytest.mark.parametrize("case, extra, words", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_sentence_and_harms_nothing(case, extra, words, earlier_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr("sys.argv", ["vae"])
+    monkeypatch.delenv("VAE_DEBUG", raising=False)
+    if torch.cuda.is_available() and case == "no-gpu":
+        pytest.skip("this machine has a GPU")
+    config, root = earlier_run
+    files = _files(tmp_path)
+    _checkpoints(tmp_path, root)
+    before = snapshot(root)
+    extra = [a.replace("{b}", str(files["base"])) for a in extra]
+    subcommand = "fit"
+    code, err = vae(capsys, subcommand, "--config", str(config), "--trainer.default_root_dir", str(root), *extra)
+    lines = [line for line in err.splitlines() if line.startswith("vae: error:")]
+    assert code == 2, err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    assert len(lines) == 1, err[-2000:]
+    message = lines[0]
+    assert len(message) < 400, message
+    for word in words:
+        assert word in message, message
+    after = snapshot(root)
+    assert {k: v for k, v in after.items() if k in before} == before, "a file of the earlier run changed"

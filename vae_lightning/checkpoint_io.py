@@ -1,0 +1,194 @@
+"""Checkpoints that survive crashes and full disks, one folder of them per run, and the checks
+that refuse a checkpoint which does not belong to the configured model.
+
+Layout (``vae fit`` with the default ``checkpoint.dirpath``)::
+
+    <default_root_dir>/checkpoints/version_0/last.ckpt, best-<step>.ckpt   # first run
+    <default_root_dir>/checkpoints/version_1/...                           # second run
+
+Each new run takes the next free ``version_N`` (made with ``mkdir``, so two runs started at once
+never share one). ``--ckpt_path last`` means the newest ``last.ckpt`` under
+``<default_root_dir>/checkpoints/``, and a run resumed from a checkpoint in ``version_N`` keeps
+writing to ``version_N``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from vae_lightning.errors import UserError
+
+#: set by the process that picks the run folder, read by the DDP worker processes it launches
+RUN_DIR_ENV = "VAE_RUN_DIR"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some file systems do not open directories; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a hidden temporary file in the same folder, fsyncs it, then
+    renames it over the target (``os.replace`` is atomic on POSIX). A process killed while
+    saving leaves the previous file untouched; a failed write (disk full, quota, file-size
+    limit) removes the temporary file and stops the run with one sentence."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options.")
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        data = io.BytesIO()  # serialize first, so that only file-system errors remain below
+        torch.save(checkpoint, data)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise UserError(
+                f"cannot write checkpoint {str(path)!r} ({err.strerror or err}); the previous checkpoints in "
+                "that folder are intact: free disk space (or set checkpoint.dirpath elsewhere) and resume "
+                "with --ckpt_path last."
+            ) from err
+        _fsync_dir(path.parent)
+
+
+# ---- run folders --------------------------------------------------------------------------
+
+
+def new_version_dir(checkpoints: Path) -> Path:
+    """Create and return ``checkpoints/version_N`` with N one past the highest taken."""
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for p in checkpoints.iterdir() if (m := re.fullmatch(r"version_(\d+)", p.name))]
+    n = max(taken, default=-1) + 1
+    while True:
+        try:
+            (checkpoints / f"version_{n}").mkdir()
+            return checkpoints / f"version_{n}"
+        except FileExistsError:  # another run took it a moment ago
+            n += 1
+
+
+def run_checkpoint_dir(checkpoints: Path, resume_from: str | None) -> Path:
+    """The folder this fit writes checkpoints to: the resumed checkpoint's own folder when it lies
+    under ``checkpoints``, the folder picked by the launching process in a DDP worker, else new."""
+    if os.environ.get(RUN_DIR_ENV) and (os.environ.get("LOCAL_RANK") or os.environ.get("RANK")):
+        return Path(os.environ[RUN_DIR_ENV])
+    if resume_from and os.path.isfile(resume_from):
+        folder = Path(resume_from).resolve().parent
+        if folder == checkpoints.resolve() or checkpoints.resolve() in folder.parents:
+            return folder
+    folder = new_version_dir(checkpoints)
+    os.environ[RUN_DIR_ENV] = str(folder)  # inherited by the DDP workers Lightning launches
+    return folder
+
+
+def find_last(checkpoints: Path) -> Path | None:
+    """The newest ``last.ckpt`` in ``checkpoints`` or one of its run folders (None: none yet)."""
+    found = [p for p in (checkpoints / "last.ckpt", *checkpoints.glob("*/last.ckpt")) if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+# ---- refusing checkpoints that do not fit -------------------------------------------------
+
+
+def _import(class_path: str):
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(__import__(module, fromlist=[name]), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def read_checkpoint(path: str) -> dict:
+    """Open a checkpoint memory-mapped (the weights are not read); ``UserError`` naming the
+    file when it is truncated, corrupt or not a Lightning checkpoint."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for broken files
+        reason = (str(err).splitlines() or [type(err).__name__])[0].split(". ")[0][:100]
+        raise UserError(
+            f"checkpoint {path!r} is truncated or corrupt ({reason}); "
+            "use another checkpoint, e.g. an earlier one from the same folder."
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise UserError(f"{path!r} is not a Lightning checkpoint (it has no state_dict); give a .ckpt file written by vae fit.")
+    return ckpt
+
+
+def resolve_ckpt_path(config, subcommand: str) -> None:
+    """Turn ``--ckpt_path last`` into the newest ``last.ckpt`` of this run name and refuse a
+    checkpoint that is missing, broken, or of another model class or latent size than the
+    config asks for (Lightning would otherwise adopt the checkpoint's model settings silently)."""
+    path = config.get("ckpt_path")
+    checkpoints = Path(config.checkpoint.dirpath or Path(config.trainer.default_root_dir) / "checkpoints")
+    if path == "last":
+        last = find_last(checkpoints)
+        if last is None and subcommand != "fit":
+            raise UserError(f"--ckpt_path last: no last.ckpt under {str(checkpoints)!r}; train first or give a checkpoint file.")
+        if last is None:
+            return  # a first fit with "last" starts fresh (Lightning warns), so job scripts can always pass it
+        path = config.ckpt_path = str(last)
+    if path in (None, "best", "hpc") or "://" in str(path):
+        return
+    if not os.path.isfile(path):
+        raise UserError(f"--ckpt_path {path!r}: no such checkpoint file; give the path of a .ckpt file (or last).")
+    hparams = read_checkpoint(path).get("hyper_parameters") or {}
+    model = config.get("model")
+    wanted = getattr(model, "class_path", None) if model is not None else None
+    saved = hparams.get("_class_path")
+    if saved and wanted and _import(saved) is not _import(wanted):
+        raise UserError(
+            f"checkpoint {path!r} holds a {saved} but the config builds a {wanted}; "
+            f"set --model {saved} or use a checkpoint of this model."
+        )
+    init = getattr(model, "init_args", None)
+    ours = init.get("latent_dim") if init is not None else None
+    if hparams.get("latent_dim") is not None and ours is not None and hparams["latent_dim"] != ours:
+        raise UserError(
+            f"checkpoint {path!r} was trained with latent_dim={hparams['latent_dim']} but the config gives "
+            f"latent_dim={ours}; use the model settings of the run that wrote it."
+        )
+
+
+def check_checkpoint(path: str, model: torch.nn.Module) -> None:
+    """After the model is built: the checkpoint's image shape and every weight's shape must
+    match, else ``UserError`` naming the file and the first mismatch."""
+    ckpt = read_checkpoint(path)
+    saved, ours = (ckpt.get("hyper_parameters") or {}).get("image_shape"), getattr(model, "image_shape", None)
+    if saved is not None and ours is not None and tuple(saved) != tuple(ours):
+        raise UserError(
+            f"checkpoint {path!r} was trained on images of shape {tuple(saved)} but the data gives {tuple(ours)}; "
+            "use the data settings of the run that wrote it."
+        )
+    ours_sd, theirs = model.state_dict(), ckpt["state_dict"]
+    for name, tensor in ours_sd.items():
+        if name not in theirs:
+            raise UserError(f"checkpoint {path!r} has no weights for {name}; it was written by a different net.")
+        if tuple(theirs[name].shape) != tuple(tensor.shape):
+            raise UserError(
+                f"checkpoint {path!r} has {name} of shape {tuple(theirs[name].shape)} but the configured net "
+                f"needs {tuple(tensor.shape)}; use the encoder/decoder settings of the run that wrote it."
+            )
+    extra = sorted(set(theirs) - set(ours_sd))
+    if extra:
+        raise UserError(f"checkpoint {path!r} has weights the configured net lacks ({extra[0]}, ...); it was written by a different net.")
