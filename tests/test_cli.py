@@ -116,7 +116,7 @@ def test_wrong_values_get_one_sentence_and_a_nonzero_exit(args, message, tmp_pat
     errors = [line for line in result.stderr.splitlines() if line.startswith("vae: error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not list((tmp_path / "run").rglob("*.ckpt")) and not list((tmp_path / "run").glob("checkpoints/version_*"))
 
 
 @pytest.mark.slow

@@ -66,6 +66,16 @@ class VAECLI(LightningCLI):
     """``vae fit|validate|test|predict``: model and data chosen by ``class_path`` in YAML."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs) -> None:
+        self._new_run_dir: Path | None = None
+        try:
+            self._init(args, run, **kwargs)
+        except UserError:
+            # a run refused before it wrote anything leaves no empty version folder behind
+            if self._new_run_dir is not None and self._new_run_dir.is_dir() and not any(self._new_run_dir.iterdir()):
+                self._new_run_dir.rmdir()
+            raise
+
+    def _init(self, args: list[str] | None, run: bool, **kwargs) -> None:
         super().__init__(
             model_class=VAE,
             datamodule_class=VAEDataModule,
@@ -134,7 +144,10 @@ class VAECLI(LightningCLI):
             if self.subcommand == "fit":
                 # the folder is new or the resumed run's own: Lightning's "not empty" warning is noise
                 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-                config.checkpoint.dirpath = str(run_checkpoint_dir(checkpoints, config.ckpt_path))
+                folder = run_checkpoint_dir(checkpoints, config.ckpt_path)
+                if not any(folder.iterdir()):
+                    self._new_run_dir = folder
+                config.checkpoint.dirpath = str(folder)
                 if config.images.dirpath is None:
                     config.images.dirpath = os.path.join(root, "images", Path(config.checkpoint.dirpath).name)
             else:
