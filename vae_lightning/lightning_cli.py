@@ -14,10 +14,13 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 
 from vae_lightning.callbacks import ImageLogger
+from vae_lightning.collapse import CollapseMonitor
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
+from vae_lightning.disentanglement import Disentanglement
 from vae_lightning.models import VAE
+from vae_lightning.scoring import AnomalyScores
 
 
 def plain_config(parser: LightningArgumentParser, config) -> dict[str, Any]:
@@ -87,6 +90,9 @@ class VAECLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ImageLogger, "images")
+        parser.add_lightning_class_args(CollapseMonitor, "collapse")
+        parser.add_lightning_class_args(Disentanglement, "disentanglement")  # vae test on data with factors
+        parser.add_lightning_class_args(AnomalyScores, "scores")  # vae predict: one CSV row per input
         parser.set_defaults(
             {
                 "model": lazy_instance(VAE),
