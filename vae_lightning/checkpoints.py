@@ -21,12 +21,9 @@ def _model_class(class_path: str, path: Path):
     return cls
 
 
-def load_model(path: str | Path, map_location: str = "cpu"):
-    """The ``VAE`` (or subclass) saved in a checkpoint written by ``vae fit``, in eval mode.
-
-    Raises ``UserError`` when the file is missing, truncated or not a checkpoint, or holds
-    another model class.
-    """
+def check_checkpoint(path: str | Path, map_location: str = "cpu") -> type:
+    """The model class of a checkpoint written by ``vae fit``; raises ``UserError`` when the
+    file is missing, truncated or not a checkpoint, or holds another model class."""
     import torch
 
     path = Path(path)
@@ -41,9 +38,20 @@ def load_model(path: str | Path, map_location: str = "cpu"):
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"{str(path)!r} is not a Lightning checkpoint (no state_dict); pass a .ckpt file written by `vae fit`.")
     hparams = checkpoint.get("hyper_parameters") or {}
-    cls = _model_class(hparams.get("_class_path", "vae_lightning.models.VAE"), path)
+    return _model_class(hparams.get("_class_path", "vae_lightning.models.VAE"), path)
+
+
+def load_model(path: str | Path, map_location: str = "cpu"):
+    """The ``VAE`` (or subclass) saved in a checkpoint written by ``vae fit``, in eval mode.
+    Raises ``UserError`` for the cases of ``check_checkpoint`` and for weights that do not fit."""
+    import warnings
+
+    path = Path(path)
+    cls = check_checkpoint(path, map_location)
     try:
-        model = cls.load_from_checkpoint(path, map_location=map_location)
+        with warnings.catch_warnings():  # Lightning's advice on save_hyperparameters is for developers
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
+            model = cls.load_from_checkpoint(path, map_location=map_location)
     except Exception as err:  # wrong keys or shapes: a checkpoint of another model
         raise UserError(f"checkpoint {str(path)!r} does not fit {cls.__name__} ({type(err).__name__}: {str(err).splitlines()[0][:200]}).") from None
     return model.eval()

@@ -14,6 +14,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 
 from vae_lightning.callbacks import ImageLogger
+from vae_lightning.checkpoints import check_checkpoint
 from vae_lightning.collapse import CollapseMonitor
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
@@ -86,6 +87,12 @@ class VAECLI(LightningCLI):
             super().parse_arguments(parser, args)
         except ArgumentError as err:
             raise UserError(_one_line(err)) from None
+        # before LightningCLI reads the checkpoint's hyper-parameters: one sentence for a missing,
+        # truncated or foreign file instead of a traceback
+        subcommand = self.config.get("subcommand")
+        ckpt = self.config.get(subcommand, {}).get("ckpt_path") if subcommand else None
+        if subcommand in ("validate", "test", "predict") and ckpt not in (None, "last", "best", "hpc") and "://" not in str(ckpt):
+            check_checkpoint(ckpt)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
