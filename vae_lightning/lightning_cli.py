@@ -94,6 +94,16 @@ class VAECLI(LightningCLI):
         if subcommand in ("validate", "test", "predict") and ckpt not in (None, "last", "best", "hpc") and "://" not in str(ckpt):
             check_checkpoint(ckpt)
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI replaces the model's config by the checkpoint's hyper-parameters, command
+        # line included; k for the importance-weighted bound is an evaluation setting of this run
+        subcommand = self.config.get("subcommand")
+        init = self.config[subcommand].model.get("init_args") if subcommand else None
+        k = init.get("iw_samples") if init is not None else None
+        super()._parse_ckpt_path()
+        if k is not None and self.config[subcommand].model.get("init_args") is not None:
+            self.config[subcommand].model.init_args.iw_samples = k
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ImageLogger, "images")
