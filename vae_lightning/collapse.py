@@ -32,11 +32,11 @@ def kl_bar_chart(kl_per_dim: Tensor, mu_var: Tensor | None = None, threshold: fl
 
     kl = kl_per_dim.float().cpu().numpy()
     active = np.ones_like(kl, bool) if mu_var is None else (mu_var.float().cpu().numpy() > threshold)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.25 * len(kl) + 1.5), 2.6), dpi=80)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.25 * len(kl) + 1.5), 2.6), dpi=80)
     ax.bar(np.arange(len(kl)), kl, color=np.where(active, "tab:blue", "tab:gray"))
     ax.set_xlabel("latent dimension (gray: inactive)")
     ax.set_ylabel("KL (nats)")
-    ax.set_title(f"KL per dimension: total {kl.sum():.2f} nats, {int(active.sum())}/{len(kl)} active")
+    ax.set_title(f"KL per dimension: {kl.sum():.2f} nats in all, {int(active.sum())}/{len(kl)} active", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -35,7 +35,9 @@ def run_dir(trainer: Trainer) -> Path:
     logger = trainer.logger
     if isinstance(logger, WandbLogger):
         return Path(logger.experiment.dir)
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    # not trainer.log_dir: it broadcasts, and this runs on rank zero only (a DDP hang without a logger)
+    log_dir = getattr(logger, "log_dir", None) if logger is not None else None
+    return Path(log_dir or trainer.default_root_dir)
 
 
 class LogConfig(SaveConfigCallback):
