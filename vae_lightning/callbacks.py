@@ -36,21 +36,40 @@ class Checkpoint(ModelCheckpoint):
 
 
 class ImageLogger(Callback):
-    """Every ``every_n_val`` validations: reconstructions (inputs in odd rows, their
-    reconstructions E[x|z=μ(x)] in the row below) and prior samples E[x|z], z ~ N(0, I).
-    PNGs go to ``dirpath``; W&B and TensorBoard get them as images.
+    """Every ``every_n_val`` validations, four pictures of the same validation inputs:
+
+    - ``reconstructions``: inputs in odd rows, their reconstructions E[x|z=μ(x)] in the row below;
+    - ``samples``: E[x|z] for fixed draws z ~ N(0, I);
+    - ``traversals``: from μ of the first input, one row per latent dimension (most active first:
+      largest Var_x(μ_u) over the inputs), that dimension set to −3 … +3;
+    - ``interpolations``: rows from one input to another, decoding (1 − t)·μ_a + t·μ_b between
+      the two inputs themselves.
+
+    PNGs go to ``dirpath``; W&B and TensorBoard get them as images. Rank zero only.
 
     Args:
         every_n_val: draw at every n-th validation (0: never).
-        num_images: images per grid (a multiple of 8 looks best).
+        num_images: images per reconstruction and sample grid (a multiple of 8 looks best).
+        traverse_dims: latent dimensions shown in the traversals (0: no traversals).
+        traverse_steps: values per traversal row, from −3 to +3.
+        interpolations: rows of interpolations (0: none).
+        interpolation_steps: decoded images between the two inputs of a row.
         dirpath: folder for the PNGs; None: ``<default_root_dir>/images`` (``vae fit`` sets
             ``<default_root_dir>/images/version_N``, one folder per run).
     """
 
-    def __init__(self, every_n_val: int = 1, num_images: int = 32, dirpath: str | None = None) -> None:
-        if every_n_val < 0 or num_images < 1:
-            raise ValueError(f"ImageLogger needs every_n_val >= 0 and num_images >= 1, got {every_n_val}, {num_images}.")
+    def __init__(self, every_n_val: int = 1, num_images: int = 32, traverse_dims: int = 10, traverse_steps: int = 7,
+                 interpolations: int = 4, interpolation_steps: int = 8, dirpath: str | None = None) -> None:
+        counts = (every_n_val, num_images - 1, traverse_dims, traverse_steps - 2, interpolations, interpolation_steps - 2)
+        if min(counts) < 0:
+            raise ValueError(
+                "ImageLogger needs every_n_val, traverse_dims, interpolations >= 0, num_images >= 1 and "
+                f"traverse_steps, interpolation_steps >= 2; got {every_n_val}, {traverse_dims}, {interpolations}, "
+                f"{num_images}, {traverse_steps}, {interpolation_steps}."
+            )
         self.every_n_val, self.num_images = every_n_val, num_images
+        self.traverse_dims, self.traverse_steps = traverse_dims, traverse_steps
+        self.interpolations, self.interpolation_steps = interpolations, interpolation_steps
         self.dirpath = dirpath
         self._inputs: Tensor | None = None
         self._count = 0
@@ -58,13 +77,14 @@ class ImageLogger(Callback):
     def _val_inputs(self, trainer: Trainer) -> Tensor:
         if self._inputs is None:  # the same inputs at every validation, so pictures compare
             xs, n = [], 0
+            wanted = max(self.num_images, 2 * self.interpolations)
             for batch in trainer.datamodule.val_dataloader():
                 x = batch[0] if isinstance(batch, (tuple, list)) else batch
                 xs.append(x)
                 n += len(x)
-                if n >= self.num_images:
+                if n >= wanted:
                     break
-            self._inputs = torch.cat(xs)[: self.num_images]
+            self._inputs = torch.cat(xs)[:wanted]
         return self._inputs
 
     @rank_zero_only
@@ -77,17 +97,22 @@ class ImageLogger(Callback):
         self.draw(trainer, pl_module)
 
     def draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        from torchvision.utils import make_grid
+        from vae_lightning import pictures
 
         x = self._val_inputs(trainer).to(pl_module.device)
-        recon = pl_module.reconstruct(x).to(x.dtype)
-        rows = 8
-        pairs = [t for i in range(0, len(x), rows) for t in (x[i : i + rows], recon[i : i + rows])]
         folder = Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "images"
         step = trainer.global_step
-        log_image(trainer, "images/reconstructions", make_grid(torch.cat(pairs).cpu(), nrow=rows, pad_value=0.5),
-                  folder / f"reconstructions_step{step:07d}.png")
-        generator = torch.Generator().manual_seed(0)  # the same latents every time
-        samples = pl_module.sample(self.num_images, generator=generator)
-        log_image(trainer, "images/samples", make_grid(samples.cpu(), nrow=rows, pad_value=0.5),
-                  folder / f"samples_step{step:07d}.png")
+
+        def log(name: str, grid: Tensor) -> None:
+            log_image(trainer, f"images/{name}", grid, folder / f"{name}_step{step:07d}.png")
+
+        log("reconstructions", pictures.reconstruction_grid(pl_module, x[: self.num_images]))
+        log("samples", pictures.sample_grid(pl_module, self.num_images))  # seed 0: the same latents every time
+        mu = pictures.encode_mean(pl_module, x)
+        if self.traverse_dims:
+            dims = pictures.activity_order(mu)[: self.traverse_dims]
+            log("traversals", pictures.traversal_grid(pl_module, mu[0], dims, self.traverse_steps))
+        pairs = min(self.interpolations, len(x) // 2)
+        if pairs:
+            a, b = slice(0, 2 * pairs, 2), slice(1, 2 * pairs, 2)
+            log("interpolations", pictures.interpolation_grid(pl_module, mu[a], mu[b], self.interpolation_steps, x[a], x[b]))

@@ -17,8 +17,13 @@ SUBCOMMANDS = {
     "fit": "train a model (the main job)",
     "validate": "evaluate on the validation split",
     "test": "evaluate on the test split",
-    "predict": "run the model over the predict split",
+    "predict": "score every input of the predict split as an anomaly (CSV, --scores.path)",
+    "sample": "draw samples from a checkpoint into a PNG grid",
+    "traverse": "latent traversals of a checkpoint as a PNG grid",
+    "interpolate": "latent interpolations of a checkpoint as a PNG grid",
 }
+# picture commands take a checkpoint, not a config; they do not go through LightningCLI
+PICTURE_COMMANDS = ("sample", "traverse", "interpolate")
 
 HELP = """usage: vae [-h] [--version] {{{names}}} ...
 
@@ -34,7 +39,7 @@ Errors in your config or files are printed as one line; set VAE_DEBUG=1 for trac
 
 
 def _quick_help() -> str:
-    lines = "\n".join(f"  {name:<10}{text}" for name, text in SUBCOMMANDS.items())
+    lines = "\n".join(f"  {name:<13}{text}" for name, text in SUBCOMMANDS.items())
     return HELP.format(names=",".join(SUBCOMMANDS), lines=lines)
 
 
@@ -66,7 +71,12 @@ def main(args: list[str] | None = None) -> None:
     from vae_lightning.errors import UserError
 
     try:
-        run(args)
+        if argv[0] in PICTURE_COMMANDS:
+            from vae_lightning.commands import main as picture_command
+
+            picture_command(argv)
+        else:
+            run(args)
     except UserError as err:
         if os.environ.get("VAE_DEBUG"):
             raise

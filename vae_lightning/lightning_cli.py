@@ -19,12 +19,15 @@ from lightning.pytorch.loggers import WandbLogger
 from vae_lightning import validate
 from vae_lightning.callbacks import Checkpoint, ImageLogger
 from vae_lightning.checkpoint_io import AtomicCheckpointIO, check_checkpoint, resolve_ckpt_path, run_checkpoint_dir
+from vae_lightning.collapse import CollapseMonitor
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
+from vae_lightning.disentanglement import Disentanglement
 from vae_lightning.models import VAE
 from vae_lightning.nonfinite import NonFiniteGuard
 from vae_lightning.wandb_guard import start_wandb
+from vae_lightning.scoring import AnomalyScores
 
 
 def plain_config(parser: LightningArgumentParser, config) -> dict[str, Any]:
@@ -38,9 +41,11 @@ def run_dir(trainer: Trainer) -> Path:
     logger = trainer.logger
     if isinstance(logger, WandbLogger):
         return Path(logger.experiment.dir)
-    if logger is None and getattr(trainer.checkpoint_callback, "dirpath", None):
+    # not trainer.log_dir: it broadcasts, and this runs on rank zero only (a DDP hang without a logger)
+    log_dir = getattr(logger, "log_dir", None) if logger is not None else None
+    if log_dir is None and getattr(trainer.checkpoint_callback, "dirpath", None):
         return Path(trainer.checkpoint_callback.dirpath)  # the run's own folder when nothing logs
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    return Path(log_dir or trainer.default_root_dir)
 
 
 class LogConfig(SaveConfigCallback):
@@ -105,16 +110,27 @@ class VAECLI(LightningCLI):
             raise UserError(validate.explain(err, argv, _known_keys(parser, argv))) from None
 
     def _parse_ckpt_path(self) -> None:
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return super()._parse_ckpt_path()
         # resolve `last` and refuse a broken or foreign checkpoint before Lightning merges its
         # hyper-parameters into the config
-        if self.config.get("subcommand"):
-            resolve_ckpt_path(self.config[self.config.subcommand], self.config.subcommand)
+        resolve_ckpt_path(self.config[subcommand], subcommand)
+        # LightningCLI replaces the model's config by the checkpoint's hyper-parameters, command
+        # line included; k for the importance-weighted bound is an evaluation setting of this run
+        init = self.config[subcommand].model.get("init_args")
+        k = init.get("iw_samples") if init is not None else None
         super()._parse_ckpt_path()
+        if k is not None and self.config[subcommand].model.get("init_args") is not None:
+            self.config[subcommand].model.init_args.iw_samples = k
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.add_lightning_class_args(ImageLogger, "images")
         parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
+        parser.add_lightning_class_args(CollapseMonitor, "collapse")
+        parser.add_lightning_class_args(Disentanglement, "disentanglement")  # vae test on data with factors
+        parser.add_lightning_class_args(AnomalyScores, "scores")  # vae predict: one CSV row per input
         parser.set_defaults(
             {
                 "model": lazy_instance(VAE),

@@ -8,10 +8,14 @@ and W&B keys (``train/…``, ``val/…``, ``test/…``), per example and average
 - ``elbo``: −(recon + kl), the evidence lower bound on log p(x), in nats;
 - ``loss``: the training objective, recon + kl_weight · (the variant's KL term);
 - ``kl_weight``: the effective weight on the KL term at this step (schedule × β or γ).
+
+Validation and test also log ``active_units`` and ``mi``; test adds ``nll_iw``, ``bpd`` and
+``kl_dim/<u>`` (see ``vae_lightning.metrics`` for definitions and units).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import lightning as L
@@ -21,6 +25,7 @@ from torch import Tensor, nn
 
 from vae_lightning.errors import UserError
 from vae_lightning.likelihoods import Bernoulli, Likelihood
+from vae_lightning.metrics import IWBound, LatentMetrics, iw_log_likelihood
 from vae_lightning.nets import ConvDecoder, ConvEncoder, Shape
 from vae_lightning.objectives import Constant, KLSchedule, gaussian_kl, posterior
 
@@ -44,6 +49,8 @@ class VAE(L.LightningModule):
         lr_interval: ``step`` or ``epoch``.
         image_shape: (C, H, W) of the data; ``vae`` sets it from the data module (leave it out of
             configs; a value that disagrees with the data is refused).
+        iw_samples: importance samples k per test example for ``nll_iw`` (and ``vae predict``);
+            the bound tightens as k grows, at k times the cost of a decoder pass.
     """
 
     def __init__(
@@ -57,6 +64,7 @@ class VAE(L.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_interval: str = "step",
         image_shape: tuple[int, int, int] | None = None,
+        iw_samples: int = 100,
     ) -> None:
         super().__init__()
         if image_shape is None:
@@ -75,6 +83,13 @@ class VAE(L.LightningModule):
         self.kl_schedule = kl_schedule if kl_schedule is not None else Constant()
         self.optimizer, self.lr_scheduler, self.lr_interval = optimizer, lr_scheduler, lr_interval
         self.kl_multiplier = 1.0  # β or γ in the variants; logged as part of kl_weight
+        if iw_samples < 1:
+            raise UserError(f"model.init_args.iw_samples must be >= 1 (the number of importance samples k), got {iw_samples}.")
+        self.iw_samples = iw_samples
+        # torchmetrics states are not saved in checkpoints, so older checkpoints still load
+        self.latent_metrics = nn.ModuleDict({"val": LatentMetrics(latent_dim), "test": LatentMetrics(latent_dim)})
+        self.iw_bound = IWBound(math.prod(self.image_shape))
+        self.latent_stats: dict[str, dict[str, Tensor]] = {}  # last computed, for callbacks
 
     # ---- the objective -------------------------------------------------------------------
     def kl_term(self, kl: Tensor) -> Tensor:
@@ -114,16 +129,49 @@ class VAE(L.LightningModule):
         return self._step(batch, "train")
 
     def validation_step(self, batch, batch_idx: int) -> Tensor:
-        return self._step(batch, "val")
+        loss = self._step(batch, "val")
+        self._update_metrics(batch, "val")
+        return loss
 
     def test_step(self, batch, batch_idx: int) -> Tensor:
-        return self._step(batch, "test")
+        loss = self._step(batch, "test")
+        self._update_metrics(batch, "test")
+        return loss
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
+        from vae_lightning.scoring import anomaly_scores
+
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        recon, kl_dims, _ = self(x)
-        mu, _ = self.encoder(x)
-        return {"elbo": -(recon + kl_dims.sum(1)), "recon": recon, "kl": kl_dims.sum(1), "mu": mu}
+        return anomaly_scores(self, x, self.iw_samples)
+
+    # ---- evaluation metrics (vae_lightning.metrics) ----------------------------------------
+    def _update_metrics(self, batch, stage: str) -> None:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        mu, logvar = self.encoder(x)
+        self.latent_metrics[stage].update(mu, logvar)
+        if stage == "test":  # k decoder passes per example: test only
+            self.iw_bound.update(-iw_log_likelihood(self, x, self.iw_samples))
+
+    def _log_metrics(self, stage: str) -> None:
+        metrics = self.latent_metrics[stage]
+        if not metrics.kl.update_called:
+            return
+        stats = metrics.compute()  # reduced over DDP ranks: the same values everywhere
+        self.latent_stats[stage] = {k: v.detach().cpu() for k, v in stats.items()}
+        values = {"active_units": stats["active_units"].float(), "mi": stats["mi"]}
+        if stage == "test":
+            values.update(self.iw_bound.compute())
+            values.update({f"kl_dim/{u}": kl for u, kl in enumerate(stats["kl_per_dim"])})
+            self.iw_bound.reset()
+        for name, value in values.items():
+            self.log(f"{stage}/{name}", value, sync_dist=True)
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
 
     # ---- generation ----------------------------------------------------------------------
     @torch.no_grad()

@@ -95,6 +95,7 @@ class SpritesDataModule(VAEDataModule):
     image_shape = (1, SIZE, SIZE)
     factor_names = FACTOR_NAMES
     factor_sizes = FACTOR_SIZES
+    render = staticmethod(render)  # factor indices (B, 5) -> images, for the disentanglement metrics
 
     def __init__(
         self, batch_size: int = 64, seed: int = 0, val_size: int | float = 10_000, num_images: int | None = None

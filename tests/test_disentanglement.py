@@ -1,0 +1,71 @@
+"""MIG and FactorVAE score: perfect latents score high, random latents near 0 / chance."""
+
+import pytest
+import torch
+
+from vae_lightning.data.sprites import FACTOR_SIZES
+from vae_lightning.disentanglement import (
+    discrete_mutual_info, factor_vae_score, histogram_discretize, mig, sample_factors,
+)
+
+SMALL_SIZES = (3, 6, 10, 16, 20)  # every factor fits in 20 bins
+
+
+def noisy(factors, scale=1e-3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return factors.float() + scale * torch.randn(factors.shape, generator=g)
+
+
+def test_discrete_mutual_information_of_a_variable_with_itself_is_its_entropy():
+    a = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    assert discrete_mutual_info(a, a).item() == pytest.approx(torch.tensor(4.0).log().item())
+    assert discrete_mutual_info(a, torch.tensor([0, 1] * 4)).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_histogram_discretization_uses_equal_width_bins_between_min_and_max():
+    codes = torch.tensor([[0.0], [0.49], [0.5], [9.99], [10.0]])
+    assert histogram_discretize(codes, 20).squeeze(1).tolist() == [0, 0, 1, 19, 19]
+
+
+def test_mig_of_latents_equal_to_factors_is_close_to_one():
+    factors = sample_factors(10_000, SMALL_SIZES, torch.Generator().manual_seed(0))
+    assert mig(noisy(factors), factors) > 0.95
+    # a permutation and scaling of the dimensions does not matter
+    assert mig(noisy(factors)[:, [4, 2, 0, 1, 3]] * torch.tensor([3.0, -1, 0.5, 2, 1]), factors) > 0.95
+
+
+def test_mig_of_the_sprites_factors_is_about_0_9_under_the_20_bin_protocol():
+    factors = sample_factors(10_000, FACTOR_SIZES, torch.Generator().manual_seed(0))
+    assert mig(noisy(factors), factors) == pytest.approx(0.90, abs=0.03)
+
+
+def test_mig_of_random_latents_is_near_zero():
+    factors = sample_factors(10_000, SMALL_SIZES, torch.Generator().manual_seed(0))
+    assert mig(torch.randn(10_000, 8, generator=torch.Generator().manual_seed(2)), factors) < 0.02
+
+
+def test_mig_of_a_code_that_mixes_two_factors_into_one_dimension_is_low():
+    factors = sample_factors(10_000, (4, 4), torch.Generator().manual_seed(0))
+    mixed = noisy(torch.stack([factors[:, 0] * 4 + factors[:, 1], factors[:, 0] * 4 + factors[:, 1]], 1))
+    assert mig(mixed, factors) < 0.1  # two identical dimensions: the gap is zero
+
+
+def test_factor_vae_score_of_perfect_latents_is_one_and_of_random_latents_near_chance():
+    perfect = lambda f: noisy(f, seed=int(f.sum()))  # noqa: E731
+    assert factor_vae_score(perfect, FACTOR_SIZES, num_train=300, num_eval=300, num_variance=2000) == 1.0
+    g = torch.Generator().manual_seed(3)
+    random = lambda f: torch.randn(len(f), 10, generator=g)  # noqa: E731
+    score = factor_vae_score(random, FACTOR_SIZES, num_train=300, num_eval=300, num_variance=2000)
+    assert 0.1 < score < 0.35  # chance is 1/5
+
+
+def test_factor_vae_score_prunes_collapsed_dimensions():
+    """A dimension with std < 0.05 never gets a vote; all collapsed scores 0."""
+    def represent(f):
+        codes = noisy(f)
+        codes[:, 0] = 0.01 * torch.randn(len(f))  # factor 0's dimension collapsed
+        return codes
+
+    score = factor_vae_score(represent, FACTOR_SIZES, num_train=300, num_eval=300, num_variance=2000)
+    assert 0.7 < score < 0.9  # votes for the collapsed factor go astray: about 4/5 right
+    assert factor_vae_score(lambda f: torch.zeros(len(f), 3), FACTOR_SIZES, num_train=10, num_eval=10) == 0.0

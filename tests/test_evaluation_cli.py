@@ -1,0 +1,115 @@
+"""End to end through `vae`: a short sprites β-VAE run, then `vae test`, the picture commands,
+`vae predict`, and the bad inputs of the evaluation commands."""
+
+import csv
+import re
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import run_vae
+
+TINY = [
+    "--config", "configs/base.yaml", "--config", "configs/sprites/beta_vae.yaml",
+    "--model.init_args.encoder", "vae_lightning.MLPEncoder", "--model.init_args.decoder", "vae_lightning.MLPDecoder",
+    "--data.init_args.num_images", "2000", "--data.init_args.val_size", "256",
+]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sprites-beta")
+    r = run_vae("fit", *TINY, "--trainer.max_steps", "60", "--trainer.val_check_interval", "30",
+                "--trainer.default_root_dir", str(root))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return root
+
+
+def metrics_table(stdout: str) -> dict[str, float]:
+    return {k: float(v) for k, v in re.findall(r"test/(\w+)\s*[│|]\s*([-+\d.e]+)", stdout)}
+
+
+def test_fit_logs_all_pictures_to_png_and_to_the_offline_wandb_run(run):
+    names = {p.name.split("_step")[0] for p in (run / "images").glob("*.png")}
+    assert names == {"reconstructions", "samples", "traversals", "interpolations", "kl_per_dim"}
+    media = {p.name.split("_")[0] for p in run.glob("wandb/offline-run-*/files/media/images/**/*.png")}
+    assert {"reconstructions", "samples", "traversals", "interpolations", "kl"} <= media
+
+
+def test_vae_test_prints_the_likelihood_latent_and_disentanglement_metrics(run):
+    args = [*TINY, "--trainer.default_root_dir", str(run), "--ckpt_path", str(run / "checkpoints/last.ckpt")]
+    r = run_vae("test", *args, "--model.init_args.iw_samples", "20", "--disentanglement.num_points", "2000",
+                "--disentanglement.factor_vae_train", "100", "--disentanglement.factor_vae_eval", "100")
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = metrics_table(r.stdout)
+    assert {"nll_iw", "bpd", "active_units", "mi", "mig", "factor_vae", "elbo", "recon", "kl"} <= set(m), r.stdout
+    assert "test/kl_dim/9" in r.stdout
+    assert m["nll_iw"] <= -m["elbo"]  # the IW bound is never worse than the ELBO
+    assert m["bpd"] == pytest.approx(m["nll_iw"] / (64 * 64 * 0.6931471805599453), rel=1e-4)
+    assert 0 <= m["active_units"] <= 10 and 0 <= m["mig"] <= 1 and 0 <= m["factor_vae"] <= 1
+    # k given at test time wins over the checkpoint's; k = 1 is the ELBO, so larger k is tighter
+    r = run_vae("test", *args, "--model.init_args.iw_samples", "1", "--disentanglement.enabled", "false")
+    one = metrics_table(r.stdout)
+    assert r.returncode == 0 and "mig" not in one, r.stderr[-3000:]
+    assert m["nll_iw"] < one["nll_iw"]  # with the checkpoint's k both runs would give the same value
+
+
+def test_picture_commands_write_the_grids_they_promise(run, tmp_path):
+    ckpt = str(run / "checkpoints/last.ckpt")
+    r = run_vae("sample", ckpt, "--num", "16", "--nrow", "8", "--out", str(tmp_path / "s.png"))
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "s.png").size == (2 + 8 * 66, 2 + 2 * 66)  # 8 × 2 images of 64 px, 2 px padding
+    Image.fromarray((torch.rand(64, 64) > 0.5).numpy().astype("uint8") * 255).save(tmp_path / "a.png")
+    r = run_vae("traverse", ckpt, "--image", str(tmp_path / "a.png"), "--dims", "4", "--steps", "5",
+                "--out", str(tmp_path / "t.png"))
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "t.png").size == (2 + 5 * 66, 2 + 4 * 66)
+    r = run_vae("interpolate", ckpt, "--rows", "3", "--steps", "6", "--out", str(tmp_path / "i.png"))
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "i.png").size == (2 + 6 * 66, 2 + 3 * 66)
+
+
+def test_predict_writes_one_row_of_anomaly_scores_per_input(run, tmp_path):
+    out = tmp_path / "scores.csv"
+    r = run_vae("predict", *TINY, "--trainer.default_root_dir", str(run), "--ckpt_path", str(run / "checkpoints/last.ckpt"),
+                "--model.init_args.iw_samples", "5", "--scores.path", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 256 and [r["index"] for r in rows[:3]] == ["0", "1", "2"]
+    assert {"shape", "pos_x", "neg_elbo", "nll_iw", "recon", "kl", "sq_error", "log_pz"} <= set(rows[0])
+    assert all(float(r["nll_iw"]) <= float(r["neg_elbo"]) + 50 for r in rows)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def _one_line_error(r, *words):
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith("vae: error: "), r.stderr[-2000:]
+    for word in words:
+        assert word in lines[-1]
+
+
+def test_bad_checkpoints_get_one_sentence_and_no_output(run, tmp_path):
+    out = tmp_path / "s.png"
+    _one_line_error(run_vae("sample", str(tmp_path / "nope.ckpt"), "--out", str(out)), "does not exist")
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes((run / "checkpoints/last.ckpt").read_bytes()[:5000])
+    _one_line_error(run_vae("traverse", str(truncated), "--out", str(out)), "truncated")
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "torch.nn.Linear"}}, other)
+    _one_line_error(run_vae("interpolate", str(other), "--out", str(out)), "not a vae_lightning VAE")
+    scores = tmp_path / "scores.csv"
+    _one_line_error(run_vae("predict", *TINY, "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(truncated),
+                            "--scores.path", str(scores)), "truncated")
+    assert not list(tmp_path.glob("*.png")) and not scores.exists() and not list(tmp_path.glob(".*"))
+
+
+def test_bad_evaluation_settings_get_one_sentence(run, mnist_dir, tmp_path):
+    _one_line_error(run_vae("test", *TINY, "--trainer.default_root_dir", str(tmp_path), "--model.init_args.iw_samples", "0"),
+                    "iw_samples")
+    _one_line_error(run_vae("test", "--config", "configs/base.yaml", "--config", "configs/mnist/vae.yaml",
+                            "--data.init_args.data_dir", str(mnist_dir), "--trainer.default_root_dir", str(tmp_path),
+                            "--disentanglement.enabled", "true"), "ground-truth factors")

@@ -1,0 +1,105 @@
+"""Posterior-collapse monitor: pictures of the KL per latent dimension and a plain warning when
+the latent code stops carrying information."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from torch import Tensor
+
+from vae_lightning.callbacks import log_image
+
+REMEDIES = (
+    "Remedies in this tool: a KL warm-up (model.init_args.kl_schedule: vae_lightning.LinearWarmup or "
+    "vae_lightning.Cyclical), free bits (model.class_path: vae_lightning.FreeBitsVAE), or a weaker decoder "
+    "(fewer decoder channels or hidden units, or vae_lightning.MLPDecoder)."
+)
+
+
+def kl_bar_chart(kl_per_dim: Tensor, mu_var: Tensor | None = None, threshold: float = 0.01) -> Tensor:
+    """A bar chart of the KL per latent dimension (nats) as an image (3, H, W) in [0, 1];
+    dimensions that are not active units (Var_x(μ_u) ≤ threshold) are drawn in gray."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    kl = kl_per_dim.float().cpu().numpy()
+    active = np.ones_like(kl, bool) if mu_var is None else (mu_var.float().cpu().numpy() > threshold)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.25 * len(kl) + 1.5), 2.6), dpi=80)
+    ax.bar(np.arange(len(kl)), kl, color=np.where(active, "tab:blue", "tab:gray"))
+    ax.set_xlabel("latent dimension (gray: inactive)")
+    ax.set_ylabel("KL (nats)")
+    ax.set_title(f"KL per dimension: {kl.sum():.2f} nats in all, {int(active.sum())}/{len(kl)} active", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    image = np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(image).permute(2, 0, 1).contiguous()
+
+
+class CollapseMonitor(Callback):
+    """After every validation: draws the KL per latent dimension (``images/kl_per_dim``, W&B and
+    PNG under ``<default_root_dir>/images/``) and warns once, in plain words, when the posterior
+    collapses — no active unit (the model logs ``val/active_units``), or the total KL under
+    ``kl_threshold`` nats for ``patience`` validations in a row. On by default; rank zero only.
+
+    Args:
+        enabled: False turns the monitor off.
+        kl_threshold: total KL per example, in nats, under which the code carries almost nothing.
+        patience: consecutive validations under ``kl_threshold`` before warning.
+        every_n_val: draw the bar chart at every n-th validation (0: never; the warning still works).
+    """
+
+    def __init__(self, enabled: bool = True, kl_threshold: float = 0.1, patience: int = 3, every_n_val: int = 1) -> None:
+        if kl_threshold < 0 or patience < 1 or every_n_val < 0:
+            raise ValueError(
+                f"CollapseMonitor needs kl_threshold >= 0, patience >= 1 and every_n_val >= 0; got {kl_threshold}, "
+                f"{patience}, {every_n_val}."
+            )
+        self.enabled, self.kl_threshold, self.patience, self.every_n_val = enabled, kl_threshold, patience, every_n_val
+        self.low_kl_count = 0
+        self.warned = False
+        self._count = 0
+
+    def message(self, kl: float, active: int, dims: int) -> str | None:
+        """The warning for one validation's total KL and active units, or None; counts patience."""
+        self.low_kl_count = self.low_kl_count + 1 if kl < self.kl_threshold else 0
+        if active == 0:
+            return (f"Posterior collapse: none of the {dims} latent dimensions is active (the encoder gives every "
+                    f"input nearly the same code; total KL {kl:.3f} nats), so the decoder ignores z. {REMEDIES}")
+        if self.low_kl_count >= self.patience:
+            return (f"Posterior collapse: the KL has stayed under {self.kl_threshold} nats for {self.low_kl_count} "
+                    f"validations ({kl:.3f} nats now, {active}/{dims} active dimensions), so the code carries almost "
+                    f"no information about the input. {REMEDIES}")
+        return None
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        stats = getattr(pl_module, "latent_stats", {}).get("val")
+        if not self.enabled or trainer.sanity_checking or stats is None:
+            return
+        kl_per_dim = stats["kl_per_dim"]
+        text = self.message(float(kl_per_dim.sum()), int(stats["active_units"]), len(kl_per_dim))
+        if text and not self.warned:
+            self.warned = True
+            rank_zero_warn(text)
+        self._count += 1
+        if self.every_n_val and self._count % self.every_n_val == 0:
+            step = trainer.global_step
+            path = Path(trainer.default_root_dir) / "images" / f"kl_per_dim_step{step:07d}.png"
+            log_image(trainer, "images/kl_per_dim", kl_bar_chart(kl_per_dim, stats["mu_var"]), path)
+
+    def state_dict(self) -> dict:
+        return {"low_kl_count": self.low_kl_count, "warned": self.warned}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.low_kl_count = state_dict.get("low_kl_count", 0)
+        self.warned = state_dict.get("warned", False)

@@ -1,0 +1,189 @@
+"""Evaluation metrics as ``torchmetrics.Metric``s: their states are sums, reduced with
+``dist_reduce_fx="sum"``, so the values are exact under DDP whatever the split of the data.
+
+Names and units (per example, averaged over the split):
+
+- ``nll_iw``: −log p̂_k(x), the importance-weighted bound on −log p(x) with k samples (Burda et
+  al. 2015, eq. 8), in nats. It is an upper bound on −log p(x), never above −ELBO in
+  expectation, and tightens as k grows; k = 1 is the (Monte-Carlo) −ELBO.
+- ``bpd``: nll_iw / (C·H·W · ln 2), bits per data dimension.
+- ``kl_per_dim``: KL(q(z_u|x) || N(0, 1)) per latent dimension u, in nats, shape (D,).
+- ``active_units``: the number of dimensions u with Cov_x(E_q[z_u|x]) > 0.01 (Burda et al. 2015,
+  section 5.2); ``mu_var`` is that variance per dimension, shape (D,).
+- ``mi``: an estimate of the mutual information I(x; z) under q(x, z) = p_data(x) q(z|x), in
+  nats: E_x E_q[log q(z|x)] − E_q[log q(z)], with the aggregate posterior q(z) approximated by
+  the mixture of the posteriors of the examples in the same batch — the estimator of He et al.
+  2019 ("Lagging inference networks"), also used by Dieng et al. 2019. It is biased and can
+  never exceed log(batch size); it compares runs evaluated with the same batch size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Normal
+from torchmetrics import Metric
+
+from vae_lightning.objectives import gaussian_kl, posterior
+
+#: decoder passes of at most this many images at once while estimating nll_iw (memory bound)
+IW_MAX_BATCH = 2048
+
+
+@torch.no_grad()
+def iw_log_likelihood(model: nn.Module, x: Tensor, k: int, max_batch: int = IW_MAX_BATCH) -> Tensor:
+    """log p̂_k(x) = log (1/k) Σ_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x) (Burda et al. 2015).
+
+    ``model`` has ``encoder``, ``decoder`` and ``likelihood`` as in ``VAE``; x is (B, C, H, W).
+    The k samples are drawn in chunks of at most ``max_batch`` decoded images and combined by a
+    running log-sum-exp, so memory does not grow with k. Returns (B,) in nats, float32.
+    """
+    if k < 1:
+        raise ValueError(f"the importance-weighted bound needs k >= 1 samples, got {k}.")
+    mu, logvar = model.encoder(x)
+    q = posterior(mu, logvar)  # float32
+    prior = Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale))
+    batch = x.shape[0]
+    chunk = max(1, max_batch // batch)
+    total = torch.full((batch,), -math.inf, device=q.loc.device)
+    for start in range(0, k, chunk):
+        n = min(chunk, k - start)
+        z = q.sample((n,))  # (n, B, D)
+        out = model.decoder(z.flatten(0, 1).to(mu.dtype))  # (n·B, C, H, W)
+        xs = x.unsqueeze(0).expand(n, *x.shape).flatten(0, 1)
+        log_px_z = model.likelihood.log_prob(out, xs).view(n, batch)
+        log_w = log_px_z + prior.log_prob(z).sum(-1) - q.log_prob(z).sum(-1)  # (n, B)
+        total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
+    return total - math.log(k)
+
+
+def mutual_information(mu: Tensor, logvar: Tensor) -> Tensor:
+    """One batch's estimate of I(x; z) under q in nats (He et al. 2019; see the module doc)."""
+    q = posterior(mu, logvar)
+    batch, dim = q.loc.shape
+    # E_q[log q(z|x)] = −entropy of a diagonal Gaussian, in closed form
+    neg_entropy = (-0.5 * dim * math.log(2 * math.pi) - 0.5 * (1 + q.scale.square().log()).sum(-1)).mean()
+    z = q.sample()  # (B, D): one z per example
+    log_q_zi_xj = Normal(q.loc.unsqueeze(0), q.scale.unsqueeze(0)).log_prob(z.unsqueeze(1)).sum(-1)  # (B, B)
+    log_qz = torch.logsumexp(log_q_zi_xj, dim=1) - math.log(batch)  # aggregate posterior at z_i
+    return neg_entropy - log_qz.mean()
+
+
+class _SumMetric(Metric):
+    full_state_update = False
+
+    def _sum_state(self, name: str, shape: tuple[int, ...] = ()) -> None:
+        # float64 sums: E[μ²] − E[μ]² over thousands of examples cancels badly in float32
+        self.add_state(name, torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+
+
+class IWBound(_SumMetric):
+    """Mean importance-weighted NLL and bits per dimension. ``update(nll)`` takes −log p̂_k(x)
+    per example (B,) in nats; ``compute()`` returns {"nll_iw": nats, "bpd": bits per dimension}.
+
+    Args:
+        num_dims: data dimensions per example, C·H·W (the denominator of bpd).
+    """
+
+    def __init__(self, num_dims: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_dims = num_dims
+        self._sum_state("nll_sum")
+        self._sum_state("count")
+
+    def update(self, nll: Tensor) -> None:
+        self.nll_sum += nll.double().sum()
+        self.count += nll.numel()
+
+    def compute(self) -> dict[str, Tensor]:
+        nll = (self.nll_sum / self.count).float()
+        return {"nll_iw": nll, "bpd": nll / (self.num_dims * math.log(2.0))}
+
+
+class KLPerDim(_SumMetric):
+    """Mean KL(q(z_u|x) || N(0, 1)) per latent dimension, shape (D,), in nats.
+    ``update(mu, logvar)`` takes the posterior parameters (B, D)."""
+
+    def __init__(self, latent_dim: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._sum_state("kl_sum", (latent_dim,))
+        self._sum_state("count")
+
+    def update(self, mu: Tensor, logvar: Tensor) -> None:
+        self.kl_sum += gaussian_kl(mu, logvar).double().sum(0)
+        self.count += mu.shape[0]
+
+    def compute(self) -> Tensor:
+        return (self.kl_sum / self.count).float()
+
+
+class ActiveUnits(_SumMetric):
+    """Active units (Burda et al. 2015): dimension u is active when Cov_x(E_q[z_u|x]) exceeds
+    ``threshold``. ``update(mu)`` takes posterior means (B, D); ``compute()`` returns
+    {"active_units": count, "mu_var": per-dimension variance (D,)}.
+
+    Args:
+        latent_dim: D.
+        threshold: variance above which a dimension counts as active (0.01 in the paper).
+    """
+
+    def __init__(self, latent_dim: int, threshold: float = 0.01, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.threshold = threshold
+        self._sum_state("mu_sum", (latent_dim,))
+        self._sum_state("mu_sq_sum", (latent_dim,))
+        self._sum_state("count")
+
+    def update(self, mu: Tensor) -> None:
+        mu = mu.double()
+        self.mu_sum += mu.sum(0)
+        self.mu_sq_sum += mu.square().sum(0)
+        self.count += mu.shape[0]
+
+    def compute(self) -> dict[str, Tensor]:
+        mean = self.mu_sum / self.count
+        var = (self.mu_sq_sum / self.count - mean.square()).clamp(min=0).float()
+        return {"active_units": (var > self.threshold).sum(), "mu_var": var}
+
+
+class MutualInformation(_SumMetric):
+    """Mean over batches (weighted by batch size) of the batch estimate of I(x; z) in nats.
+    ``update(mu, logvar)`` takes the posterior parameters (B, D) of one batch."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._sum_state("mi_sum")
+        self._sum_state("count")
+
+    def update(self, mu: Tensor, logvar: Tensor) -> None:
+        self.mi_sum += mutual_information(mu, logvar).double() * mu.shape[0]
+        self.count += mu.shape[0]
+
+    def compute(self) -> Tensor:
+        return (self.mi_sum / self.count).float()
+
+
+class LatentMetrics(nn.Module):
+    """The latent-space metrics of one split, updated from posterior parameters (B, D).
+    ``compute()`` returns kl_per_dim (D,), mu_var (D,), active_units and mi."""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.kl = KLPerDim(latent_dim)
+        self.active = ActiveUnits(latent_dim)
+        self.mi = MutualInformation()
+
+    def update(self, mu: Tensor, logvar: Tensor) -> None:
+        mu, logvar = mu.detach(), logvar.detach()
+        self.kl.update(mu, logvar)
+        self.active.update(mu)
+        self.mi.update(mu, logvar)
+
+    def compute(self) -> dict[str, Tensor]:
+        return {"kl_per_dim": self.kl.compute(), **self.active.compute(), "mi": self.mi.compute()}
+
+    def reset(self) -> None:
+        for metric in (self.kl, self.active, self.mi):
+            metric.reset()
