@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	WANDB_SILENT=true $(BIN)/vae fit --config configs/base.yaml --config configs/sprites/vae.yaml \
 		--config configs/demo.yaml
-	@echo "Reconstructions and samples: runs/demo/images/ ; checkpoints: runs/demo/checkpoints/"
+	@echo "Pictures: runs/demo/images/version_*/ ; checkpoints: runs/demo/checkpoints/version_*/"
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -26,7 +26,7 @@ def scored(mnist_test_split, tmp_path_factory):
     r = run_vae("fit", *common, "--trainer.max_steps", "300", "--trainer.val_check_interval", "150")
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp / "scores.csv"
-    r = run_vae("predict", *common, "--ckpt_path", str(tmp / "run/checkpoints/last.ckpt"),
+    r = run_vae("predict", *common, "--ckpt_path", "last",
                 "--model.init_args.iw_samples", "20", "--scores.path", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     return list(csv.DictReader(out.open())), labels[len(train):]

@@ -40,7 +40,7 @@ def test_fit_logs_all_pictures_to_png_and_to_the_offline_wandb_run(run):
 
 
 def test_vae_test_prints_the_likelihood_latent_and_disentanglement_metrics(run):
-    args = [*TINY, "--trainer.default_root_dir", str(run), "--ckpt_path", str(run / "checkpoints/last.ckpt")]
+    args = [*TINY, "--trainer.default_root_dir", str(run), "--ckpt_path", str(run / "checkpoints/version_0/last.ckpt")]
     r = run_vae("test", *args, "--model.init_args.iw_samples", "20", "--disentanglement.num_points", "2000",
                 "--disentanglement.factor_vae_train", "100", "--disentanglement.factor_vae_eval", "100")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -58,7 +58,7 @@ def test_vae_test_prints_the_likelihood_latent_and_disentanglement_metrics(run):
 
 
 def test_picture_commands_write_the_grids_they_promise(run, tmp_path):
-    ckpt = str(run / "checkpoints/last.ckpt")
+    ckpt = str(run / "checkpoints/version_0/last.ckpt")
     r = run_vae("sample", ckpt, "--num", "16", "--nrow", "8", "--out", str(tmp_path / "s.png"))
     assert r.returncode == 0, r.stderr
     assert Image.open(tmp_path / "s.png").size == (2 + 8 * 66, 2 + 2 * 66)  # 8 × 2 images of 64 px, 2 px padding
@@ -74,7 +74,7 @@ def test_picture_commands_write_the_grids_they_promise(run, tmp_path):
 
 def test_predict_writes_one_row_of_anomaly_scores_per_input(run, tmp_path):
     out = tmp_path / "scores.csv"
-    r = run_vae("predict", *TINY, "--trainer.default_root_dir", str(run), "--ckpt_path", str(run / "checkpoints/last.ckpt"),
+    r = run_vae("predict", *TINY, "--trainer.default_root_dir", str(run), "--ckpt_path", str(run / "checkpoints/version_0/last.ckpt"),
                 "--model.init_args.iw_samples", "5", "--scores.path", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     rows = list(csv.DictReader(out.open()))
@@ -96,7 +96,7 @@ def test_bad_checkpoints_get_one_sentence_and_no_output(run, tmp_path):
     out = tmp_path / "s.png"
     _one_line_error(run_vae("sample", str(tmp_path / "nope.ckpt"), "--out", str(out)), "does not exist")
     truncated = tmp_path / "truncated.ckpt"
-    truncated.write_bytes((run / "checkpoints/last.ckpt").read_bytes()[:5000])
+    truncated.write_bytes((run / "checkpoints/version_0/last.ckpt").read_bytes()[:5000])
     _one_line_error(run_vae("traverse", str(truncated), "--out", str(out)), "truncated")
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "torch.nn.Linear"}}, other)
