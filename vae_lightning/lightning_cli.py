@@ -18,6 +18,7 @@ from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
 from vae_lightning.models import VAE
+from vae_lightning.resume import RNGState, SLURMPreemption
 
 
 def plain_config(parser: LightningArgumentParser, config) -> dict[str, Any]:
@@ -87,6 +88,8 @@ class VAECLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ImageLogger, "images")
+        parser.add_lightning_class_args(RNGState, "rng_state")  # exact resume: noise continues
+        parser.add_lightning_class_args(SLURMPreemption, "preemption")  # USR1 on SLURM: save, requeue
         parser.set_defaults(
             {
                 "model": lazy_instance(VAE),
@@ -102,7 +105,7 @@ class VAECLI(LightningCLI):
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
         root = config.trainer.default_root_dir
         # one stable checkpoint folder per run name, so `--ckpt_path last` finds the last run
         if config.checkpoint.dirpath is None:
