@@ -14,6 +14,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 
 from vae_lightning.callbacks import ImageLogger
+from vae_lightning.cluster import check_trainer, set_wandb_resume
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
@@ -32,7 +33,8 @@ def run_dir(trainer: Trainer) -> Path:
     logger = trainer.logger
     if isinstance(logger, WandbLogger):
         return Path(logger.experiment.dir)
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    # not trainer.log_dir: it broadcasts, and only rank zero gets here (a DDP run would hang)
+    return Path(getattr(logger, "log_dir", None) or trainer.default_root_dir)
 
 
 class LogConfig(SaveConfigCallback):
@@ -106,6 +108,7 @@ class VAECLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
+        check_trainer(config.trainer)  # devices, precision and SLURM tasks that cannot work: one line
         root = config.trainer.default_root_dir
         # one stable checkpoint folder per run name, so `--ckpt_path last` finds the last run
         if config.checkpoint.dirpath is None:
@@ -115,6 +118,8 @@ class VAECLI(LightningCLI):
             init = getattr(logger, "init_args", None)
             if init is not None and init.get("save_dir") in (None, ".", ""):
                 init["save_dir"] = root  # loggers write beside the checkpoints unless told otherwise
+            if init is not None and "WandbLogger" in str(getattr(logger, "class_path", "")):
+                set_wandb_resume(init)  # a requeued SLURM job continues its W&B run
 
     def instantiate_classes(self) -> None:
         try:

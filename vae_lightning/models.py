@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from vae_lightning.likelihoods import Bernoulli, Likelihood
 from vae_lightning.nets import ConvDecoder, ConvEncoder, Shape
@@ -71,6 +72,7 @@ class VAE(L.LightningModule):
         self.kl_schedule = kl_schedule if kl_schedule is not None else Constant()
         self.optimizer, self.lr_scheduler, self.lr_interval = optimizer, lr_scheduler, lr_interval
         self.kl_multiplier = 1.0  # β or γ in the variants; logged as part of kl_weight
+        self.eval_means = nn.ModuleDict()  # val/test running means, see _eval_mean; not in checkpoints
 
     # ---- the objective -------------------------------------------------------------------
     def kl_term(self, kl: Tensor) -> Tensor:
@@ -102,9 +104,22 @@ class VAE(L.LightningModule):
         for name, value in metrics.items():
             # train: every step (Lightning writes on its log_every_n_steps cadence);
             # val/test: averaged over the epoch and reduced across DDP ranks.
+            attribute = None
+            if not train:  # log the metric object: Lightning computes and resets it per epoch
+                value, attribute = self._eval_mean(f"{stage}/{name}", value, x.shape[0])
             self.log(f"{stage}/{name}", value, prog_bar=name == "loss", on_step=train, on_epoch=not train,
-                     sync_dist=not train, batch_size=x.shape[0])
+                     batch_size=x.shape[0], metric_attribute=attribute)
         return loss
+
+    def _eval_mean(self, key: str, value: Tensor | float, n: int) -> tuple[MeanMetric, str]:
+        """The mean of ``key`` over the whole split, exact under DDP: torchmetrics sums values and
+        counts across ranks (Lightning's ``sync_dist`` mean rounds the summed count down to an
+        integer mean, which is wrong whenever the ranks hold an odd total)."""
+        name = key.replace("/", "_")
+        if name not in self.eval_means:
+            self.eval_means[name] = MeanMetric().to(self.device)
+        self.eval_means[name].update(torch.as_tensor(value, dtype=torch.float32, device=self.device).detach(), weight=n)
+        return self.eval_means[name], f"eval_means.{name}"
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")

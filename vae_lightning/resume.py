@@ -12,7 +12,6 @@ the checkpoint is written at the next step boundary, so it is an exact state of 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 
@@ -20,6 +19,8 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
+
+from vae_lightning.cluster import slurm_job_id
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +59,6 @@ class RNGState(Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         _set_rng_state(state_dict["torch"])
-
-
-def slurm_job_id() -> str | None:
-    """``<array job>_<task>`` for an array task, else the job id; None outside SLURM."""
-    array = os.environ.get("SLURM_ARRAY_JOB_ID")
-    if array is not None and "SLURM_ARRAY_TASK_ID" in os.environ:
-        return f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return os.environ.get("SLURM_JOB_ID")
 
 
 class SLURMPreemption(Callback):
