@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -42,8 +43,9 @@ class RecordIndices(Callback):
 
 
 class Progress(Callback):
-    """Writes the global step to ``<out>`` after every step and sleeps ``delay`` seconds, so a test
-    can send a signal while the run is surely mid-training."""
+    """Writes the global step to ``<out>`` after every step and sleeps ``delay`` seconds (in the
+    first start of a SLURM job only), so a test can send a signal while the run is surely
+    mid-training."""
 
     def __init__(self, out: str, delay: float = 0.0) -> None:
         self.out, self.delay = Path(out), delay
@@ -51,4 +53,5 @@ class Progress(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.is_global_zero:
             self.out.write_text(str(trainer.global_step))
-        time.sleep(self.delay)
+        if os.environ.get("SLURM_RESTART_COUNT", "0") == "0":
+            time.sleep(self.delay)

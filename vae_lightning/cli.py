@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "validate": "evaluate on the validation split",
     "test": "evaluate on the test split",
     "predict": "run the model over the predict split",
+    "slurm": "write and submit a SLURM batch script for `vae fit` (vae slurm submit --help)",
 }
 
 HELP = """usage: vae [-h] [--version] {{{names}}} ...
@@ -66,6 +67,10 @@ def main(args: list[str] | None = None) -> None:
     from vae_lightning.errors import UserError
 
     try:
+        if argv[0] == "slurm":  # no torch or lightning import: fast on a login node
+            from vae_lightning.slurm import main as slurm_main
+
+            return slurm_main(argv[1:])
         run(args)
     except UserError as err:
         if os.environ.get("VAE_DEBUG"):
