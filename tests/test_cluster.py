@@ -147,3 +147,25 @@ def test_submit_without_sbatch_is_a_one_line_error(monkeypatch, capsys):
     monkeypatch.setenv("PATH", "/nonexistent")
     line = error_of(["slurm", "submit", "--config", str(REPO / "configs/base.yaml")], capsys)
     assert "sbatch was not found" in line
+
+
+def test_wandb_sweep_command_runs_vae_fit_with_the_swept_value_in_its_own_folder():
+    """Build the command as W&B's agent does (its own helpers) and run it with --print_config."""
+    import yaml
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
+
+    sweep = yaml.safe_load((REPO / "configs/sweeps/beta_vae_sprites.yaml").read_text())
+    flags = create_sweep_command_args({"args": {"model.init_args.beta": {"value": 8}}})["args"]
+    command = []
+    for part in create_sweep_command(sweep["command"]):
+        command += [*flags, "--print_config"] if part == "${args}" else [part]
+    bin_dir = Path(os.sys.executable).parent
+    env = {**os.environ, "WANDB_RUN_ID": "abc123", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = yaml.safe_load(result.stdout)
+    assert config["model"]["init_args"]["beta"] == 8
+    assert config["trainer"]["default_root_dir"] == "runs/sweep-beta/abc123"
+    logger = config["trainer"]["logger"]["init_args"]
+    assert (logger["group"], logger["job_type"], logger["tags"], logger["offline"]) == ("sweep-beta", "fit",
+                                                                                         ["sweep"], False)
