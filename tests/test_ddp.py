@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from conftest import REPO, run_vae
+from probe import RecordIndices
+from vae_lightning.lightning_cli import VAECLI
 
 # 45 held-out sprites at batch 16: ranks test 23 and 22 examples in batches of 16+7 and 16+6, so
 # averaging per-rank means would differ from the mean over all 45.
 TINY = [
-    "--config", "configs/base.yaml",
+    "--config", str(REPO / "configs/base.yaml"),
     "--model", "vae_lightning.VAE",
     "--model.init_args.latent_dim", "4",
     "--model.init_args.encoder", "vae_lightning.MLPEncoder",
@@ -62,18 +64,21 @@ def test_ddp_fit_splits_the_data_and_only_rank_zero_writes(ddp_run):
 @pytest.mark.slow
 def test_ddp_test_metrics_equal_a_single_process_evaluation(ddp_run):
     ckpt = ddp_run / "run" / "checkpoints" / "last.ckpt"
-    results = {}
-    for name, extra in (("ddp", DDP), ("single", ["--trainer.devices", "1"])):
-        out = ddp_run / name
-        test = run_vae("test", *TINY, *extra, "--trainer.logger", "false", "--trainer.default_root_dir",
-                       str(ddp_run / f"test-{name}"), "--ckpt_path", str(ckpt), *probe(out), env=ENV)
-        assert test.returncode == 0, test.stderr[-3000:]
-        results[name] = json.loads((out / "test_metrics.json").read_text())
+    test = run_vae("test", *TINY, *DDP, "--trainer.logger", "false", "--trainer.default_root_dir",
+                   str(ddp_run / "test-ddp"), "--ckpt_path", str(ckpt), *probe(ddp_run / "ddp"), env=ENV)
+    assert test.returncode == 0, test.stderr[-3000:]
+    ddp = json.loads((ddp_run / "ddp" / "test_metrics.json").read_text())
+    # the same checkpoint evaluated by one process, in this one
+    single = VAECLI([*TINY, "--trainer.devices", "1", "--trainer.logger", "false", "--trainer.default_root_dir",
+                     str(ddp_run / "test-single")], run=False)
+    single.trainer.callbacks.append(RecordIndices(str(ddp_run / "single")))
+    single.trainer.test(single.model, datamodule=single.datamodule, ckpt_path=str(ckpt))
+    one = json.loads((ddp_run / "single" / "test_metrics.json").read_text())
     ranks = [set(torch.load(ddp_run / "ddp" / f"test_rank{r}.pt").tolist()) for r in (0, 1)]
-    single = set(torch.load(ddp_run / "single" / "test_rank0.pt").tolist())
+    everything = set(torch.load(ddp_run / "single" / "test_rank0.pt").tolist())
     assert (len(ranks[0]), len(ranks[1])) == (23, 22)
-    assert not ranks[0] & ranks[1] and ranks[0] | ranks[1] == single and len(single) == 45
-    ddp, one = results["ddp"], results["single"]
+    assert not ranks[0] & ranks[1] and ranks[0] | ranks[1] == everything and len(everything) == 45
+    assert ddp["test/kl_weight"] == 1.0  # a constant averages to itself (Lightning's sync_dist gave 45/44)
     # the KL is closed-form (no sampling): only the summation order differs
     assert ddp["test/kl"] == pytest.approx(one["test/kl"], rel=1e-5)
     # recon and elbo draw one z per example; different ranks draw different noise

@@ -18,6 +18,7 @@ import subprocess
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
 
 from vae_lightning.cluster import slurm_job_id
@@ -107,6 +108,9 @@ class SLURMPreemption(Callback):
         for logger in trainer.loggers:
             logger.save()
         if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.experiment.mark_preempting()  # W&B shows it as preempted, not crashed
             log.warning(f"Requeue signal: saved {path} at step {trainer.global_step}; requeueing the SLURM job.")
             self.requeue(slurm_job_id())
         self._signalled = False
