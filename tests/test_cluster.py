@@ -95,6 +95,7 @@ def test_a_slurm_job_names_its_wandb_run_after_the_job_and_allows_resuming(tmp_p
         assert cli.trainer.logger._wandb_init["resume"] == "allow"
     finally:
         wandb.finish()
+        wandb.teardown()  # stop this process's W&B service (its token is in os.environ otherwise)
     assert [f.name.endswith("-slurm-4242") for f in (tmp_path / "wandb").glob("offline-run-*")] == [True]
 
 

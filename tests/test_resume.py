@@ -94,8 +94,7 @@ def fake_slurm(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signal_step, saved_step", [(4, 5), (9, 10), (11, 12)],
-                         ids=["mid-epoch", "before-validation", "epoch-end"])
+@pytest.mark.parametrize("signal_step, saved_step", [(4, 5), (11, 12)], ids=["mid-epoch", "epoch-end"])
 def test_preempted_run_resumes_to_bitwise_equal_weights(tmp_path, straight, fake_slurm, signal_step, saved_step):
     trainer, _ = fit(tmp_path, TOTAL, callbacks=[SignalAt(signal_step)])
     assert trainer.global_step == saved_step  # the step in flight finished, then the run stopped
@@ -107,12 +106,11 @@ def test_preempted_run_resumes_to_bitwise_equal_weights(tmp_path, straight, fake
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("val_every, crash_step, saved_step", [(10, 13, 10), (12, 14, 12)],
-                         ids=["mid-epoch-validation", "epoch-end-validation"])
+@pytest.mark.parametrize("val_every, crash_step, saved_step", [(7, 9, 7)], ids=["mid-epoch-validation"])
 def test_crashed_run_resumed_from_last_ckpt_gives_bitwise_equal_weights(tmp_path, straight, val_every, crash_step,
                                                                         saved_step):
-    # validation draws its noise from a copy of the RNG, so validating at other steps than the
-    # reference run (every 10) leaves training unchanged
+    # validation draws its noise from a copy of the RNG, so validating at other steps (every 7)
+    # than the reference run (every 10) leaves training unchanged
     extra = ("--trainer.val_check_interval", str(val_every))
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit(tmp_path / "a", TOTAL, *extra, callbacks=[CrashAt(crash_step)])

@@ -14,6 +14,7 @@ torch nor lightning, so it answers at once on a login node.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import subprocess
@@ -201,7 +202,10 @@ def submit(script: str) -> str:
     if shutil.which("sbatch") is None:
         raise UserError("sbatch was not found on PATH; run this on a SLURM login node (or add --dry-run to print "
                         "the script).")
-    result = subprocess.run(["sbatch", "--parsable"], input=script, capture_output=True, text=True)
+    # sbatch hands this environment to the job, and to every restart of it; a W&B service of
+    # this process (set by a notebook or a test) must not be shared with the job
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    result = subprocess.run(["sbatch", "--parsable"], input=script, capture_output=True, text=True, env=env)
     if result.returncode:
         raise UserError(f"sbatch refused the job: {result.stderr.strip() or result.stdout.strip()}")
     return result.stdout.strip().split(";")[0]
