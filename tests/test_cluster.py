@@ -102,8 +102,9 @@ def test_a_slurm_job_names_its_wandb_run_after_the_job_and_allows_resuming(tmp_p
 # ---- vae slurm submit ----------------------------------------------------------------------------
 
 def dry_run(*args: str, cwd: Path = REPO) -> str:
+    path = f"{Path(os.sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # `vae` on PATH: scripts say `vae`
     result = subprocess.run(["vae", "slurm", "submit", *args, "--dry-run"], cwd=cwd, capture_output=True, text=True,
-                            env={**os.environ, "PATH": f"{Path(os.sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+                            env={**os.environ, "PATH": path})
     assert result.returncode == 0, result.stderr
     return result.stdout
 

@@ -127,7 +127,8 @@ def test_usr1_requeues_resumes_and_ends_bitwise_equal(runs):
     hpc = torch.load(tmp / "preempted/hpc_ckpt_1.ckpt", weights_only=False)
     assert signalled_at <= hpc["global_step"] < 80 and hpc["global_step"] % 40, hpc["global_step"]  # mid-epoch
     assert "Restoring states from the checkpoint path at" in log and "hpc_ckpt_1.ckpt" in log
-    final, reference = weights(tmp / "preempted/checkpoints/last.ckpt"), weights(tmp / "reference/checkpoints/last.ckpt")
+    final = weights(tmp / "preempted/checkpoints/last.ckpt")
+    reference = weights(tmp / "reference/checkpoints/last.ckpt")
     assert final.keys() == reference.keys()
     differ = [k for k in final if not torch.equal(final[k], reference[k])]
     assert not differ, f"resumed weights differ from the uninterrupted job's in {differ}"

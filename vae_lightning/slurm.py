@@ -95,7 +95,8 @@ def render(job: Job, vae: str = "vae") -> str:
     lines = ["#!/bin/bash", f"# vae fit on {devices}. Written by:", f"#   {job.command}"]
     for comment, directive in sbatch:
         lines += ([f"# {comment}"] if comment else []) + [f"#SBATCH {directive}"]
-    lines += ["", "set -euo pipefail", "# torch's CPU threads per task: the cores SLURM gave it, not every core of the node",
+    lines += ["", "set -euo pipefail",
+              "# torch's CPU threads per task: the cores SLURM gave it, not every core of the node",
               "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"]
     args = [a for c in job.configs for a in ("--config", _q(c))]
     args += ["--trainer.accelerator", "gpu" if gpus else "cpu", "--trainer.devices", str(job.tasks_per_node),
