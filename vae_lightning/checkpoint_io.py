@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from vae_lightning.cluster import in_slurm_job, slurm_job_id
 from vae_lightning.errors import UserError
 
 #: set by the process that picks the run folder, read by the DDP worker processes it launches
@@ -90,9 +91,16 @@ def new_version_dir(checkpoints: Path) -> Path:
 
 def run_checkpoint_dir(checkpoints: Path, resume_from: str | None) -> Path:
     """The folder this fit writes checkpoints to: the resumed checkpoint's own folder when it lies
-    under ``checkpoints``, the folder picked by the launching process in a DDP worker, else new."""
+    under ``checkpoints``, the folder picked by the launching process in a DDP worker,
+    ``slurm-<job id>`` in a SLURM job, else a new ``version_N``."""
     if os.environ.get(RUN_DIR_ENV) and (os.environ.get("LOCAL_RANK") or os.environ.get("RANK")):
         return Path(os.environ[RUN_DIR_ENV])
+    if in_slurm_job():
+        # every rank that srun starts, and the requeued job after a preemption, must agree on the
+        # folder: name it after the job (and array task) instead of taking the next free version
+        folder = checkpoints / f"slurm-{slurm_job_id()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
     if resume_from and os.path.isfile(resume_from):
         folder = Path(resume_from).resolve().parent
         if folder == checkpoints.resolve() or checkpoints.resolve() in folder.parents:

@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "sample": "draw samples from a checkpoint into a PNG grid",
     "traverse": "latent traversals of a checkpoint as a PNG grid",
     "interpolate": "latent interpolations of a checkpoint as a PNG grid",
+    "slurm": "write and submit a SLURM batch script for `vae fit` (vae slurm submit --help)",
 }
 # picture commands take a checkpoint, not a config; they do not go through LightningCLI
 PICTURE_COMMANDS = ("sample", "traverse", "interpolate")
@@ -71,6 +72,10 @@ def main(args: list[str] | None = None) -> None:
     from vae_lightning.errors import UserError
 
     try:
+        if argv[0] == "slurm":  # no torch or lightning import: fast on a login node
+            from vae_lightning.slurm import main as slurm_main
+
+            return slurm_main(argv[1:])
         if argv[0] in PICTURE_COMMANDS:
             from vae_lightning.commands import main as picture_command
 

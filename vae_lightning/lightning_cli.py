@@ -20,6 +20,7 @@ from vae_lightning import validate
 from vae_lightning.callbacks import Checkpoint, ImageLogger
 from vae_lightning.checkpoint_io import AtomicCheckpointIO, check_checkpoint, resolve_ckpt_path, run_checkpoint_dir
 from vae_lightning.collapse import CollapseMonitor
+from vae_lightning.cluster import check_trainer, set_wandb_resume
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
@@ -28,6 +29,7 @@ from vae_lightning.models import VAE
 from vae_lightning.nonfinite import NonFiniteGuard
 from vae_lightning.wandb_guard import start_wandb
 from vae_lightning.scoring import AnomalyScores
+from vae_lightning.resume import RNGState, SLURMPreemption
 
 
 def plain_config(parser: LightningArgumentParser, config) -> dict[str, Any]:
@@ -131,6 +133,8 @@ class VAECLI(LightningCLI):
         parser.add_lightning_class_args(CollapseMonitor, "collapse")
         parser.add_lightning_class_args(Disentanglement, "disentanglement")  # vae test on data with factors
         parser.add_lightning_class_args(AnomalyScores, "scores")  # vae predict: one CSV row per input
+        parser.add_lightning_class_args(RNGState, "rng_state")  # exact resume: noise continues
+        parser.add_lightning_class_args(SLURMPreemption, "preemption")  # USR1 on SLURM: save, requeue
         parser.set_defaults(
             {
                 "model": lazy_instance(VAE),
@@ -152,6 +156,7 @@ class VAECLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self._run_config
+        check_trainer(config.trainer)  # devices, precision and SLURM tasks that cannot work: one line
         root = config.trainer.default_root_dir
         validate.check_config(config, self.subcommand)
         checkpoints = Path(root) / "checkpoints"
@@ -173,6 +178,8 @@ class VAECLI(LightningCLI):
             init = getattr(logger, "init_args", None)
             if init is not None and init.get("save_dir") in (None, ".", ""):
                 init["save_dir"] = root  # loggers write beside the checkpoints unless told otherwise
+            if init is not None and "WandbLogger" in str(getattr(logger, "class_path", "")):
+                set_wandb_resume(init)  # a requeued SLURM job continues its W&B run
 
     def instantiate_classes(self) -> None:
         given = self._run_config.model.init_args.get("image_shape")

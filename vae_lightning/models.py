@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from vae_lightning.errors import UserError
 from vae_lightning.likelihoods import Bernoulli, Likelihood
@@ -90,6 +91,7 @@ class VAE(L.LightningModule):
         self.latent_metrics = nn.ModuleDict({"val": LatentMetrics(latent_dim), "test": LatentMetrics(latent_dim)})
         self.iw_bound = IWBound(math.prod(self.image_shape))
         self.latent_stats: dict[str, dict[str, Tensor]] = {}  # last computed, for callbacks
+        self.eval_means = nn.ModuleDict()  # val/test running means, see _eval_mean; not in checkpoints
 
     # ---- the objective -------------------------------------------------------------------
     def kl_term(self, kl: Tensor) -> Tensor:
@@ -121,9 +123,22 @@ class VAE(L.LightningModule):
         for name, value in metrics.items():
             # train: every step (Lightning writes on its log_every_n_steps cadence);
             # val/test: averaged over the epoch and reduced across DDP ranks.
+            attribute = None
+            if not train:  # log the metric object: Lightning computes and resets it per epoch
+                value, attribute = self._eval_mean(f"{stage}/{name}", value, x.shape[0])
             self.log(f"{stage}/{name}", value, prog_bar=name == "loss", on_step=train, on_epoch=not train,
-                     sync_dist=not train, batch_size=x.shape[0])
+                     batch_size=x.shape[0], metric_attribute=attribute)
         return loss
+
+    def _eval_mean(self, key: str, value: Tensor | float, n: int) -> tuple[MeanMetric, str]:
+        """The mean of ``key`` over the whole split, exact under DDP: torchmetrics sums values and
+        counts across ranks (Lightning's ``sync_dist`` mean rounds the summed count down to an
+        integer mean, which is wrong whenever the ranks hold an odd total)."""
+        name = key.replace("/", "_")
+        if name not in self.eval_means:
+            self.eval_means[name] = MeanMetric().to(self.device)
+        self.eval_means[name].update(torch.as_tensor(value, dtype=torch.float32, device=self.device).detach(), weight=n)
+        return self.eval_means[name], f"eval_means.{name}"
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")

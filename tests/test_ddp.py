@@ -1,0 +1,86 @@
+"""DDP for real: 2 CPU processes (gloo) through the `vae` entry point, fit then test."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import REPO, run_vae
+from probe import RecordIndices
+from vae_lightning.lightning_cli import VAECLI
+
+# 45 held-out sprites at batch 16: ranks test 23 and 22 examples in batches of 16+7 and 16+6, so
+# averaging per-rank means would differ from the mean over all 45.
+TINY = [
+    "--config", str(REPO / "configs/base.yaml"),
+    "--model", "vae_lightning.VAE",
+    "--model.init_args.latent_dim", "4",
+    "--model.init_args.encoder", "vae_lightning.MLPEncoder",
+    "--model.init_args.encoder.init_args.hidden", "[32]",
+    "--model.init_args.decoder", "vae_lightning.MLPDecoder",
+    "--model.init_args.decoder.init_args.hidden", "[32]",
+    "--data.init_args.num_images", "301",
+    "--data.init_args.val_size", "45",
+    "--data.init_args.batch_size", "16",
+    "--trainer.accelerator", "cpu",
+    "--trainer.enable_progress_bar", "false",
+    "--images.num_images", "8",
+]
+DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
+ENV = {"PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+def probe(out) -> list[str]:
+    return ["--trainer.callbacks+=tests.probe.RecordIndices", f"--trainer.callbacks.out={out}"]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    fit = run_vae("fit", *TINY, *DDP, "--trainer.default_root_dir", str(root / "run"), "--trainer.max_steps", "20",
+                  "--trainer.val_check_interval", "10", *probe(root / "fit"), env=ENV)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    return root
+
+
+@pytest.mark.slow
+def test_ddp_fit_splits_the_data_and_only_rank_zero_writes(ddp_run):
+    run = ddp_run / "run"
+    train = [torch.load(ddp_run / "fit" / f"train_rank{r}.pt") for r in (0, 1)]
+    assert len(train[0]) == len(train[1]) == 128  # 256 training images: 8 batches of 16 per rank
+    assert not set(train[0].tolist()) & set(train[1].tolist()), "the ranks trained on the same images"
+    offline_runs = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1, offline_runs
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-20.ckpt", "last.ckpt"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 20
+    # two validations, two pictures each, drawn once (by rank zero)
+    assert len(list((run / "images").glob("*.png"))) == 4
+    assert not list(run.rglob("*rank1*")) and not list(run.rglob("version_1"))
+
+
+@pytest.mark.slow
+def test_ddp_test_metrics_equal_a_single_process_evaluation(ddp_run):
+    ckpt = ddp_run / "run" / "checkpoints" / "last.ckpt"
+    test = run_vae("test", *TINY, *DDP, "--trainer.logger", "false", "--trainer.default_root_dir",
+                   str(ddp_run / "test-ddp"), "--ckpt_path", str(ckpt), *probe(ddp_run / "ddp"), env=ENV)
+    assert test.returncode == 0, test.stderr[-3000:]
+    ddp = json.loads((ddp_run / "ddp" / "test_metrics.json").read_text())
+    # the same checkpoint evaluated by one process, in this one
+    single = VAECLI([*TINY, "--trainer.devices", "1", "--trainer.logger", "false", "--trainer.default_root_dir",
+                     str(ddp_run / "test-single")], run=False)
+    single.trainer.callbacks.append(RecordIndices(str(ddp_run / "single")))
+    single.trainer.test(single.model, datamodule=single.datamodule, ckpt_path=str(ckpt))
+    one = json.loads((ddp_run / "single" / "test_metrics.json").read_text())
+    ranks = [set(torch.load(ddp_run / "ddp" / f"test_rank{r}.pt").tolist()) for r in (0, 1)]
+    everything = set(torch.load(ddp_run / "single" / "test_rank0.pt").tolist())
+    assert (len(ranks[0]), len(ranks[1])) == (23, 22)
+    assert not ranks[0] & ranks[1] and ranks[0] | ranks[1] == everything and len(everything) == 45
+    assert ddp["test/kl_weight"] == 1.0  # a constant averages to itself (Lightning's sync_dist gave 45/44)
+    # the KL is closed-form (no sampling): only the summation order differs
+    assert ddp["test/kl"] == pytest.approx(one["test/kl"], rel=1e-5)
+    # recon and elbo draw one z per example; different ranks draw different noise
+    for key in ("test/recon", "test/elbo", "test/loss"):
+        assert ddp[key] == pytest.approx(one[key], rel=0.02), key

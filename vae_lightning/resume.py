@@ -1,0 +1,117 @@
+"""Exact resume: what a checkpoint needs beyond Lightning's own state, and preemption on SLURM.
+
+Lightning saves weights, optimizer, loops and (for a loader with ``state_dict``, like
+``BatchLoader``) the data position, but not the random number generators. ``RNGState`` adds
+torch's global RNG (CPU and CUDA), which draws the reparameterization noise, so a resumed run
+continues with the same noise. ``SLURMPreemption`` replaces Lightning's USR1 handler, which
+saves the checkpoint inside the signal handler, at whatever instruction the signal lands on
+(between a forward pass and its optimizer step, say); here the handler only raises a flag and
+the checkpoint is written at the next step boundary, so it is an exact state of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+
+import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
+
+from vae_lightning.cluster import slurm_job_id
+
+log = logging.getLogger(__name__)
+
+
+def _rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RNGState(Callback):
+    """Saves torch's global RNG state (CPU, and CUDA when in use) in every checkpoint and restores
+    it on resume. Validation draws its noise from a copy, so where a validation falls relative
+    to an interruption never changes the training noise."""
+
+    def __init__(self) -> None:
+        self._train_state: dict | None = None  # the training stream, set aside during validation
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._train_state = _rng_state()
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._train_state is not None:
+            _set_rng_state(self._train_state)
+            self._train_state = None
+
+    def state_dict(self) -> dict:
+        return {"torch": self._train_state or _rng_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        _set_rng_state(state_dict["torch"])
+
+
+class SLURMPreemption(Callback):
+    """Under SLURM, on the requeue signal (USR1, sent ``--signal=USR1@<s>`` before the time limit
+    or by ``scancel --signal=USR1``): finish the current optimizer step, save
+    ``<default_root_dir>/hpc_ckpt_<n>.ckpt`` (all ranks agree on the step), requeue the job with
+    ``scontrol requeue`` and stop. The requeued job runs the same command; Lightning finds the
+    ``hpc_ckpt`` and resumes from it. Outside SLURM, or with ``auto_requeue: false`` in a
+    ``SLURMEnvironment`` plugin, it does nothing."""
+
+    def __init__(self) -> None:
+        self._signalled = False
+        self._active = False
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        env = trainer._accelerator_connector.cluster_environment
+        if stage != "fit" or not isinstance(env, SLURMEnvironment) or not env.auto_requeue:
+            return
+        # Installed before the trainer registers its handlers, so Lightning keeps ours for this
+        # signal (it never overrides an existing one) and restores the previous one at the end.
+        self._previous = signal.signal(env.requeue_signal, self._handler)
+        self._signum, self._active = env.requeue_signal, True
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._active:
+            signal.signal(self._signum, self._previous)
+            self._active = False
+
+    def requeue(self, job: str | None) -> None:
+        try:
+            result = subprocess.run(["scontrol", "requeue", str(job)], capture_output=True, text=True)
+        except OSError as err:
+            log.warning(f"Could not run `scontrol requeue {job}`: {err}")
+            return
+        if result.returncode:
+            log.warning(f"`scontrol requeue {job}` failed: {result.stderr.strip()}")
+
+    def _handler(self, signum, frame) -> None:
+        self._signalled = True  # acted on at the next step boundary, see on_train_batch_end
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        if not self._active or not trainer.strategy.reduce_boolean_decision(self._signalled, all=False):
+            return
+        path = _CheckpointConnector.hpc_save_path(trainer.default_root_dir)
+        trainer.save_checkpoint(path)
+        for logger in trainer.loggers:
+            logger.save()
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.experiment.mark_preempting()  # W&B shows it as preempted, not crashed
+            log.warning(f"Requeue signal: saved {path} at step {trainer.global_step}; requeueing the SLURM job.")
+            self.requeue(slurm_job_id())
+        self._signalled = False
+        trainer.should_stop = True  # the job is killed and started again; nothing more to do here

@@ -1,0 +1,241 @@
+"""``vae slurm submit``: write the sbatch script for a ``vae fit`` run and submit it.
+
+    vae slurm submit --config configs/base.yaml --config configs/sprites/vae.yaml --gpus-per-node 4 --dry-run
+    vae slurm submit --config ... --nodes 2 --gpus-per-node 4 --time 24:00:00 --partition gpu
+    vae slurm submit --config ... --array model.init_args.beta=1,2,4,8 -- --trainer.max_steps 50000
+
+One task per device (``--ntasks-per-node`` = devices), ``srun`` to start them (Lightning reads
+ranks from SLURM), ``--requeue``, ``--signal=USR1@120`` (two minutes before the time limit the
+run checkpoints at the next step and requeues itself) and ``--open-mode=append`` (a restarted
+job appends to its log). The templates in ``slurm/`` are this module's output. Imports neither
+torch nor lightning, so it answers at once on a login node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from vae_lightning.errors import UserError
+
+SIGNAL_SECONDS = 120  # time to finish a step and write a checkpoint before SLURM's time limit
+
+# the templates shipped in slurm/, as the `vae slurm submit` arguments that render them
+SPRITES = ["--config", "configs/base.yaml", "--config", "configs/sprites/vae.yaml"]
+TEMPLATES = {
+    "single_gpu.sbatch": [*SPRITES, "--gpus-per-node", "1", "--time", "24:00:00"],
+    "multi_gpu.sbatch": [*SPRITES, "--gpus-per-node", "4", "--cpus-per-task", "8", "--time", "24:00:00"],
+    "multi_node.sbatch": [*SPRITES, "--nodes", "2", "--gpus-per-node", "4", "--cpus-per-task", "8",
+                          "--time", "24:00:00"],
+    "sweep_beta.sbatch": ["--config", "configs/base.yaml", "--config", "configs/sprites/beta_vae.yaml",
+                          "--gpus-per-node", "1", "--time", "24:00:00", "--array", "model.init_args.beta=1,2,4,8,16"],
+}
+
+
+@dataclass
+class Job:
+    """One ``vae fit`` job: ``nodes`` × ``tasks_per_node`` processes, one per device."""
+
+    configs: list[str]
+    nodes: int = 1
+    gpus_per_node: int = 1  # 0: a CPU job
+    tasks_per_node: int = 1
+    cpus_per_task: int | None = None
+    time: str | None = None
+    partition: str | None = None
+    account: str | None = None
+    sweep: tuple[str, list[str]] | None = None  # (config key, values): one array task per value
+    name: str = "vae"
+    root: str = "runs/default"
+    wandb: bool = False  # the logger is a WandbLogger: set group, job_type and tags
+    fit_args: list[str] = field(default_factory=list)
+    command: str = ""  # the `vae slurm submit` line, for the script's header
+
+
+def _q(text: str) -> str:
+    return shlex.quote(str(text))
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 'es' if noun.endswith('s') else 's'}"
+
+
+def render(job: Job, vae: str = "vae") -> str:
+    """The sbatch script for ``job``; ``vae`` is the command that runs the CLI."""
+    gpus = job.gpus_per_node
+    devices = f"{_n(job.nodes, 'node')} x {_n(job.tasks_per_node, 'GPU' if gpus else 'CPU process')}"
+    # (comment, directive) pairs; sbatch reads no comment on a directive's own line
+    sbatch = [(None, f"--job-name={job.name}"), (None, f"--nodes={job.nodes}"),
+              ("one task per device: Lightning reads each process's rank from SLURM",
+               f"--ntasks-per-node={job.tasks_per_node}")]
+    if gpus:
+        sbatch.append((None, f"--gpus-per-node={gpus}"))
+    for flag, value in (("cpus-per-task", job.cpus_per_task), ("time", job.time), ("partition", job.partition),
+                        ("account", job.account)):
+        if value is not None:
+            sbatch.append((None, f"--{flag}={value}"))
+    log = "slurm-%x-%j.out"
+    if job.sweep:
+        sbatch.append((f"one array task per value of {job.sweep[0]}", f"--array=0-{len(job.sweep[1]) - 1}"))
+        log = "slurm-%x-%A_%a.out"
+    sbatch += [
+        ("a preempted or requeued job starts again and resumes from its hpc_ckpt", "--requeue"),
+        (f"{SIGNAL_SECONDS} s before the time limit: checkpoint after the current step, requeue",
+         f"--signal=USR1@{SIGNAL_SECONDS}"),
+        ("the restarted job appends to the same log", "--open-mode=append"),
+        (None, f"--output={log}"),
+    ]
+    lines = ["#!/bin/bash", f"# vae fit on {devices}. Written by:", f"#   {job.command}"]
+    for comment, directive in sbatch:
+        lines += ([f"# {comment}"] if comment else []) + [f"#SBATCH {directive}"]
+    lines += ["", "set -euo pipefail",
+              "# torch's CPU threads per task: the cores SLURM gave it, not every core of the node",
+              "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"]
+    args = [a for c in job.configs for a in ("--config", _q(c))]
+    args += ["--trainer.accelerator", "gpu" if gpus else "cpu", "--trainer.devices", str(job.tasks_per_node),
+             "--trainer.num_nodes", str(job.nodes)]
+    tags = _q("[slurm]")
+    if job.sweep:
+        key, values = job.sweep
+        short = key.rsplit(".", 1)[-1]
+        lines += [f"VALUES=({' '.join(_q(v) for v in values)})", 'VALUE="${VALUES[$SLURM_ARRAY_TASK_ID]}"']
+        args += [f"--{key}", '"$VALUE"', "--trainer.default_root_dir", f'"{job.root}/{short}=$VALUE"']
+        tags = f'"[slurm, sweep, {short}=$VALUE]"'
+        if job.wandb:
+            args += ["--trainer.logger.init_args.name", f'"{short}=$VALUE"']
+    if job.wandb:  # W&B groups the runs of one submission and can compare them by tag
+        args += ["--trainer.logger.init_args.group", _q(job.name), "--trainer.logger.init_args.job_type", "fit",
+                 "--trainer.logger.init_args.tags", tags]
+    args += [_q(a) for a in job.fit_args]
+    lines += ["", f"srun {vae} fit \\"] + [f"    {a} {b} \\" for a, b in zip(args[::2], args[1::2])]
+    if len(args) % 2:
+        lines.append(f"    {args[-1]} \\")
+    lines[-1] = lines[-1].removesuffix(" \\")
+    return "\n".join(lines) + "\n"
+
+
+def _config_settings(configs: list[str], fit_args: list[str]) -> dict:
+    """The trainer keys of the stacked YAML files that decide the job's shape (later files win)."""
+    trainer: dict = {}
+    for path in configs:
+        if not Path(path).is_file():
+            raise UserError(f"config file {path!r} not found; pass the YAMLs you would give to `vae fit --config`.")
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        trainer.update((data.get("trainer") or {}) if isinstance(data, dict) else {})
+    for flag, value in zip(fit_args, fit_args[1:]):  # `-- --trainer.precision 16-mixed` counts too
+        if flag.startswith("--trainer.") and flag.count(".") == 1:
+            trainer[flag.removeprefix("--trainer.")] = value
+    return trainer
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like the rest of `vae`
+        raise UserError(f"{message} (see `vae slurm submit --help`).")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="vae slurm submit", description=__doc__.split("\n\n")[0],
+                epilog="Arguments after `--` go to `vae fit` unchanged.")
+    p.add_argument("--config", action="append", required=True, help="YAML config, as for `vae fit` (repeatable)")
+    p.add_argument("--nodes", type=int, default=1, help="number of nodes (trainer.num_nodes)")
+    p.add_argument("--gpus-per-node", type=int, default=None,
+                   help="GPUs per node = trainer.devices; 0 for a CPU job (default: the config's devices, or 1)")
+    p.add_argument("--ntasks-per-node", type=int, default=None,
+                   help="tasks per node; must equal the GPUs per node (CPU jobs: the DDP processes per node)")
+    p.add_argument("--cpus-per-task", type=int, default=None, help="CPU cores per task (data loading, rendering)")
+    p.add_argument("--time", help="time limit, e.g. 24:00:00; USR1 comes 120 s before it")
+    p.add_argument("--partition")
+    p.add_argument("--account")
+    p.add_argument("--array", metavar="KEY=V1,V2,...",
+                   help="a job array with one task per value, e.g. model.init_args.beta=1,2,4,8")
+    p.add_argument("--job-name", help="default: the name of trainer.default_root_dir (the run's folder)")
+    p.add_argument("--dry-run", action="store_true", help="print the script instead of submitting it")
+    return p
+
+
+def job_from_args(argv: list[str]) -> tuple[Job, bool]:
+    """Parse ``vae slurm submit`` arguments into a checked ``Job``; returns (job, dry_run)."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    opts, fit_args = _parser().parse_args(argv[:cut]), argv[cut + 1 :]
+    if opts.nodes < 1:
+        raise UserError(f"--nodes must be >= 1, got {opts.nodes}.")
+    trainer = _config_settings(opts.config, fit_args)
+    devices, accelerator = trainer.get("devices"), str(trainer.get("accelerator", "auto"))
+    gpus = opts.gpus_per_node
+    if gpus is None:
+        gpus = 0 if accelerator == "cpu" else devices if isinstance(devices, int) and devices > 0 else 1
+    if gpus < 0:
+        raise UserError(f"--gpus-per-node must be >= 0 (0: a CPU job), got {gpus}.")
+    tasks = opts.ntasks_per_node if opts.ntasks_per_node is not None else max(gpus, 1)
+    if tasks < 1 or (gpus and tasks != gpus):
+        raise UserError(f"--ntasks-per-node {tasks} must equal --gpus-per-node {gpus}: Lightning runs one task per "
+                        "device; leave --ntasks-per-node out.")
+    if not gpus and str(trainer.get("precision")) in ("16", "16-mixed"):
+        raise UserError(f"trainer.precision={trainer['precision']} needs a CUDA GPU; use --gpus-per-node >= 1 or "
+                        "bf16-mixed on the CPU.")
+    if opts.cpus_per_task is not None and opts.cpus_per_task < 1:
+        raise UserError(f"--cpus-per-task must be >= 1, got {opts.cpus_per_task}.")
+    sweep = None
+    if opts.array:
+        key, _, values = opts.array.partition("=")
+        sweep = (key.strip().removeprefix("--"), [v.strip() for v in values.split(",") if v.strip()])
+        if not sweep[0] or not sweep[1]:
+            raise UserError(f"--array takes KEY=V1,V2,..., e.g. model.init_args.beta=1,2,4; got {opts.array!r}.")
+    root = str(trainer.get("default_root_dir") or "runs/default")
+    logger = trainer.get("logger")
+    wandb = isinstance(logger, dict) and "WandbLogger" in str(logger.get("class_path", ""))
+    job = Job(configs=opts.config, nodes=opts.nodes, gpus_per_node=gpus, tasks_per_node=tasks,
+              cpus_per_task=opts.cpus_per_task, time=opts.time, partition=opts.partition, account=opts.account,
+              sweep=sweep, name=opts.job_name or Path(root).name or "vae", root=root, wandb=wandb, fit_args=fit_args,
+              command=shlex.join(["vae", "slurm", "submit", *argv]))
+    return job, opts.dry_run
+
+
+def submit(script: str) -> str:
+    """Submit ``script`` with sbatch; returns the job id."""
+    if shutil.which("sbatch") is None:
+        raise UserError("sbatch was not found on PATH; run this on a SLURM login node (or add --dry-run to print "
+                        "the script).")
+    # sbatch hands this environment to the job, and to every restart of it; a W&B service of
+    # this process (set by a notebook or a test) must not be shared with the job
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    result = subprocess.run(["sbatch", "--parsable"], input=script, capture_output=True, text=True, env=env)
+    if result.returncode:
+        raise UserError(f"sbatch refused the job: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout.strip().split(";")[0]
+
+
+def _vae_command() -> str:
+    """``vae`` if that is on PATH (sbatch passes PATH on to the job), else this interpreter."""
+    import sys
+
+    return "vae" if shutil.which("vae") else f"{shlex.quote(sys.executable)} -m vae_lightning"
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: vae slurm submit --config X.yaml [options] [--dry-run] [-- vae fit arguments]\n\n"
+              "Run `vae slurm submit --help` for the options.")
+        return
+    if argv[0] != "submit":
+        raise UserError(f"unknown slurm command {argv[0]!r}; use `vae slurm submit` (see `vae slurm submit --help`).")
+    job, dry_run = job_from_args(argv[1:])
+    script = render(job, _vae_command())
+    if dry_run:
+        print(script, end="")
+        return
+    print(submit(script))
+
+
+def write_templates(directory: Path) -> None:
+    """Render TEMPLATES into ``directory`` (the shipped ``slurm/*.sbatch``)."""
+    for name, args in TEMPLATES.items():
+        job, _ = job_from_args([*args, "--dry-run"])
+        (directory / name).write_text(render(job))
