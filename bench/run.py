@@ -34,17 +34,19 @@ def vae_command() -> list[str]:
     return [str(script)] if script.exists() else [PY, "-m", "vae_lightning"]
 
 
-def env(threads: int) -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+def env(threads: int, first: str | None = None) -> dict[str, str]:
+    path = os.pathsep.join(p for p in (first, str(REPO), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "offline",
             "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
 
 
-def call(cmd: list[str], threads: int, log: Path, timeout: float = 1800) -> float:
-    """Run ``cmd`` with its output in ``log``; returns the wall time.time() it started at."""
+def call(cmd: list[str], threads: int, log: Path, timeout: float = 1800, src: str | None = None) -> float:
+    """Run ``cmd`` with its output in ``log`` (``src``: a folder whose ``vae_lightning`` is used
+    instead of this one); returns the wall time.time() it started at."""
     started = time.time()
     with open(log, "w") as f:
-        proc = subprocess.run(cmd, cwd=REPO, env=env(threads), stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
+        proc = subprocess.run(cmd, cwd=REPO, env=env(threads, src), stdout=f, stderr=subprocess.STDOUT,
+                              timeout=timeout)
     if proc.returncode:
         tail = log.read_text().splitlines()[-15:]
         raise RuntimeError(f"{' '.join(cmd[:3])} … failed (exit {proc.returncode}); log {log}:\n" + "\n".join(tail))
@@ -63,7 +65,7 @@ def fit_yaml(path: Path, out: Path, warmup: int, steps: int, extra: str = "") ->
     return path
 
 
-def run_fit(work: Path, tag: str, a, threads: int, model_args: list[str]) -> dict:
+def run_fit(work: Path, tag: str, a, threads: int, model_args: list[str], src: str | None = None) -> dict:
     """`vae fit` on the MNIST workload through configs/base.yaml + configs/mnist/vae.yaml."""
     out = work / f"{tag}.json"
     bench_cfg = fit_yaml(work / f"{tag}.yaml", out, a.warmup, a.steps,
@@ -71,7 +73,7 @@ def run_fit(work: Path, tag: str, a, threads: int, model_args: list[str]) -> dic
     cmd = [*vae_command(), "fit", "--config", "configs/base.yaml", "--config", "configs/mnist/vae.yaml",
            "--config", str(bench_cfg), "--data.init_args.data_dir", str(work / "mnist"),
            "--trainer.default_root_dir", str(work / "runs" / tag), *model_args]
-    call(cmd, threads, work / f"{tag}.log")
+    call(cmd, threads, work / f"{tag}.log", src=src)
     return json.loads(out.read_text())
 
 
@@ -116,6 +118,8 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true", help="leave out `vae fit` with compile: true")
     p.add_argument("--no-extras", action="store_true", help="only the training rounds")
     p.add_argument("--only", nargs="*", default=None, help="runners to time (fit, plain, pythae, compile)")
+    p.add_argument("--before", metavar="DIR", help="also time `vae fit` with the vae_lightning package in DIR "
+                   "(e.g. `git archive <commit> vae_lightning | tar -x -C DIR`): before/after a change")
     p.add_argument("--out", default=str(REPO / "runs" / "bench" / "results.json"))
     a = p.parse_args()
     from bench.extras import run_extras
@@ -129,6 +133,8 @@ def main() -> None:
         "fit": lambda t, tag: run_fit(work, tag, a, a.threads, []),
         "plain": lambda t, tag: run_module(work, tag, a, a.threads, PY, "bench.plain"),
     }
+    if a.before:
+        runners["fit-before"] = lambda t, tag: run_fit(work, tag, a, a.threads, [], src=str(Path(a.before).resolve()))
     if not a.no_pythae:
         python = pythae_python()
         if python:

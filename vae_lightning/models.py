@@ -102,6 +102,8 @@ class VAE(L.LightningModule):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One ELBO sample: returns recon (B,), kl (B, D) in nats, and the decoder output."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.compile_step and not torch.compiler.is_compiling():
             return compiled(type(self).forward)(self, x)
         mu, logvar = self.encoder(x)
@@ -134,15 +136,10 @@ class VAE(L.LightningModule):
         return loss
 
     def log_now(self) -> bool:
-        """True on the training steps whose metrics Lightning writes (every ``log_every_n_steps``,
-        and the last one); also True outside a Trainer."""
+        """True on the training steps whose metrics Lightning writes (every ``log_every_n_steps``);
+        also True outside a Trainer."""
         trainer = self._trainer
         return trainer is None or trainer._logger_connector.should_update_logs
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.channels_last and isinstance(batch, (tuple, list)) and batch[0].dim() == 4:
-            batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
-        return batch
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")

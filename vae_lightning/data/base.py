@@ -52,7 +52,7 @@ class VAEDataModule(L.LightningDataModule):
         binarize: ``none``; ``dynamic``: training pixels are drawn x ~ Bernoulli(intensity)
             anew every time, evaluation uses one fixed draw; ``fixed``: one fixed draw for all.
         on_device: hold (or render) the data on the training device and batch it there: None
-            (default) when training on a GPU, True always, False never (keep it in host memory).
+            (default) when it is a CUDA GPU, True on any accelerator (e.g. MPS), False never.
     """
 
     image_shape: tuple[int, int, int]
@@ -94,9 +94,9 @@ class VAEDataModule(L.LightningDataModule):
         """Where the sources should live: the trainer's device when ``on_device`` asks for it."""
         t = self.trainer
         device = t.strategy.root_device if t is not None else None
-        if device is None or self.on_device is False or (self.on_device is None and device.type == "cpu"):
+        if device is None or device.type == "cpu" or self.on_device is False:
             return None
-        return device
+        return device if self.on_device or device.type == "cuda" else None
 
     def _place(self, source: Source) -> Source:
         """Move ``source`` to ``source_device()`` once; splits that share it keep sharing one copy."""

@@ -44,7 +44,8 @@ class TensorSource:
         return self if torch.device(device) == self.device else TensorSource(self.images.to(device), self.targets.to(device))
 
     def __getitem__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        return self.images[idx].float().div_(255), self.targets[idx]
+        # index_select: ~4x faster than images[idx] (advanced indexing) for a batch of rows
+        return self.images.index_select(0, idx).float().div_(255), self.targets.index_select(0, idx)
 
 
 def _seeded(*keys: int, device: torch.device | str = "cpu") -> torch.Generator:

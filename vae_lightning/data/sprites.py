@@ -121,7 +121,7 @@ class SpritesDataModule(VAEDataModule):
         seed: seed of the train/val split and the shuffling.
         val_size: examples held out for validation (a fraction if < 1).
         num_images: use a seeded random subset of this many images (None: all 737,280).
-        on_device: render on the training device (None: when it is a GPU).
+        on_device: render on the training device (None: on a CUDA GPU).
     """
 
     image_shape = (1, SIZE, SIZE)

@@ -93,7 +93,7 @@ class MNISTDataModule(_InMemoryVision):
         seed: seed of the split, the shuffling and the binarization.
         binarize: ``dynamic`` (default, for the Bernoulli likelihood), ``fixed`` or ``none``.
         val_size: training images held out for validation (a fraction if < 1).
-        on_device: keep the images on the training device (None: when it is a GPU).
+        on_device: keep the images on the training device (None: on a CUDA GPU).
     """
 
     image_shape = (1, 28, 28)
@@ -130,7 +130,7 @@ class CIFAR10DataModule(_InMemoryVision):
         seed: seed of the split and the shuffling.
         binarize: ``none`` (default), ``dynamic`` or ``fixed``.
         val_size: training images held out for validation (a fraction if < 1).
-        on_device: keep the images on the training device (None: when it is a GPU).
+        on_device: keep the images on the training device (None: on a CUDA GPU).
     """
 
     image_shape = (3, 32, 32)
