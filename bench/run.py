@@ -74,6 +74,7 @@ def run_fit(work: Path, tag: str, a, threads: int, model_args: list[str], src: s
            "--config", str(bench_cfg), "--data.init_args.data_dir", str(work / "mnist"),
            "--trainer.default_root_dir", str(work / "runs" / tag), *model_args]
     call(cmd, threads, work / f"{tag}.log", src=src)
+    shutil.rmtree(work / "runs" / tag, ignore_errors=True)  # checkpoints and W&B files: not needed
     return json.loads(out.read_text())
 
 
@@ -120,11 +121,14 @@ def main() -> None:
     p.add_argument("--only", nargs="*", default=None, help="runners to time (fit, plain, pythae, compile)")
     p.add_argument("--before", metavar="DIR", help="also time `vae fit` with the vae_lightning package in DIR "
                    "(e.g. `git archive <commit> vae_lightning | tar -x -C DIR`): before/after a change")
+    p.add_argument("--mnist", metavar="DIR", default=str(w.SHARED_MNIST),
+                   help="folder with MNIST's t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz")
     p.add_argument("--out", default=str(REPO / "runs" / "bench" / "results.json"))
     a = p.parse_args()
     from bench.extras import run_extras
 
     work = Path(tempfile.mkdtemp(prefix="vae-bench-"))
+    os.environ["VAE_BENCH_MNIST"] = a.mnist  # read by every runner through bench.workloads
     images, labels, note = w.mnist_images()
     w.write_mnist_raw(work / "mnist", images, labels)
     print(f"data: {note}; {w.N_TRAIN} images, batch {w.BATCH}, threads {a.threads}; logs in {work}", flush=True)

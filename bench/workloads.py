@@ -10,6 +10,7 @@ those files are absent, 9,000 seeded random images stand in (speed does not depe
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,9 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data[4 + 4 * ndim :], np.uint8).reshape(shape)
 
 
-def mnist_images(mnist_dir: Path = SHARED_MNIST) -> tuple[np.ndarray, np.ndarray, str]:
+def mnist_images() -> tuple[np.ndarray, np.ndarray, str]:
     """uint8 images (10000, 28, 28), labels (10000,) and a note on where they came from."""
+    mnist_dir = Path(os.environ.get("VAE_BENCH_MNIST", SHARED_MNIST))
     images, labels = mnist_dir / "t10k-images-idx3-ubyte.gz", mnist_dir / "t10k-labels-idx1-ubyte.gz"
     if images.exists() and labels.exists():
         return _read_idx(images), _read_idx(labels), f"real MNIST test split ({mnist_dir})"
