@@ -54,6 +54,13 @@ def run_extras(work: Path, a, fit_rates, call, fit_yaml, vae_command) -> dict:
                  f"{data['sprites_ours'] / model:.1f}x the model's consumption ({model:.1f} batches/s in vae fit)")
     lines.append(f"  sprites vae fit (full size): peak RSS {s['peak_rss_mb']:.0f} MB, first optimizer step "
                  f"{s['first_step_at'] - started:.1f} s after start, {s['images_per_s']:.0f} img/s")
+    micro_json = work / "micro.json"
+    call([PY, "-m", "bench.micro", "--threads", str(a.threads), "--out", str(micro_json)], a.threads, work / "micro.log")
+    micro = json.loads(micro_json.read_text())
+    out["micro"] = micro["rows"]
+    lines += ["", "single operations, before -> after the speed work (best of 5)"]
+    lines += [f"  {name:<44}{before:10.1f} -> {after:9.1f}" for name, before, after in micro["rows"]]
+    lines.append("")
     h = help_seconds(vae_command(), env(a.threads))
     out["help_s"] = h
     lines.append(f"  vae --help: {statistics.median(h):.2f} s (median of {len(h)}; [{min(h):.2f} – {max(h):.2f}])")
