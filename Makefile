@@ -1,11 +1,12 @@
 # `make demo`: set up (first time) and train a VAE on the embedded sprites data (~5 min on 2 CPU cores).
 # `make test`: set up (first time) and run the test suite.
+# `make bench`: the benchmarks of docs/benchmarks.md.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv clean
+.PHONY: demo test bench venv clean
 
 venv: $(VENV)/.installed
 
@@ -22,6 +23,9 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: venv  # docs/benchmarks.md (~15 min on 2 cores)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

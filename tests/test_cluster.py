@@ -48,6 +48,7 @@ def test_bf16_mixed_fit_on_the_cpu_has_finite_losses(tmp_path):
 
     cli = run(["fit", *TINY, "--trainer.accelerator", "cpu", "--trainer.precision", "bf16-mixed",
                "--trainer.max_steps", "20", "--trainer.val_check_interval", "10",
+               "--trainer.log_every_n_steps", "5",  # train metrics exist on the written steps
                "--trainer.default_root_dir", str(tmp_path)])
     assert cli.trainer.precision == "bf16-mixed"
     metrics = cli.trainer.callback_metrics

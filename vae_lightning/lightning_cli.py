@@ -31,6 +31,15 @@ from vae_lightning.wandb_guard import start_wandb
 from vae_lightning.scoring import AnomalyScores
 from vae_lightning.resume import RNGState, SLURMPreemption
 
+# Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (so that checking for a GPU does not
+# break forked workers), which makes every torch.cuda.is_available() load NVML anew: ~0.1 ms,
+# paid by Adam at every step. With no GPU there is nothing to protect; use torch's own check.
+if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1":
+    import torch
+
+    if torch.cuda.device_count() == 0:
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+
 
 def plain_config(parser: LightningArgumentParser, config) -> dict[str, Any]:
     """The resolved config as plain nested dicts/lists/scalars (what W&B's config panel needs)."""

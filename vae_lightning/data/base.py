@@ -51,6 +51,8 @@ class VAEDataModule(L.LightningDataModule):
         seed: seed of the train/val split, the shuffling and the binarization.
         binarize: ``none``; ``dynamic``: training pixels are drawn x ~ Bernoulli(intensity)
             anew every time, evaluation uses one fixed draw; ``fixed``: one fixed draw for all.
+        on_device: hold (or render) the data on the training device and batch it there: None
+            (default) when it is a CUDA GPU, True on any accelerator (e.g. MPS), False never.
     """
 
     image_shape: tuple[int, int, int]
@@ -58,10 +60,12 @@ class VAEDataModule(L.LightningDataModule):
     factor_names: tuple[str, ...] | None = None
     factor_sizes: tuple[int, ...] | None = None
 
-    def __init__(self, batch_size: int = 128, seed: int = 0, binarize: str = "none", val_size: int | float = 0) -> None:
+    def __init__(self, batch_size: int = 128, seed: int = 0, binarize: str = "none", val_size: int | float = 0,
+                 on_device: bool | None = None) -> None:
         super().__init__()
         check_common(batch_size, binarize, val_size)
         self.batch_size, self.seed, self.binarize, self.val_size = batch_size, seed, binarize, val_size
+        self.on_device = on_device
         self.train_source: Source | None = None
         self.val_source: Source | None = None
         self.test_source: Source | None = None
@@ -79,11 +83,31 @@ class VAEDataModule(L.LightningDataModule):
     def _loader(self, source: Source | None, idx: Tensor | None, train: bool) -> BatchLoader:
         if source is None:
             raise UserError(f"{type(self).__name__} has no data for this stage; call setup() first.")
+        source = self._place(source)
         rank, world = self._rank()
         idx = torch.arange(len(source)) if idx is None else idx
         binarize = "dynamic" if train and self.binarize == "dynamic" else "none"
         return BatchLoader(source, idx, self.batch_size, shuffle=train, drop_last=train, seed=self.seed,
                            binarize=binarize, rank=rank, world_size=world)
+
+    def source_device(self) -> torch.device | None:
+        """Where the sources should live: the trainer's device when ``on_device`` asks for it."""
+        t = self.trainer
+        device = t.strategy.root_device if t is not None else None
+        if device is None or device.type == "cpu" or self.on_device is False:
+            return None
+        return device if self.on_device or device.type == "cuda" else None
+
+    def _place(self, source: Source) -> Source:
+        """Move ``source`` to ``source_device()`` once; splits that share it keep sharing one copy."""
+        device = self.source_device()
+        if device is None or not hasattr(source, "to"):
+            return source
+        moved = source.to(device)
+        for name in ("train_source", "val_source", "test_source"):
+            if getattr(self, name) is source:
+                setattr(self, name, moved)
+        return moved
 
     def train_dataloader(self):
         return self._loader(self.train_source, self.train_idx, train=True)

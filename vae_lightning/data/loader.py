@@ -35,12 +35,21 @@ class TensorSource:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def to(self, device: torch.device | str) -> TensorSource:
+        """This source with its tensors on ``device`` (copied once; uint8, so MNIST is 47 MB)."""
+        return self if torch.device(device) == self.device else TensorSource(self.images.to(device), self.targets.to(device))
+
     def __getitem__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        return self.images[idx].float().div_(255), self.targets[idx]
+        # index_select: ~4x faster than images[idx] (advanced indexing) for a batch of rows
+        return self.images.index_select(0, idx).float().div_(255), self.targets.index_select(0, idx)
 
 
-def _seeded(*keys: int) -> torch.Generator:
-    g = torch.Generator()
+def _seeded(*keys: int, device: torch.device | str = "cpu") -> torch.Generator:
+    g = torch.Generator(device=device)
     seed = 0
     for k in keys:  # a simple mix of the keys; different keys give unrelated streams
         seed = (seed * 1_000_003 + int(k) + 1) % (2**63 - 1)
@@ -109,10 +118,15 @@ class BatchLoader:
         else:
             self.epoch, start = self.epoch + 1, 0
         order = self._order(self.epoch)
+        device = getattr(self.source, "device", None)
+        if device is not None:  # a source on the GPU is indexed there, with no copy per batch
+            order = order.to(device)
         for b in range(start, len(self)):
             x, y = self.source[order[b * self.batch_size : (b + 1) * self.batch_size]]
             if self.binarize == "dynamic":
-                x = torch.bernoulli(x, generator=_seeded(self.seed, self.epoch, b, self.rank))
+                # x ~ Bernoulli(x) as one uniform draw and a compare: ~4x faster than torch.bernoulli on CPUs
+                g = _seeded(self.seed, self.epoch, b, self.rank, device=x.device)
+                x = torch.rand(x.shape, generator=g, device=x.device).lt_(x).to(x.dtype)
             self.batch = b + 1
             yield x, y
 

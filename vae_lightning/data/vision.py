@@ -50,8 +50,9 @@ class _InMemoryVision(VAEDataModule):
         seed: int = 0,
         binarize: str = "dynamic",
         val_size: int | float = 5000,
+        on_device: bool | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed, binarize=binarize, val_size=val_size)
+        super().__init__(batch_size=batch_size, seed=seed, binarize=binarize, val_size=val_size, on_device=on_device)
         self.data_dir, self.download = os.path.expanduser(data_dir), download
 
     def prepare_data(self) -> None:
@@ -92,6 +93,7 @@ class MNISTDataModule(_InMemoryVision):
         seed: seed of the split, the shuffling and the binarization.
         binarize: ``dynamic`` (default, for the Bernoulli likelihood), ``fixed`` or ``none``.
         val_size: training images held out for validation (a fraction if < 1).
+        on_device: keep the images on the training device (None: on a CUDA GPU).
     """
 
     image_shape = (1, 28, 28)
@@ -128,13 +130,14 @@ class CIFAR10DataModule(_InMemoryVision):
         seed: seed of the split and the shuffling.
         binarize: ``none`` (default), ``dynamic`` or ``fixed``.
         val_size: training images held out for validation (a fraction if < 1).
+        on_device: keep the images on the training device (None: on a CUDA GPU).
     """
 
     image_shape = (3, 32, 32)
 
     def __init__(self, data_dir: str = "data", download: bool = False, batch_size: int = 128, seed: int = 0,
-                 binarize: str = "none", val_size: int | float = 5000) -> None:
-        super().__init__(data_dir, download, batch_size, seed, binarize, val_size)
+                 binarize: str = "none", val_size: int | float = 5000, on_device: bool | None = None) -> None:
+        super().__init__(data_dir, download, batch_size, seed, binarize, val_size, on_device)
 
     @property
     def dataset_cls(self):
