@@ -16,6 +16,17 @@ SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+# a model small enough for steps of a few milliseconds (command-line arguments of `vae`)
+TINY_MODEL = [
+    "--model", "vae_lightning.VAE",
+    "--model.init_args.latent_dim", "4",
+    "--model.init_args.encoder", "vae_lightning.MLPEncoder",
+    "--model.init_args.encoder.init_args.hidden", "[32]",
+    "--model.init_args.decoder", "vae_lightning.MLPDecoder",
+    "--model.init_args.decoder.init_args.hidden", "[32]",
+]
+
+
 def _vae_command() -> list[str]:
     script = Path(sys.executable).parent / "vae"
     return [str(script)] if script.exists() else [sys.executable, "-m", "vae_lightning"]

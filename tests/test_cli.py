@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, run_vae
+from conftest import REPO, run_vae
 from vae_lightning import BetaVAE, FreeBitsVAE, VAE
 from vae_lightning.cli import main
 from vae_lightning.lightning_cli import VAECLI

@@ -10,17 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, TINY_MODEL
 from vae_lightning.cli import main
 from vae_lightning.slurm import TEMPLATES, job_from_args, render
 
 TINY = [
-    "--model", "vae_lightning.VAE",
-    "--model.init_args.latent_dim", "4",
-    "--model.init_args.encoder", "vae_lightning.MLPEncoder",
-    "--model.init_args.encoder.init_args.hidden", "[32]",
-    "--model.init_args.decoder", "vae_lightning.MLPDecoder",
-    "--model.init_args.decoder.init_args.hidden", "[32]",
+    *TINY_MODEL,
     "--data.init_args.num_images", "240",
     "--data.init_args.val_size", "40",
     "--data.init_args.batch_size", "16",

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import write_mnist_raw
+from conftest import write_mnist_raw
 from vae_lightning.data import (
     CelebADataModule,
     CIFAR10DataModule,

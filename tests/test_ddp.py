@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from conftest import REPO, run_vae
+from conftest import REPO, TINY_MODEL, run_vae
 from probe import RecordIndices
 from vae_lightning.lightning_cli import VAECLI
 
@@ -16,12 +16,7 @@ from vae_lightning.lightning_cli import VAECLI
 # averaging per-rank means would differ from the mean over all 45.
 TINY = [
     "--config", str(REPO / "configs/base.yaml"),
-    "--model", "vae_lightning.VAE",
-    "--model.init_args.latent_dim", "4",
-    "--model.init_args.encoder", "vae_lightning.MLPEncoder",
-    "--model.init_args.encoder.init_args.hidden", "[32]",
-    "--model.init_args.decoder", "vae_lightning.MLPDecoder",
-    "--model.init_args.decoder.init_args.hidden", "[32]",
+    *TINY_MODEL,
     "--data.init_args.num_images", "301",
     "--data.init_args.val_size", "45",
     "--data.init_args.batch_size", "16",

@@ -12,18 +12,14 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 
+from conftest import TINY_MODEL
 from vae_lightning.lightning_cli import VAECLI
 from vae_lightning.resume import SLURMPreemption
 from vae_lightning.data.loader import BatchLoader, TensorSource
 
 # 200 training images at batch 16: an epoch is 12 steps (drop_last); validate every 10 steps.
 TINY = [
-    "--model", "vae_lightning.VAE",
-    "--model.init_args.latent_dim", "4",
-    "--model.init_args.encoder", "vae_lightning.MLPEncoder",
-    "--model.init_args.encoder.init_args.hidden", "[32]",
-    "--model.init_args.decoder", "vae_lightning.MLPDecoder",
-    "--model.init_args.decoder.init_args.hidden", "[32]",
+    *TINY_MODEL,
     "--data", "vae_lightning.data.SpritesDataModule",
     "--data.init_args.num_images", "240",
     "--data.init_args.val_size", "40",

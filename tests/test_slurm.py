@@ -14,18 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import IN_CI, REPO, run_vae
+from conftest import IN_CI, REPO, TINY_MODEL, run_vae
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 # 640 training images at batch 16: 40 steps an epoch; 80 steps in all
 FIT = [
-    "--model", "vae_lightning.VAE",
-    "--model.init_args.latent_dim", "4",
-    "--model.init_args.encoder", "vae_lightning.MLPEncoder",
-    "--model.init_args.encoder.init_args.hidden", "[32]",
-    "--model.init_args.decoder", "vae_lightning.MLPDecoder",
-    "--model.init_args.decoder.init_args.hidden", "[32]",
+    *TINY_MODEL,
     "--data.init_args.num_images", "700",
     "--data.init_args.val_size", "60",
     "--data.init_args.batch_size", "16",
