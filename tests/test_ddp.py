@@ -49,16 +49,21 @@ def test_ddp_fit_splits_the_data_and_only_rank_zero_writes(ddp_run):
     assert not set(train[0].tolist()) & set(train[1].tolist()), "the ranks trained on the same images"
     offline_runs = list((run / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1, offline_runs
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-20.ckpt", "last.ckpt"]
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 20
-    # two validations, two pictures each, drawn once (by rank zero)
-    assert len(list((run / "images").glob("*.png"))) == 4
+    # both ranks agreed on one run folder (version_0) and only rank zero wrote into it
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["version_0"]
+    folder = run / "checkpoints" / "version_0"
+    assert sorted(p.name for p in folder.iterdir()) == ["best-20.ckpt", "last.ckpt"]
+    assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 20
+    # two validations: each picture drawn once (by rank zero), at steps 10 and 20
+    pngs = [p.name for p in (run / "images" / "version_0").glob("*.png")]
+    assert pngs and len(pngs) == len(set(pngs)) and {"reconstructions_step0000010.png",
+                                                      "reconstructions_step0000020.png"} <= set(pngs)
     assert not list(run.rglob("*rank1*")) and not list(run.rglob("version_1"))
 
 
 @pytest.mark.slow
 def test_ddp_test_metrics_equal_a_single_process_evaluation(ddp_run):
-    ckpt = ddp_run / "run" / "checkpoints" / "last.ckpt"
+    ckpt = ddp_run / "run" / "checkpoints" / "version_0" / "last.ckpt"
     test = run_vae("test", *TINY, *DDP, "--trainer.logger", "false", "--trainer.default_root_dir",
                    str(ddp_run / "test-ddp"), "--ckpt_path", str(ckpt), *probe(ddp_run / "ddp"), env=ENV)
     assert test.returncode == 0, test.stderr[-3000:]
