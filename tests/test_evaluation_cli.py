@@ -33,7 +33,7 @@ def metrics_table(stdout: str) -> dict[str, float]:
 
 
 def test_fit_logs_all_pictures_to_png_and_to_the_offline_wandb_run(run):
-    names = {p.name.split("_step")[0] for p in (run / "images").glob("*.png")}
+    names = {p.name.split("_step")[0] for p in (run / "images" / "version_0").glob("*.png")}
     assert names == {"reconstructions", "samples", "traversals", "interpolations", "kl_per_dim"}
     media = {p.name.split("_")[0] for p in run.glob("wandb/offline-run-*/files/media/images/**/*.png")}
     assert {"reconstructions", "samples", "traversals", "interpolations", "kl"} <= media
@@ -80,7 +80,8 @@ def test_predict_writes_one_row_of_anomaly_scores_per_input(run, tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 256 and [r["index"] for r in rows[:3]] == ["0", "1", "2"]
     assert {"shape", "pos_x", "neg_elbo", "nll_iw", "recon", "kl", "sq_error", "log_pz"} <= set(rows[0])
-    assert all(float(r["nll_iw"]) <= float(r["neg_elbo"]) + 50 for r in rows)
+    nll, neg_elbo = (sum(float(r[k]) for r in rows) / len(rows) for k in ("nll_iw", "neg_elbo"))
+    assert nll < neg_elbo  # both are single noisy estimates per row; on average the IW bound is tighter
     assert not list(tmp_path.glob(".*tmp"))
 
 

@@ -25,6 +25,15 @@ def log_image(trainer: Trainer, key: str, grid: Tensor, path: Path) -> None:
             logger.experiment.add_image(key, grid, global_step=trainer.global_step)
 
 
+def picture_dir(trainer: Trainer) -> Path:
+    """The run's folder for PNGs: the ``ImageLogger``'s ``dirpath`` (``vae fit`` sets
+    ``<default_root_dir>/images/version_N``), else ``<default_root_dir>/images``."""
+    for callback in getattr(trainer, "callbacks", []):
+        if isinstance(callback, ImageLogger) and callback.dirpath:
+            return Path(callback.dirpath)
+    return Path(trainer.default_root_dir) / "images"
+
+
 class Checkpoint(ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` that also writes ``last.ckpt`` when training ends between
     two validations (e.g. on ``max_steps``), so ``last.ckpt`` is always the final state."""
@@ -100,7 +109,7 @@ class ImageLogger(Callback):
         from vae_lightning import pictures
 
         x = self._val_inputs(trainer).to(pl_module.device)
-        folder = Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "images"
+        folder = picture_dir(trainer)
         step = trainer.global_step
 
         def log(name: str, grid: Tensor) -> None:

@@ -11,7 +11,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 
-from vae_lightning.callbacks import log_image
+from vae_lightning.callbacks import log_image, picture_dir
 
 REMEDIES = (
     "Remedies in this tool: a KL warm-up (model.init_args.kl_schedule: vae_lightning.LinearWarmup or "
@@ -47,7 +47,7 @@ def kl_bar_chart(kl_per_dim: Tensor, mu_var: Tensor | None = None, threshold: fl
 
 class CollapseMonitor(Callback):
     """After every validation: draws the KL per latent dimension (``images/kl_per_dim``, W&B and
-    PNG under ``<default_root_dir>/images/``) and warns once, in plain words, when the posterior
+    PNG in the run's picture folder) and warns once, in plain words, when the posterior
     collapses — no active unit (the model logs ``val/active_units``), or the total KL under
     ``kl_threshold`` nats for ``patience`` validations in a row. On by default; rank zero only.
 
@@ -94,7 +94,7 @@ class CollapseMonitor(Callback):
         self._count += 1
         if self.every_n_val and self._count % self.every_n_val == 0:
             step = trainer.global_step
-            path = Path(trainer.default_root_dir) / "images" / f"kl_per_dim_step{step:07d}.png"
+            path = picture_dir(trainer) / f"kl_per_dim_step{step:07d}.png"
             log_image(trainer, "images/kl_per_dim", kl_bar_chart(kl_per_dim, stats["mu_var"]), path)
 
     def state_dict(self) -> dict:
