@@ -118,6 +118,8 @@ def main() -> None:
     p.add_argument("--no-pythae", action="store_true", help="leave out pythae's trainer")
     p.add_argument("--no-compile", action="store_true", help="leave out `vae fit` with compile: true")
     p.add_argument("--no-extras", action="store_true", help="only the training rounds")
+    p.add_argument("--csv", action="store_true", help="also time `vae fit` with configs/logger/csv.yaml instead "
+                   "of the W&B logger of configs/base.yaml (what W&B costs)")
     p.add_argument("--only", nargs="*", default=None, help="runners to time (fit, plain, pythae, compile)")
     p.add_argument("--before", metavar="DIR", help="also time `vae fit` with the vae_lightning package in DIR "
                    "(e.g. `git archive <commit> vae_lightning | tar -x -C DIR`): before/after a change")
@@ -137,6 +139,8 @@ def main() -> None:
         "fit": lambda t, tag: run_fit(work, tag, a, a.threads, []),
         "plain": lambda t, tag: run_module(work, tag, a, a.threads, PY, "bench.plain"),
     }
+    if a.csv:
+        runners["fit-csv"] = lambda t, tag: run_fit(work, tag, a, a.threads, ["--config", "configs/logger/csv.yaml"])
     if a.before:
         runners["fit-before"] = lambda t, tag: run_fit(work, tag, a, a.threads, [], src=str(Path(a.before).resolve()))
     if not a.no_pythae:
@@ -171,15 +175,15 @@ def main() -> None:
                 ratio = [x / y for x, y in zip(rates[name], rates["plain"])]
                 results[f"{name}/plain"] = ratio
                 lines.append(f"  {name + ' / plain loop':<28}{summary(ratio)}")
+        if "pythae" in rates and "fit" in rates:
+            ratio = [x / y for x, y in zip(rates["fit"], rates["pythae"])]
+            results["fit/pythae"] = ratio
+            lines.append(f"  {'fit / pythae':<28}{summary(ratio)}")
         lines.append("the same by CPU time of the training process (images per CPU-second; less sensitive to load)")
         for name in rates:
             if name != "plain":
                 ratio = [x / y for x, y in zip(cpu_rates[name], cpu_rates["plain"])]
                 lines.append(f"  {name + ' / plain loop':<28}{summary(ratio)}")
-        if "pythae" in rates and "fit" in rates:
-            ratio = [x / y for x, y in zip(rates["fit"], rates["pythae"])]
-            results["fit/pythae"] = ratio
-            lines.append(f"  {'fit / pythae':<28}{summary(ratio)}")
     if not a.no_extras:
         extras = run_extras(work, a, rates.get("fit"), call, fit_yaml, vae_command)
         results["extras"] = extras
