@@ -21,23 +21,15 @@ def _model_class(class_path: str, path: Path):
     return cls
 
 
-def check_checkpoint(path: str | Path, map_location: str = "cpu") -> type:
+def check_checkpoint(path: str | Path) -> type:
     """The model class of a checkpoint written by ``vae fit``; raises ``UserError`` when the
     file is missing, truncated or not a checkpoint, or holds another model class."""
-    import torch
+    from vae_lightning.checkpoint_io import read_checkpoint
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {str(path)!r} does not exist; pass the path of a .ckpt file written by `vae fit`.")
-    try:
-        # weights_only=False: the hyper-parameters hold config dicts and tuples; the checkpoints
-        # come from the user's own runs (torch.load must not be used on untrusted files)
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # zip, pickle and EOF errors all mean the file is damaged
-        raise UserError(f"checkpoint {str(path)!r} cannot be read (truncated or not a checkpoint: {type(err).__name__}).") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(f"{str(path)!r} is not a Lightning checkpoint (no state_dict); pass a .ckpt file written by `vae fit`.")
-    hparams = checkpoint.get("hyper_parameters") or {}
+    hparams = read_checkpoint(str(path)).get("hyper_parameters") or {}
     return _model_class(hparams.get("_class_path", "vae_lightning.models.VAE"), path)
 
 
@@ -47,7 +39,7 @@ def load_model(path: str | Path, map_location: str = "cpu"):
     import warnings
 
     path = Path(path)
-    cls = check_checkpoint(path, map_location)
+    cls = check_checkpoint(path)
     try:
         with warnings.catch_warnings():  # Lightning's advice on save_hyperparameters is for developers
             warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
