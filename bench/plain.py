@@ -6,7 +6,6 @@ data, batch size and thread count as the ``vae fit`` run. Writes images/s as JSO
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
@@ -16,14 +15,7 @@ from bench import workloads as w
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--out", required=True)
-    p.add_argument("--warmup", type=int, default=30)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--threads", type=int, required=True)
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(w.SEED)
+    a = w.runner_args()
     from vae_lightning.likelihoods import Bernoulli
 
     images, _, _ = w.mnist_images()

@@ -11,7 +11,6 @@ differs from the other runners.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -76,14 +75,7 @@ class Timer(TrainingCallback):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--out", required=True)
-    p.add_argument("--warmup", type=int, default=30)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--threads", type=int, required=True)
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(w.SEED)
+    a = w.runner_args()
     images, labels, _ = w.mnist_images()
     data = w.train_images(images)
     encoder, decoder = w.nets()

@@ -9,6 +9,7 @@ those files are absent, 9,000 seeded random images stand in (speed does not depe
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import os
 from pathlib import Path
@@ -21,6 +22,19 @@ SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 N_TRAIN, BATCH, LATENT, LR, SEED = 9000, 128, 16, 1e-3, 0
 CHANNELS, HIDDEN = (32, 64), 256
 IMAGE_SHAPE = (1, 28, 28)
+
+
+def runner_args() -> argparse.Namespace:
+    """The arguments every timed runner takes; also sets its thread count and seed."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", required=True)
+    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--threads", type=int, required=True)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(SEED)
+    return a
 
 
 def _read_idx(path: Path) -> np.ndarray:
