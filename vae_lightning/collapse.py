@@ -4,7 +4,6 @@ the latent code stops carrying information."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
