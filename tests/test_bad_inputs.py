@@ -129,6 +129,7 @@ CASES = [
     ("num-images-1", ["--data.init_args.num_images", "1"], ["num_images", "1"]),
     ("val-size-too-big", ["--data.init_args.val_size", "500"], ["val_size", "no training examples"]),
     ("max-skips", ["--nonfinite.max_skips", "-1"], ["max_skips", ">= 0"]),
+    ("background-images", ["--scores.background_images", "-1"], ["background_images", ">= 0", "-1"]),
     ("net-data-shape", ["--data", "vae_lightning.data.ImageFolderDataModule", "--data.init_args.data_dir", "{b}/images",
                         "--data.init_args.image_size", "48", "--model.init_args.encoder", "vae_lightning.ConvEncoder"],
      ["ConvEncoder", "48", "MLPEncoder"]),

@@ -10,7 +10,7 @@ from vae_lightning import MLPDecoder, MLPEncoder, VAE
 from vae_lightning.errors import UserError
 from vae_lightning.likelihoods import Gaussian
 from vae_lightning.metrics import (
-    ActiveUnits, IWBound, KLPerDim, MutualInformation, iw_log_likelihood, mutual_information,
+    ActiveUnits, IWBound, KLPerDim, MutualInformation, PixelMarginals, iw_log_likelihood, mutual_information,
 )
 from vae_lightning.objectives import gaussian_kl
 
@@ -93,6 +93,29 @@ def test_split_updates_sum_to_the_whole_as_under_ddp():
         got, want = (got, want) if isinstance(got, dict) else ({"v": got}, {"v": want})
         for key in want:
             torch.testing.assert_close(got[key], want[key])
+
+
+def test_pixel_marginals_on_binary_images_are_add_one_smoothed_bernoullis():
+    g = torch.Generator().manual_seed(0)
+    train = (torch.rand(50, 1, 3, 2, generator=g) < torch.linspace(0, 0.9, 6).view(1, 1, 3, 2)).float()
+    model = PixelMarginals((1, 3, 2), binary=True)
+    model.update(train[:20])
+    model.update(train[20:])  # in pieces, as over batches and DDP ranks
+    x = (torch.rand(4, 1, 3, 2, generator=g) < 0.5).float()
+    p = (train.sum(0) + 1) / (50 + 2)  # pixel 0 is never on in training: p = 1/52, not 0
+    expected = (x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1)
+    torch.testing.assert_close(model.compute().log_prob(x), expected)
+
+
+def test_pixel_marginals_on_gray_images_are_normals_with_a_one_grey_level_floor():
+    train = torch.rand(40, 2, 2, 2, generator=torch.Generator().manual_seed(1))
+    train[:, 0, 0, 0] = 0.5  # a constant pixel: std floored at 1/255, not 0
+    model = PixelMarginals((2, 2, 2), binary=False)
+    model.update(train)
+    x = torch.rand(3, 2, 2, 2)
+    mean, std = train.mean(0), train.std(0, unbiased=False).clamp_min(1 / 255)
+    expected = torch.distributions.Normal(mean, std).log_prob(x).flatten(1).sum(1)
+    torch.testing.assert_close(model.compute().log_prob(x), expected)
 
 
 def test_active_units_count_dimensions_whose_posterior_mean_varies():

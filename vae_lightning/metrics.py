@@ -23,7 +23,7 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Normal
+from torch.distributions import Bernoulli, Independent, Normal
 from torchmetrics import Metric
 
 from vae_lightning.objectives import gaussian_kl, posterior
@@ -100,6 +100,45 @@ class IWBound(_SumMetric):
     def compute(self) -> dict[str, Tensor]:
         nll = (self.nll_sum / self.count).float()
         return {"nll_iw": nll, "bpd": nll / (self.num_dims * math.log(2.0))}
+
+
+class PixelMarginals(_SumMetric):
+    """The independent-pixel model of a set of images, fit by maximum likelihood; the background
+    model of the ``neg_llr`` anomaly score. ``update(x)`` takes images (B, C, H, W) with pixels
+    in [0, 1]; ``compute()`` returns a distribution whose ``log_prob(x)`` is (B,) in nats.
+
+    Binary data: Bernoulli(p) per pixel, with add-one smoothing, p = (Σx + 1) / (n + 2), so a
+    pixel never on in the fitted images is unlikely rather than impossible. Other data:
+    Normal(mean, std) per pixel, std at least one grey level (1/255): 8-bit data carry no finer
+    detail, and a constant pixel would otherwise have infinite density.
+
+    Args:
+        image_shape: (C, H, W).
+        binary: pixels are 0 or 1 (the model's likelihood is discrete).
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], binary: bool, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.binary = binary
+        self._sum_state("count")
+        self._sum_state("pixel_sum", tuple(image_shape))
+        self._sum_state("pixel_sq_sum", tuple(image_shape))
+
+    def update(self, x: Tensor) -> None:
+        x = x.double()
+        self.count += x.shape[0]
+        self.pixel_sum += x.sum(0)
+        self.pixel_sq_sum += x.square().sum(0)
+
+    def compute(self) -> Independent:
+        if self.count == 0:
+            raise ValueError("PixelMarginals: no images were seen; call update() first.")
+        if self.binary:
+            p = (self.pixel_sum + 1) / (self.count + 2)
+            return Independent(Bernoulli(probs=p.float(), validate_args=False), 3)
+        mean = self.pixel_sum / self.count
+        std = (self.pixel_sq_sum / self.count - mean.square()).clamp_min(0).sqrt().clamp_min(1 / 255)
+        return Independent(Normal(mean.float(), std.float(), validate_args=False), 3)
 
 
 class KLPerDim(_SumMetric):

@@ -8,7 +8,19 @@ Every score is "higher = more anomalous" except ``log_pz``, and in nats unless s
 - ``sq_error``: Σ_pixels (x − E[x|z=μ(x)])², the squared reconstruction error of the mean
   reconstruction, in squared data units (pixels in [0, 1]);
 - ``log_pz``: log N(μ(x); 0, I), the log-density of the posterior mean under the prior (low:
-  the input is encoded far from where the prior puts its mass).
+  the input is encoded far from where the prior puts its mass);
+- ``nll_pixels``: −log p(x) under a background model that treats every pixel as independent,
+  fit to the training split (``metrics.PixelMarginals``);
+- ``neg_llr``: nll_iw − nll_pixels = −log [p̂(x) / p_pixels(x)], the negative log-likelihood
+  ratio of the VAE to that background model.
+
+Why ``neg_llr``: a likelihood alone mostly measures how simple an input is (little ink, few
+strokes), so inputs unlike the training data can score as *more* likely than typical ones
+(Nalisnick et al. 2019). Dividing by a background model that captures only that simplicity
+leaves what the VAE learned about the training data (the likelihood-ratio idea of Ren et al.
+2019, and Serrà et al. 2020's complexity correction, here with the simplest background). On
+MNIST with the 9s held out, nll_iw separates 9s from the other digits at AUROC ≈ 0.5 and
+neg_llr at ≈ 0.7 (README, "Anomaly scores").
 """
 
 from __future__ import annotations
@@ -24,9 +36,10 @@ from torch import Tensor
 from torch.distributions import Normal
 
 from vae_lightning.errors import UserError
-from vae_lightning.metrics import iw_log_likelihood
+from vae_lightning.metrics import PixelMarginals, iw_log_likelihood
 
 SCORES = ("neg_elbo", "nll_iw", "recon", "kl", "sq_error", "log_pz")
+BACKGROUND_SCORES = ("nll_pixels", "neg_llr")
 
 
 @torch.no_grad()
@@ -50,7 +63,9 @@ def anomaly_scores(model, x: Tensor, k: int) -> dict[str, Tensor]:
 class AnomalyScores(BasePredictionWriter):
     """Writes one CSV row per predicted input: ``index`` (position in the predict split, per
     device), the label or ground-truth factors when the data has them, then the scores
-    (neg_elbo, nll_iw, recon, kl, sq_error, log_pz; see ``vae_lightning.scoring``).
+    (neg_elbo, nll_iw, recon, kl, sq_error, log_pz, nll_pixels, neg_llr; see
+    ``vae_lightning.scoring``). The background model of nll_pixels and neg_llr is fit at the
+    start, on up to ``background_images`` images of the data module's training split.
 
     The file appears only when prediction finishes: rows are written to a temporary file that
     is renamed at the end, so a failed run leaves no partial CSV. With several devices each
@@ -58,14 +73,19 @@ class AnomalyScores(BasePredictionWriter):
 
     Args:
         path: the CSV file; None: ``<default_root_dir>/scores.csv``.
+        background_images: training images (over all devices) the background model is fit
+            to; 0 leaves out nll_pixels and neg_llr.
     """
 
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None, background_images: int = 50_000) -> None:
         super().__init__(write_interval="batch")
         if path is not None and not str(path).endswith(".csv"):
             raise UserError(f"scores.path must name a .csv file, got {path!r}.")
-        self.path = path
+        if background_images < 0:
+            raise UserError(f"scores.background_images must be >= 0 (0 turns neg_llr off), got {background_images}.")
+        self.path, self.background_images = path, background_images
         self._rows: list[dict] = []
+        self._background = None  # torch.distributions: log p_pixels(x), (B,)
 
     def _target(self, trainer: Trainer) -> Path:
         path = Path(self.path) if self.path else Path(trainer.default_root_dir) / "scores.csv"
@@ -75,19 +95,45 @@ class AnomalyScores(BasePredictionWriter):
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._rows = []
+        self._background = self._fit_background(trainer, pl_module) if self.background_images else None
+
+    def _fit_background(self, trainer: Trainer, pl_module: LightningModule):
+        dm = trainer.datamodule
+        if dm is None or not hasattr(dm, "train_dataloader"):
+            raise UserError("vae predict: neg_llr needs the data module's training split; pass --data, "
+                            "or set --scores.background_images 0 to leave neg_llr out.")
+        dm.setup("fit")
+        marginals = PixelMarginals(pl_module.image_shape, binary=pl_module.likelihood.discrete).to(pl_module.device)
+        per_rank = -(-self.background_images // trainer.world_size)
+        seen = 0
+        for batch in dm.train_dataloader():
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            marginals.update(x[: per_rank - seen].to(pl_module.device))
+            seen += len(x)
+            if seen >= per_rank:
+                break
+        if trainer.is_global_zero:
+            print(f"vae: background model for neg_llr fit to {min(seen, per_rank) * trainer.world_size} training images")
+        return marginals.compute()  # summed over ranks by torchmetrics
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         y = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
-        names = getattr(trainer.datamodule, "factor_names", None)
-        cols = {name: prediction[name].float().cpu().tolist() for name in SCORES}
+        factor_names = getattr(trainer.datamodule, "factor_names", None)
+        scores = dict(prediction)
+        if self._background is not None:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            scores["nll_pixels"] = -self._background.log_prob(x.float())
+            scores["neg_llr"] = scores["nll_iw"] - scores["nll_pixels"]
+        columns = [name for name in (*SCORES, *BACKGROUND_SCORES) if name in scores]
+        cols = {name: scores[name].float().cpu().tolist() for name in columns}
         for i in range(len(cols["nll_iw"])):
             row = {"index": len(self._rows)}
             if torch.is_tensor(y) and y.dim() == 1:
                 row["label"] = int(y[i])
             elif torch.is_tensor(y) and y.dim() == 2:
-                keys = names if names and len(names) == y.shape[1] else [f"y{j}" for j in range(y.shape[1])]
+                keys = factor_names if factor_names and len(factor_names) == y.shape[1] else [f"y{j}" for j in range(y.shape[1])]
                 row.update({key: int(v) for key, v in zip(keys, y[i].tolist())})
-            row.update({name: f"{cols[name][i]:.6g}" for name in SCORES})
+            row.update({name: f"{cols[name][i]:.6g}" for name in columns})
             self._rows.append(row)
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
