@@ -136,7 +136,7 @@ CASES = [
     ("bernoulli-gray", ["--data", "vae_lightning.data.ImageFolderDataModule", "--data.init_args.data_dir", "{b}/gray",
                         "--data.init_args.image_size", "28", "--data.init_args.num_workers", "0",
                         "--data.init_args.val_size", "1"],
-     ["Bernoulli", "binar"]),
+     ["Bernoulli", "gray", "vae_lightning.Gaussian"]),
     ("missing-data", ["--data", "vae_lightning.data.MNISTDataModule", "--data.init_args.data_dir", "{b}/nothing"],
      ["nothing", "does not exist"]),
     ("data-not-a-folder", ["--data", "vae_lightning.data.ImageFolderDataModule", "--data.init_args.data_dir",

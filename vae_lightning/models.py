@@ -15,6 +15,7 @@ Validation and test also log ``active_units`` and ``mi``; test adds ``nll_iw``, 
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 
@@ -249,10 +250,10 @@ class VAE(L.LightningModule):
                 f"{tuple(dm.image_shape)}; train a new model for this data or use matching data."
             )
         if self.likelihood.discrete and not dm.binary:
-            raise UserError(
-                f"The Bernoulli likelihood needs binary pixels but {type(dm).__name__} yields gray "
-                "values; set data.init_args.binarize: dynamic (or use a Gaussian likelihood)."
-            )
+            can_binarize = "binarize" in inspect.signature(type(dm).__init__).parameters
+            fix = ("set data.init_args.binarize: dynamic (or use a Gaussian likelihood)" if can_binarize
+                   else "use a Gaussian likelihood, e.g. --model.init_args.likelihood vae_lightning.Gaussian")
+            raise UserError(f"The Bernoulli likelihood needs binary pixels but {type(dm).__name__} yields gray values; {fix}.")
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters())
