@@ -66,6 +66,24 @@ def test_nan_stops_with_the_step_and_terms_after_saving_the_last_good_state(tiny
     assert step_of(last) == 5 and finite_weights(last)
 
 
+def test_the_finite_check_sees_every_nan_and_inf_and_lets_huge_finite_gradients_through():
+    from vae_lightning.nonfinite import NonFiniteGuard
+
+    guard = NonFiniteGuard()
+    guard._loss = torch.tensor(1.0)
+    huge = torch.full((1000,), 3e38)  # finite, but its sum overflows to inf
+    assert guard._all_finite([huge, torch.ones(3)])
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        g = torch.ones(1000)
+        g[500] = bad
+        assert not guard._all_finite([torch.ones(3), g])
+    g = torch.ones(10)
+    g[0], g[1] = float("inf"), -float("inf")  # the sum is NaN: still caught
+    assert not guard._all_finite([g])
+    guard._loss = torch.tensor(float("nan"))
+    assert not guard._all_finite([torch.ones(3)])
+
+
 def test_nan_steps_are_skipped_within_the_budget(tiny, tmp_path, capsys, monkeypatch):
     nan_at(monkeypatch, {2, 5})
     root = tmp_path / "run"

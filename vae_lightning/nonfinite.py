@@ -58,11 +58,7 @@ class NonFiniteGuard(Callback):
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if getattr(trainer.precision_plugin, "scaler", None) is not None:
             grads = []  # 16-mixed: the GradScaler skips overflowing steps itself; check the loss only
-        # max |g| per tensor cannot overflow, unlike a norm; one bool for loss and all gradients
-        checks = [g.detach().abs().amax().float() for g in grads]
-        if self._loss is not None:
-            checks.append(self._loss.float())
-        if not checks or bool(torch.stack(checks).isfinite().all()):
+        if self._all_finite(grads):
             return
         terms = self._bad_terms(trainer, grads)
         if self.skipped < self.max_skips:
@@ -75,6 +71,21 @@ class NonFiniteGuard(Callback):
             pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False)
             return
         raise NonFiniteLoss(self._stop_message(trainer, terms))
+
+    def _all_finite(self, grads: list[Tensor]) -> bool:
+        """One bool for the loss and all gradients. A finite sum proves a tensor finite (a NaN or
+        an inf in it makes the sum NaN or inf); a sum can also overflow on huge finite values, so
+        a non-finite sum is confirmed with max |g|, which cannot. Sums: 0.10 ms a step for the
+        MNIST conv VAE on 2 CPU cores, max |g| of every tensor 0.23 ms."""
+        checks = [g.detach().sum().float() for g in grads]
+        if self._loss is not None:
+            checks.append(self._loss.float())
+        if not checks or bool(torch.stack(checks).isfinite().all()):
+            return True
+        checks = [g.detach().abs().amax().float() for g in grads]
+        if self._loss is not None:
+            checks.append(self._loss.float())
+        return bool(torch.stack(checks).isfinite().all())
 
     def _bad_terms(self, trainer: Trainer, grads: list[Tensor]) -> list[str]:
         terms = []
