@@ -24,7 +24,7 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: venv  # docs/benchmarks.md (~15 min on 2 cores)
+bench: venv  # docs/benchmarks.md (~25 min on 2 cores)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

@@ -1,6 +1,6 @@
 """Run every benchmark side by side and print one table (medians and min–max over rounds).
 
-    python -m bench                      # the full run of docs/benchmarks.md (~15 min on 2 cores)
+    python -m bench                      # the full run of docs/benchmarks.md (~25 min on 2 cores)
     python -m bench --rounds 2 --steps 60 --no-pythae --no-compile   # a quick look
 
 Training speed is measured in rounds; in each round every runner trains the same workload
@@ -78,10 +78,10 @@ def run_fit(work: Path, tag: str, a, threads: int, model_args: list[str], src: s
     return json.loads(out.read_text())
 
 
-def run_module(work: Path, tag: str, a, threads: int, python: str, module: str) -> dict:
+def run_module(work: Path, tag: str, a, threads: int, python: str, module: str, *extra: str) -> dict:
     out = work / f"{tag}.json"
     call([python, "-m", module, "--out", str(out), "--warmup", str(a.warmup), "--steps", str(a.steps),
-          "--threads", str(threads)], threads, work / f"{tag}.log")
+          "--threads", str(threads), *extra], threads, work / f"{tag}.log")
     return json.loads(out.read_text())
 
 
@@ -111,7 +111,8 @@ def summary(values: list[float]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the training runners")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds of the training runners "
+                   "(a single run scatters by ±15 %% on a 2-core VM: fewer rounds do not reproduce the medians)")
     p.add_argument("--warmup", type=int, default=30, help="steps left out of each timing")
     p.add_argument("--steps", type=int, default=300, help="steps timed per run")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads in every runner")
@@ -120,7 +121,8 @@ def main() -> None:
     p.add_argument("--no-extras", action="store_true", help="only the training rounds")
     p.add_argument("--csv", action="store_true", help="also time `vae fit` with configs/logger/csv.yaml instead "
                    "of the W&B logger of configs/base.yaml (what W&B costs)")
-    p.add_argument("--only", nargs="*", default=None, help="runners to time (fit, plain, pythae, compile)")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="runners to time (fit, plain, plain-fused, pythae, compile, and fit-csv/fit-before when asked for)")
     p.add_argument("--before", metavar="DIR", help="also time `vae fit` with the vae_lightning package in DIR "
                    "(e.g. `git archive <commit> vae_lightning | tar -x -C DIR`): before/after a change")
     p.add_argument("--mnist", metavar="DIR", default=str(w.SHARED_MNIST),
@@ -138,6 +140,8 @@ def main() -> None:
     runners = {
         "fit": lambda t, tag: run_fit(work, tag, a, a.threads, []),
         "plain": lambda t, tag: run_module(work, tag, a, a.threads, PY, "bench.plain"),
+        # the same loop with the fused Adam of the shipped configs: fit against the same optimizer code
+        "plain-fused": lambda t, tag: run_module(work, tag, a, a.threads, PY, "bench.plain", "--fused"),
     }
     if a.csv:
         runners["fit-csv"] = lambda t, tag: run_fit(work, tag, a, a.threads, ["--config", "configs/logger/csv.yaml"])
@@ -175,6 +179,10 @@ def main() -> None:
                 ratio = [x / y for x, y in zip(rates[name], rates["plain"])]
                 results[f"{name}/plain"] = ratio
                 lines.append(f"  {name + ' / plain loop':<28}{summary(ratio)}")
+        if "plain-fused" in rates and "fit" in rates:
+            ratio = [x / y for x, y in zip(rates["fit"], rates["plain-fused"])]
+            results["fit/plain-fused"] = ratio
+            lines.append(f"  {'fit / plain-fused':<28}{summary(ratio)}")
         if "pythae" in rates and "fit" in rates:
             ratio = [x / y for x, y in zip(rates["fit"], rates["pythae"])]
             results["fit/pythae"] = ratio

@@ -31,6 +31,7 @@ def runner_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--fused", action="store_true", help="Adam(fused=True), as the shipped configs use")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(SEED)
