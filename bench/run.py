@@ -65,11 +65,14 @@ def fit_yaml(path: Path, out: Path, warmup: int, steps: int, extra: str = "") ->
     return path
 
 
+# the bench's data layer over configs/mnist/vae.yaml: one fixed binarization, no validation split
+FIT_DATA = "data:\n  init_args: {binarize: fixed, val_size: 0, batch_size: %d}\n" % w.BATCH
+
+
 def run_fit(work: Path, tag: str, a, threads: int, model_args: list[str], src: str | None = None) -> dict:
     """`vae fit` on the MNIST workload through configs/base.yaml + configs/mnist/vae.yaml."""
     out = work / f"{tag}.json"
-    bench_cfg = fit_yaml(work / f"{tag}.yaml", out, a.warmup, a.steps,
-                         "data:\n  init_args: {binarize: fixed, val_size: 0, batch_size: %d}\n" % w.BATCH)
+    bench_cfg = fit_yaml(work / f"{tag}.yaml", out, a.warmup, a.steps, FIT_DATA)
     cmd = [*vae_command(), "fit", "--config", "configs/base.yaml", "--config", "configs/mnist/vae.yaml",
            "--config", str(bench_cfg), "--data.init_args.data_dir", str(work / "mnist"),
            "--trainer.default_root_dir", str(work / "runs" / tag), *model_args]

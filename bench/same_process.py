@@ -24,7 +24,7 @@ import torch
 
 from bench import plain
 from bench import workloads as w
-from bench.run import fit_yaml
+from bench.run import FIT_DATA, fit_yaml
 
 
 def main() -> None:
@@ -47,8 +47,7 @@ def main() -> None:
 
     def fit(tag: str) -> dict:
         out = work / f"{tag}.json"
-        cfg = fit_yaml(work / f"{tag}.yaml", out, a.warmup, a.steps,
-                       "data:\n  init_args: {binarize: fixed, val_size: 0, batch_size: %d}\n" % w.BATCH)
+        cfg = fit_yaml(work / f"{tag}.yaml", out, a.warmup, a.steps, FIT_DATA)
         vae(["fit", "--config", "configs/base.yaml", "--config", "configs/mnist/vae.yaml", "--config", str(cfg),
              "--data.init_args.data_dir", str(work / "mnist"), "--trainer.default_root_dir", str(work / tag),
              "--trainer.enable_model_summary", "false"])

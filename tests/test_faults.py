@@ -140,14 +140,18 @@ def _metric_steps(root: Path) -> list[int]:
     return rows
 
 
+# a checkpoint every 3 steps and no validation (monitor null: with a monitor, Lightning defers
+# periodic saves until the first validation)
+EVERY_3_STEPS = ("--trainer.val_check_interval", "1000", "--checkpoint.every_n_train_steps", "3",
+                 "--checkpoint.monitor", "null")
+
+
 @pytest.mark.slow
 def test_sigkill_while_a_checkpoint_is_written_then_resume_loses_only_the_steps_since(tiny, tmp_path):
     root = tmp_path / "run"
     folder = root / "checkpoints" / "version_0"
     # checkpoints at steps 3 and 6 complete; the one at step 9 hangs half-written until killed
-    # (monitor null: with a monitor, Lightning defers periodic saves until the first validation)
-    proc = _start(tiny, root, "--trainer.max_steps", "400", "--trainer.val_check_interval", "1000",
-                  "--checkpoint.every_n_train_steps", "3", "--checkpoint.monitor", "null", fault="slow_save:3")
+    proc = _start(tiny, root, "--trainer.max_steps", "400", *EVERY_3_STEPS, fault="slow_save:3")
     try:
         _wait_for(lambda: any(folder.glob("*.writing")), proc)
         proc.send_signal(signal.SIGKILL)
@@ -158,8 +162,7 @@ def test_sigkill_while_a_checkpoint_is_written_then_resume_loses_only_the_steps_
     assert any(folder.glob(".last.ckpt.tmp-*")), "the kill did not land during the write"
     assert step_of(folder / "last.ckpt") == 6 and finite_weights(folder / "last.ckpt")
     resumed = run_vae("fit", "--config", str(tiny), "--trainer.default_root_dir", str(root), "--ckpt_path", "last",
-                      "--trainer.max_steps", "10", "--trainer.val_check_interval", "1000",
-                      "--checkpoint.every_n_train_steps", "3", "--checkpoint.monitor", "null",
+                      "--trainer.max_steps", "10", *EVERY_3_STEPS,
                       "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
                       "--trainer.logger.init_args.save_dir", str(root / "csv"), timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -173,8 +176,7 @@ def test_sigkill_while_a_checkpoint_is_written_then_resume_loses_only_the_steps_
 def test_full_disk_during_a_checkpoint_stops_clearly_and_keeps_the_previous_one(tiny, tmp_path):
     root = tmp_path / "run"
     folder = root / "checkpoints" / "version_0"
-    proc = _start(tiny, root, "--trainer.max_steps", "20", "--trainer.val_check_interval", "1000",
-                  "--checkpoint.every_n_train_steps", "3", "--checkpoint.monitor", "null", fault="fsize_after:1")
+    proc = _start(tiny, root, "--trainer.max_steps", "20", *EVERY_3_STEPS, fault="fsize_after:1")
     out, _ = proc.communicate(timeout=240)
     lines = [line for line in out.splitlines() if line.startswith("vae: error:")]
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in out, out[-3000:]

@@ -12,11 +12,13 @@ import pytest
 import torch
 from lightning.pytorch.loggers import Logger
 
+from bench.micro import full_frame_render  # the renderer before the speed work: every formula on every pixel
+
 from vae_lightning import VAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from vae_lightning.data import MNISTDataModule, SpritesDataModule
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.loader import TensorSource
-from vae_lightning.data.sprites import FACTOR_SIZES, MARGIN, RADIUS, SIZE, factor_values, render
+from vae_lightning.data.sprites import FACTOR_SIZES, render
 
 KEYS = {"train/loss", "train/recon", "train/kl", "train/elbo", "train/kl_weight"}
 
@@ -84,22 +86,6 @@ def test_train_metrics_are_written_on_the_cadence_with_the_same_keys_and_values(
         assert metrics["train/elbo"] == pytest.approx(-(metrics["train/recon"] + metrics["train/kl"]), rel=1e-5)
     assert len(calls) == 2 * len(KEYS) and len(calls_before) == 12 * len(KEYS)  # self.log only when written
     assert trainer.progress_bar_metrics["train/loss"] == pytest.approx(losses[9], rel=1e-6)
-
-
-def full_frame_render(factors):
-    """The reference: every shape's formula tested on all 64×64 pixel centres."""
-    shape, scale, angle, px, py = factor_values(factors).unbind(1)
-    grid = (torch.arange(SIZE, dtype=torch.float32) + 0.5).view(1, 1, SIZE)
-    r = (RADIUS * scale).view(-1, 1, 1)
-    dx = (grid - (MARGIN + px * (SIZE - 2 * MARGIN)).view(-1, 1, 1)) / r
-    dy = (grid.transpose(1, 2) - (MARGIN + py * (SIZE - 2 * MARGIN)).view(-1, 1, 1)) / r
-    cos, sin = angle.cos().view(-1, 1, 1), angle.sin().view(-1, 1, 1)
-    u, v = cos * dx + sin * dy, -sin * dx + cos * dy
-    hx, hy = 1.15 * u, -1.15 * v + 0.1
-    shapes = [torch.maximum(u.abs(), v.abs()) <= 0.8, u.square() + (v / 0.5).square() <= 1.0,
-              (hx.square() + hy.square() - 1).pow(3) - hx.square() * hy.pow(3) <= 0]
-    s = shape.view(-1, 1, 1)
-    return torch.where(s == 0, shapes[0], torch.where(s == 1, shapes[1], shapes[2])).unsqueeze(1).float()
 
 
 def test_windowed_render_draws_the_same_pixels_as_the_full_frame():

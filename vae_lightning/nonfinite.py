@@ -77,15 +77,13 @@ class NonFiniteGuard(Callback):
         an inf in it makes the sum NaN or inf); a sum can also overflow on huge finite values, so
         a non-finite sum is confirmed with max |g|, which cannot. Sums: 0.10 ms a step for the
         MNIST conv VAE on 2 CPU cores, max |g| of every tensor 0.23 ms."""
-        checks = [g.detach().sum().float() for g in grads]
-        if self._loss is not None:
-            checks.append(self._loss.float())
-        if not checks or bool(torch.stack(checks).isfinite().all()):
-            return True
-        checks = [g.detach().abs().amax().float() for g in grads]
-        if self._loss is not None:
-            checks.append(self._loss.float())
-        return bool(torch.stack(checks).isfinite().all())
+        loss = [] if self._loss is None else [self._loss.float()]
+
+        def finite(per_tensor) -> bool:
+            checks = [per_tensor(g.detach()).float() for g in grads] + loss
+            return not checks or bool(torch.stack(checks).isfinite().all())
+
+        return finite(torch.sum) or finite(lambda g: g.abs().amax())
 
     def _bad_terms(self, trainer: Trainer, grads: list[Tensor]) -> list[str]:
         terms = []
