@@ -45,10 +45,10 @@ def nan_at(monkeypatch, steps: set[int]) -> None:
     forward = VAE.forward
 
     def poisoned(self, x):
-        recon, kl, out = forward(self, x)
+        f = forward(self, x)
         if self.training and self.global_step in steps:
-            recon = recon * float("nan")
-        return recon, kl, out
+            f = f._replace(recon=f.recon * float("nan"))
+        return f
 
     monkeypatch.setattr(VAE, "forward", poisoned)
 

@@ -33,22 +33,26 @@ IW_MAX_BATCH = 2048
 
 
 @torch.no_grad()
-def iw_log_likelihood(model: nn.Module, x: Tensor, k: int, max_batch: int = IW_MAX_BATCH) -> Tensor:
+def iw_log_likelihood(model: nn.Module, x: Tensor, k: int, max_batch: int = IW_MAX_BATCH, first=None) -> Tensor:
     """log p̂_k(x) = log (1/k) Σ_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x) (Burda et al. 2015).
 
     ``model`` has ``encoder``, ``decoder`` and ``likelihood`` as in ``VAE``; x is (B, C, H, W).
-    The k samples are drawn in chunks of at most ``max_batch`` decoded images and combined by a
-    running log-sum-exp, so memory does not grow with k. Returns (B,) in nats, float32.
+    ``first``: the batch's ``ForwardRecord``, whose q(z|x) is used instead of a second encoder
+    pass and whose draw z (with its recon) is the first of the k samples. The remaining samples
+    are drawn in chunks of at most ``max_batch`` decoded images and combined by a running
+    log-sum-exp, so memory does not grow with k. Returns (B,) in nats, float32.
     """
     if k < 1:
         raise ValueError(f"the importance-weighted bound needs k >= 1 samples, got {k}.")
-    mu, logvar = model.encoder(x)
+    mu, logvar = (first.mu, first.logvar) if first is not None else model.encoder(x)
     q = posterior(mu, logvar)  # float32
     prior = Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale))
     batch = x.shape[0]
     chunk = max(1, max_batch // batch)
     total = torch.full((batch,), -math.inf, device=q.loc.device)
-    for start in range(0, k, chunk):
+    if first is not None:  # log w of the record's own draw: −recon + log p(z) − log q(z|x)
+        total = -first.recon.float() + prior.log_prob(first.z).sum(-1) - q.log_prob(first.z).sum(-1)
+    for start in range(0 if first is None else 1, k, chunk):
         n = min(chunk, k - start)
         z = q.sample((n,))  # (n, B, D)
         out = model.decoder(z.flatten(0, 1).to(mu.dtype))  # (n·B, C, H, W)

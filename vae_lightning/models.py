@@ -1,13 +1,19 @@
-"""LightningModules: ``VAE`` and its variants ``BetaVAE`` and ``FreeBitsVAE``.
+"""The ``VAE`` LightningModule, the forward record it passes to objectives, and the variant hook.
 
-All three share one ``_step``; a variant overrides ``kl_term`` only. Names used in code, logs
-and W&B keys (``train/…``, ``val/…``, ``test/…``), per example and averaged over the batch:
+One forward pass per batch yields a ``ForwardRecord``; the training loss, the validation and
+test metrics, the importance-weighted bound and the anomaly scores all read that one record, so
+the encoder runs once per batch. A variant (``vae_lightning.variants``) is a small subclass that
+overrides ``objective(record, step, dataset_size)``; it never copies a step.
+
+Names used in code, logs and W&B keys (``train/…``, ``val/…``, ``test/…``), per example and
+averaged over the batch:
 
 - ``recon``: −log p(x|z), z ~ q(z|x), summed over pixels, in nats;
 - ``kl``: KL(q(z|x) || p(z)) summed over latent dimensions, in nats;
 - ``elbo``: −(recon + kl), the evidence lower bound on log p(x), in nats;
-- ``loss``: the training objective, recon + kl_weight · (the variant's KL term);
-- ``kl_weight``: the effective weight on the KL term at this step (schedule × β or γ).
+- ``loss``: the training objective the variant returns (the VAE's: recon + w(step) · kl);
+- ``kl_weight``: the effective weight on the KL term at this step (schedule × β or γ);
+- the variant's own terms (``capacity``, ``mi``, ``tc``, ``dwkl``, …), named in its ``terms``.
 
 Validation and test also log ``active_units`` and ``mi``; test adds ``nll_iw``, ``bpd`` and
 ``kl_dim/<u>`` (see ``vae_lightning.metrics`` for definitions and units).
@@ -18,12 +24,14 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, MetricCollection
+from typing_extensions import override
 
 from vae_lightning.errors import UserError
 from vae_lightning.likelihoods import Bernoulli, Likelihood
@@ -43,6 +51,40 @@ def compiled(fn: Callable) -> Callable:
     if fn not in _COMPILED:
         _COMPILED[fn] = torch.compile(fn)
     return _COMPILED[fn]
+
+
+def images(batch) -> Tensor:
+    """The images x (B, C, H, W) of a batch that is ``(x, y)`` or ``x``."""
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+class ForwardRecord(NamedTuple):
+    """Everything one ELBO sample computes for a batch; B examples, D latent dimensions.
+
+    x: the inputs (B, C, H, W); mu, logvar: q(z|x)'s parameters (B, D), in the nets' dtype;
+    z: one draw z ~ q(z|x) (B, D), float32; out: the decoder's output at z (B, C, H, W);
+    recon: −log p(x|z) (B,) in nats; kl_dims: KL(q(z_u|x) || p(z_u)) per dimension (B, D) in nats.
+    """
+
+    x: Tensor
+    mu: Tensor
+    logvar: Tensor
+    z: Tensor
+    out: Tensor
+    recon: Tensor
+    kl_dims: Tensor
+
+    @property
+    def kl(self) -> Tensor:
+        """KL(q(z|x) || p(z)) per example (B,), in nats."""
+        return self.kl_dims.sum(1)
+
+
+class Objective(NamedTuple):
+    """A variant's answer: the scalar loss to minimise, and extra scalar terms to log by name."""
+
+    loss: Tensor
+    terms: dict[str, Tensor | float]
 
 
 class VAE(L.LightningModule):
@@ -69,6 +111,11 @@ class VAE(L.LightningModule):
             convolutions on GPUs with tensor cores; usually no gain on CPUs).
     """
 
+    #: names of the extra terms ``objective`` returns, logged as ``<stage>/<name>``
+    terms: tuple[str, ...] = ("kl_weight",)
+    #: the objective needs the training-set size (``dataset_size``); checked when fitting starts
+    needs_dataset_size: bool = False
+
     def __init__(
         self,
         encoder: EncoderFactory = ConvEncoder,
@@ -91,6 +138,10 @@ class VAE(L.LightningModule):
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}.")
         if lr_interval not in ("step", "epoch"):
             raise ValueError(f"lr_interval must be 'step' or 'epoch', got {lr_interval!r}.")
+        if iw_samples < 1:
+            raise UserError(
+                f"model.init_args.iw_samples must be >= 1 (the number of importance samples k), got {iw_samples}."
+            )
         self.save_hyperparameters(logger=False)  # the CLI sends the whole config to the logger
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
@@ -100,27 +151,36 @@ class VAE(L.LightningModule):
         self.likelihood.build(self.image_shape)
         self.kl_schedule = kl_schedule if kl_schedule is not None else Constant()
         self.optimizer, self.lr_scheduler, self.lr_interval = optimizer, lr_scheduler, lr_interval
-        self.kl_multiplier = 1.0  # β or γ in the variants; logged as part of kl_weight
-        if iw_samples < 1:
-            raise UserError(f"model.init_args.iw_samples must be >= 1 (the number of importance samples k), got {iw_samples}.")
         self.iw_samples = iw_samples
+        self.dataset_size: int | None = None  # training examples, from the data module (saved in checkpoints)
         # torchmetrics states are not saved in checkpoints, so older checkpoints still load
         self.latent_metrics = nn.ModuleDict({"val": LatentMetrics(latent_dim), "test": LatentMetrics(latent_dim)})
         self.iw_bound = IWBound(math.prod(self.image_shape))
+        # val/test means over the whole split, exact under DDP: torchmetrics sums values and weights
+        # across ranks (Lightning's sync_dist mean divides by a rounded per-rank count)
+        names = ("loss", "recon", "kl", "elbo", *self.terms)
+        self.eval_metrics = nn.ModuleDict(
+            {
+                s: MetricCollection({n: MeanMetric() for n in names}, prefix=f"{s}/", compute_groups=False)
+                for s in ("val", "test")
+            }
+        )
         self.latent_stats: dict[str, dict[str, Tensor]] = {}  # last computed, for callbacks
-        self.eval_means = nn.ModuleDict()  # val/test running means, see _eval_mean; not in checkpoints
         self.compile_step, self.channels_last = compile, channels_last  # (nn.Module.compile is a method)
         if channels_last:
             self.encoder.to(memory_format=torch.channels_last)
             self.decoder.to(memory_format=torch.channels_last)
 
-    # ---- the objective -------------------------------------------------------------------
-    def kl_term(self, kl: Tensor) -> Tensor:
-        """KL part of the objective from per-dimension KL (B, D); the variants override this."""
-        return kl.sum(1).mean()
+    # ---- the objective: what a variant overrides ------------------------------------------
+    def objective(self, f: ForwardRecord, step: int, dataset_size: int | None) -> Objective:
+        """The loss of one batch from its forward record, at optimizer step ``step``, for a
+        training set of ``dataset_size`` examples (None when unknown). VAE: recon + w(step)·kl."""
+        weight = self.kl_schedule(step)
+        return Objective(f.recon.mean() + weight * f.kl_dims.sum(1).mean(), {"kl_weight": weight})
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """One ELBO sample: returns recon (B,), kl (B, D) in nats, and the decoder output."""
+    @override
+    def forward(self, x: Tensor) -> ForwardRecord:
+        """One ELBO sample of a batch x (B, C, H, W): the ``ForwardRecord``."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.compile_step and not torch.compiler.is_compiling():
@@ -129,43 +189,27 @@ class VAE(L.LightningModule):
         z = posterior(mu, logvar).rsample()  # (B, D), float32
         out = self.decoder(z.to(mu.dtype))
         recon = -self.likelihood.log_prob(out, x)  # (B,)
-        return recon, gaussian_kl(mu, logvar), out
+        return ForwardRecord(x, mu, logvar, z, out, recon, gaussian_kl(mu, logvar))
 
-    def _step(self, batch, stage: str) -> Tensor:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        recon, kl_dims, _ = self(x)
-        kl = kl_dims.sum(1)
-        weight = self.kl_schedule(self.global_step)
-        loss = recon.mean() + weight * self.kl_term(kl_dims)
+    def _step(self, batch, stage: str) -> tuple[Tensor, ForwardRecord]:
+        f = self(images(batch))
+        loss, terms = self.objective(f, self.global_step, self.dataset_size)
         if stage == "train" and not self.log_now():
-            return loss  # self.log costs ~0.2 ms a call: train metrics only on the steps that are written
-        metrics = {
-            "loss": loss,
-            "recon": recon.mean(),
-            "kl": kl.mean(),
-            "elbo": -(recon + kl).mean(),
-            "kl_weight": weight * self.kl_multiplier,
-        }
-        train = stage == "train"
-        for name, value in metrics.items():
-            # train: on the steps Lightning writes (every log_every_n_steps);
-            # val/test: averaged over the epoch and reduced across DDP ranks.
-            attribute = None
-            if not train:  # log the metric object: Lightning computes and resets it per epoch
-                value, attribute = self._eval_mean(f"{stage}/{name}", value, x.shape[0])
-            self.log(f"{stage}/{name}", value, prog_bar=name == "loss", on_step=train, on_epoch=not train,
-                     batch_size=x.shape[0], metric_attribute=attribute)
-        return loss
-
-    def _eval_mean(self, key: str, value: Tensor | float, n: int) -> tuple[MeanMetric, str]:
-        """The mean of ``key`` over the whole split, exact under DDP: torchmetrics sums values and
-        counts across ranks (Lightning's ``sync_dist`` mean rounds the summed count down to an
-        integer mean, which is wrong whenever the ranks hold an odd total)."""
-        name = key.replace("/", "_")
-        if name not in self.eval_means:
-            self.eval_means[name] = MeanMetric().to(self.device)
-        self.eval_means[name].update(torch.as_tensor(value, dtype=torch.float32, device=self.device).detach(), weight=n)
-        return self.eval_means[name], f"eval_means.{name}"
+            return loss, f  # self.log costs real time per call: train metrics only on the steps that are written
+        values = {"loss": loss, "recon": f.recon.mean(), "kl": f.kl.mean(), "elbo": -(f.recon + f.kl).mean(), **terms}
+        batch_size = f.x.shape[0]
+        if stage == "train":  # on the steps Lightning writes (every log_every_n_steps)
+            for name, value in values.items():
+                self.log(f"train/{name}", value, prog_bar=name == "loss", on_step=True, on_epoch=False,
+                         batch_size=batch_size)
+            return loss, f
+        # val/test: averaged over the epoch and reduced across DDP ranks by the metric objects
+        metrics = self.eval_metrics[stage]
+        for name, value in values.items():
+            metrics[name].update(torch.as_tensor(value, dtype=torch.float32, device=self.device).detach(),
+                                 weight=batch_size)
+        self.log_dict({f"{stage}/{name}": metrics[name] for name in values}, on_step=False, on_epoch=True)
+        return loss, f
 
     def log_now(self) -> bool:
         """True on the training steps whose metrics Lightning writes (every ``log_every_n_steps``);
@@ -173,34 +217,31 @@ class VAE(L.LightningModule):
         trainer = self._trainer
         return trainer is None or trainer._logger_connector.should_update_logs
 
+    @override
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, "train")[0]
 
+    @override
     def validation_step(self, batch, batch_idx: int) -> Tensor:
-        loss = self._step(batch, "val")
-        self._update_metrics(batch, "val")
+        loss, f = self._step(batch, "val")
+        self.latent_metrics["val"].update(f.mu, f.logvar)
         return loss
 
+    @override
     def test_step(self, batch, batch_idx: int) -> Tensor:
-        loss = self._step(batch, "test")
-        self._update_metrics(batch, "test")
+        loss, f = self._step(batch, "test")
+        self.latent_metrics["test"].update(f.mu, f.logvar)
+        self.iw_bound.update(-iw_log_likelihood(self, f.x, self.iw_samples, first=f))  # k decoder passes: test only
         return loss
 
+    @override
     def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
         from vae_lightning.scoring import anomaly_scores
 
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return anomaly_scores(self, x, self.iw_samples)
+        return anomaly_scores(self, images(batch), self.iw_samples)
 
     # ---- evaluation metrics (vae_lightning.metrics) ----------------------------------------
-    def _update_metrics(self, batch, stage: str) -> None:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        mu, logvar = self.encoder(x)
-        self.latent_metrics[stage].update(mu, logvar)
-        if stage == "test":  # k decoder passes per example: test only
-            self.iw_bound.update(-iw_log_likelihood(self, x, self.iw_samples))
-
-    def _log_metrics(self, stage: str) -> None:
+    def _log_latent_metrics(self, stage: str) -> None:
         metrics = self.latent_metrics[stage]
         if not metrics.kl.update_called:
             return
@@ -211,15 +252,16 @@ class VAE(L.LightningModule):
             values.update(self.iw_bound.compute())
             values.update({f"kl_dim/{u}": kl for u, kl in enumerate(stats["kl_per_dim"])})
             self.iw_bound.reset()
-        for name, value in values.items():
-            self.log(f"{stage}/{name}", value, sync_dist=True)
+        self.log_dict({f"{stage}/{name}": value for name, value in values.items()}, sync_dist=True)
         metrics.reset()
 
+    @override
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
+        self._log_latent_metrics("val")
 
+    @override
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
+        self._log_latent_metrics("test")
 
     # ---- generation ----------------------------------------------------------------------
     @torch.no_grad()
@@ -240,6 +282,7 @@ class VAE(L.LightningModule):
         return self.decode_mean(mu)
 
     # ---- set-up --------------------------------------------------------------------------
+    @override
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None:
@@ -251,75 +294,34 @@ class VAE(L.LightningModule):
             )
         if self.likelihood.discrete and not dm.binary:
             can_binarize = "binarize" in inspect.signature(type(dm).__init__).parameters
-            fix = ("set data.init_args.binarize: dynamic (or use a Gaussian likelihood)" if can_binarize
-                   else "use a Gaussian likelihood, e.g. --model.init_args.likelihood vae_lightning.Gaussian")
-            raise UserError(f"The Bernoulli likelihood needs binary pixels but {type(dm).__name__} yields gray values; {fix}.")
+            fix = (
+                "set data.init_args.binarize: dynamic (or use a Gaussian likelihood)"
+                if can_binarize
+                else "use a Gaussian likelihood, e.g. --model.init_args.likelihood vae_lightning.Gaussian"
+            )
+            raise UserError(
+                f"The Bernoulli likelihood needs binary pixels but {type(dm).__name__} yields gray values; {fix}."
+            )
+        if stage == "fit":
+            self.dataset_size = getattr(dm, "num_train", None)
+            if self.needs_dataset_size and self.dataset_size is None:
+                raise UserError(
+                    f"{type(self).__name__} needs the training-set size, but {type(dm).__name__} does not know it "
+                    "(no num_train); use a data module with a finite, known training split."
+                )
 
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["dataset_size"] = self.dataset_size
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.dataset_size = checkpoint.get("dataset_size", self.dataset_size)
+
+    @override
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameters())
         if self.lr_scheduler is None:
             return optimizer
         scheduler = {"scheduler": self.lr_scheduler(optimizer), "interval": self.lr_interval, "monitor": "val/loss"}
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
-
-
-class BetaVAE(VAE):
-    """β-VAE (Higgins et al. 2017): loss = recon + β·kl. With ``c_max`` set, the capacity form of
-    Burgess et al. 2018: loss = recon + γ·|kl − C|, C rising linearly from 0 to ``c_max`` nats
-    over ``c_steps`` optimizer steps. The KL schedule multiplies either term.
-
-    Args:
-        beta: weight β ≥ 0 on the KL (plain form).
-        c_max: final capacity C in nats; None for the plain form.
-        c_steps: optimizer steps over which C rises to ``c_max``.
-        gamma: weight γ ≥ 0 on |kl − C| (capacity form).
-    """
-
-    def __init__(
-        self, *args, beta: float = 4.0, c_max: float | None = None, c_steps: int = 100_000, gamma: float = 1000.0,
-        **kwargs,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        for name, value in (("beta", beta), ("gamma", gamma), ("c_max", c_max or 0.0)):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}.")
-        if c_steps < 1:
-            raise ValueError(f"c_steps must be >= 1, got {c_steps}.")
-        self.beta, self.c_max, self.c_steps, self.gamma = beta, c_max, c_steps, gamma
-        self.kl_multiplier = beta if c_max is None else gamma
-
-    def capacity(self, step: int) -> float:
-        """C(step) in nats: linear from 0 to c_max over c_steps, then constant."""
-        return (self.c_max or 0.0) * min(step / self.c_steps, 1.0)
-
-    def kl_term(self, kl: Tensor) -> Tensor:
-        if self.c_max is None:
-            return self.beta * kl.sum(1).mean()
-        capacity = self.capacity(self.global_step)
-        if self.training and self.log_now():
-            self.log("train/capacity", capacity, on_step=True, on_epoch=False)
-        return self.gamma * (kl.sum(1).mean() - capacity).abs()
-
-
-class FreeBitsVAE(VAE):
-    """Free-bits VAE (Kingma et al. 2016, "Improved variational inference with inverse
-    autoregressive flow", eq. 15): the KL term is Σ_g max(λ, E_batch[KL_g]) over groups g of
-    latent dimensions, so no group is pushed below λ nats. ``kl`` and ``elbo`` are still logged
-    with the true KL.
-
-    Args:
-        free_bits: λ ≥ 0, in nats per group.
-        group_size: latent dimensions per group (1: one group per dimension); must divide D.
-    """
-
-    def __init__(self, *args, free_bits: float = 0.25, group_size: int = 1, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if free_bits < 0:
-            raise ValueError(f"free_bits must be >= 0 nats, got {free_bits}.")
-        if group_size < 1 or self.latent_dim % group_size:
-            raise ValueError(f"group_size must be >= 1 and divide latent_dim={self.latent_dim}, got {group_size}.")
-        self.free_bits, self.group_size = free_bits, group_size
-
-    def kl_term(self, kl: Tensor) -> Tensor:
-        per_group = kl.view(kl.shape[0], -1, self.group_size).sum(2).mean(0)  # (G,)
-        return per_group.clamp(min=self.free_bits).sum()

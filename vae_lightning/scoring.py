@@ -44,19 +44,18 @@ BACKGROUND_SCORES = ("nll_pixels", "neg_llr")
 
 @torch.no_grad()
 def anomaly_scores(model, x: Tensor, k: int) -> dict[str, Tensor]:
-    """Scores (each (B,), float32) of a batch x (B, C, H, W) under a ``VAE``; see the module doc."""
-    recon, kl_dims, _ = model(x)
-    kl = kl_dims.sum(1)
-    mu, _ = model.encoder(x)
-    mean = model.likelihood.mean(model.decoder(mu)).float()
-    prior = Normal(torch.zeros_like(mu, dtype=torch.float32), 1.0)
+    """Scores (each (B,), float32) of a batch x (B, C, H, W) under a ``VAE``; see the module doc.
+    One encoder pass: the forward record's q(z|x) serves every score."""
+    f = model(x)
+    mean = model.likelihood.mean(model.decoder(f.mu)).float()
+    prior = Normal(torch.zeros_like(f.mu, dtype=torch.float32), 1.0)
     return {
-        "neg_elbo": recon + kl,
-        "nll_iw": -iw_log_likelihood(model, x, k),
-        "recon": recon,
-        "kl": kl,
+        "neg_elbo": f.recon + f.kl,
+        "nll_iw": -iw_log_likelihood(model, x, k, first=f),
+        "recon": f.recon,
+        "kl": f.kl,
         "sq_error": (x.float() - mean).square().flatten(1).sum(1),
-        "log_pz": prior.log_prob(mu.float()).sum(1),
+        "log_pz": prior.log_prob(f.mu.float()).sum(1),
     }
 
 

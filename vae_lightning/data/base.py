@@ -76,6 +76,13 @@ class VAEDataModule(L.LightningDataModule):
         """True when every pixel the model sees is 0 or 1."""
         return self.binarize != "none"
 
+    @property
+    def num_train(self) -> int | None:
+        """Examples in the training split (the N of β-TCVAE's estimator); None before ``setup``."""
+        if self.train_idx is not None:
+            return len(self.train_idx)
+        return len(self.train_source) if self.train_source is not None else None
+
     def _rank(self) -> tuple[int, int]:
         t = self.trainer
         return (t.global_rank, t.world_size) if t is not None else (0, 1)

@@ -226,6 +226,10 @@ class _FileBacked(VAEDataModule):
             generator=torch.Generator().manual_seed(self.seed),
         )
 
+    @property
+    def num_train(self) -> int | None:
+        return len(self.train_set) if self.train_set is not None else None
+
     def train_dataloader(self):
         return self._dl(self.train_set, True)
 
