@@ -60,8 +60,8 @@ def main() -> None:
         model.train()
         for step in range(step, target):
             batch = torch.bernoulli(train[torch.randint(len(train), (128,))])
-            recon, kl, _ = model(batch)
-            loss = recon.mean() + kl.sum(1).mean()
+            f = model(batch)
+            loss = f.recon.mean() + f.kl.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
