@@ -27,9 +27,10 @@ from torchmetrics import MeanMetric
 
 from vae_lightning.errors import UserError
 from vae_lightning.likelihoods import Bernoulli, Likelihood
-from vae_lightning.metrics import IWBound, LatentMetrics, iw_log_likelihood
+from vae_lightning.evaluation.metrics import IWBound, LatentMetrics, iw_log_likelihood
 from vae_lightning.nets import ConvDecoder, ConvEncoder, Shape
 from vae_lightning.objectives import Constant, KLSchedule, gaussian_kl, posterior
+from vae_lightning.runtime import compat
 
 EncoderFactory = Callable[[Shape, int], nn.Module]
 DecoderFactory = Callable[[Shape, int], nn.Module]
@@ -171,7 +172,7 @@ class VAE(L.LightningModule):
         """True on the training steps whose metrics Lightning writes (every ``log_every_n_steps``);
         also True outside a Trainer."""
         trainer = self._trainer
-        return trainer is None or trainer._logger_connector.should_update_logs
+        return trainer is None or compat.should_update_logs(trainer)
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")
@@ -187,7 +188,7 @@ class VAE(L.LightningModule):
         return loss
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
-        from vae_lightning.scoring import anomaly_scores
+        from vae_lightning.evaluation.scoring import anomaly_scores
 
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return anomaly_scores(self, x, self.iw_samples)

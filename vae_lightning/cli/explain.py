@@ -1,9 +1,12 @@
-"""Checks that run before training, and one-sentence messages for jsonargparse's errors.
+"""One-sentence messages for jsonargparse's errors.
 
 ``explain(err)`` turns jsonargparse's nested, multi-line parse errors into one sentence that
-names the key, the bad value and what is allowed. ``check_config`` looks at what the machine
-can do (accelerator, devices, precision) and at the output folders before any class is built;
-``check_built`` tries the optimizer and scheduler once the model exists.
+names the key, the bad value and what is allowed. Constructor errors (ours and torch's) are
+already such sentences and are passed through; the rest is read from jsonargparse's message
+text, which has no structured form. Each pattern read here has a test in
+``tests/test_explain.py`` that feeds it a real jsonargparse error, so a jsonargparse release
+that rewords one fails there, not silently at a user. Checks of values that do not need
+jsonargparse's text live in ``vae_lightning.cli.preflight``.
 """
 
 from __future__ import annotations
@@ -12,11 +15,8 @@ import difflib
 import inspect
 import os
 import re
-import uuid
 from pathlib import Path
-from typing import Any
-
-from vae_lightning.errors import UserError
+from vae_lightning.runtime.imports import locate
 
 _TYPE_WORDS = {
     "int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
@@ -94,7 +94,7 @@ def _with_section(message: str, text: str) -> str:
         return message
     from lightning.pytorch import LightningDataModule, LightningModule
 
-    cls = _import_class(owner.group(1))
+    cls = locate(owner.group(1))
     section = "model" if isinstance(cls, type) and issubclass(cls, LightningModule) else (
         "data" if isinstance(cls, type) and issubclass(cls, LightningDataModule) else None)
     return f"{section}.init_args.{message}" if section else message
@@ -134,17 +134,9 @@ def _unknown(key: str, known: list[str], owner: str | None = None, flag: bool = 
     return f"{what}{hint}; see `vae fit --help` for the accepted keys."
 
 
-def _import_class(class_path: str):
-    module, _, name = class_path.rpartition(".")
-    try:
-        return getattr(__import__(module, fromlist=[name]), name)
-    except Exception:
-        return None
-
-
 def _init_params(class_path: str) -> list[str]:
     """Constructor argument names of ``class_path`` and its bases (for suggestions)."""
-    cls = _import_class(class_path)
+    cls = locate(class_path)
     if cls is None:
         return []
     names: list[str] = []
@@ -179,112 +171,3 @@ def _yaml_problem(args: list[str], text: str) -> str:
                     f"not a {type(loaded).__name__}.")
     first = text.splitlines()[0]
     return f"a config could not be read as YAML ({first}); check the file given to --config."
-
-
-# ---- checks before anything is built --------------------------------------------------------
-
-
-def _get(ns: Any, dotted: str, default: Any = None) -> Any:
-    for part in dotted.split("."):
-        if ns is None:
-            return default
-        ns = ns.get(part) if hasattr(ns, "get") else getattr(ns, part, None)
-    return default if ns is None else ns
-
-
-def check_config(config: Any, subcommand: str) -> None:
-    """Refuse, before any class is built, what this machine cannot run or where it cannot write."""
-    check_hardware(_get(config, "trainer.accelerator", "auto"), _get(config, "trainer.devices", "auto"),
-                   _get(config, "trainer.precision"))
-    check_writable("trainer.default_root_dir", _get(config, "trainer.default_root_dir"))
-    check_writable("checkpoint.dirpath", _get(config, "checkpoint.dirpath"))
-    clip = _get(config, "trainer.gradient_clip_val")
-    if isinstance(clip, (int, float)) and clip < 0:
-        raise UserError(f"trainer.gradient_clip_val must be >= 0 (or null for no clipping), got {clip}.")
-    lr = _get(config, "model.init_args.optimizer.init_args.lr")
-    if isinstance(lr, (int, float)) and not lr > 0:
-        raise UserError(f"model.init_args.optimizer.init_args.lr must be > 0, got {lr}.")
-
-
-def _cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def check_hardware(accelerator: Any, devices: Any, precision: Any) -> None:
-    """Accelerator, device count and precision must exist here (Lightning would fail later, or
-    oversubscribe the CPU, with a long traceback)."""
-    import torch
-
-    if not isinstance(accelerator, str):
-        return  # an Accelerator object from YAML: Lightning checks it
-    acc = accelerator.lower()
-    cuda = torch.cuda.is_available()
-    if acc in ("gpu", "cuda") and not cuda:
-        raise UserError(f"trainer.accelerator is {accelerator!r} but this machine has no CUDA GPU; use accelerator: cpu (or auto).")
-    if acc == "mps" and not torch.backends.mps.is_available():
-        raise UserError("trainer.accelerator is 'mps' but Apple's MPS is not available here; use accelerator: cpu (or auto).")
-    if acc not in ("auto", "cpu", "gpu", "cuda", "mps"):
-        raise UserError(f"trainer.accelerator {accelerator!r} is not available here; use auto, cpu or gpu.")
-    on_gpu = acc in ("gpu", "cuda") or (acc == "auto" and cuda)
-    count = _device_count(devices)
-    if count is not None:
-        have, kind = (torch.cuda.device_count(), "CUDA GPUs") if on_gpu else (_cpu_cores(), "CPU cores")
-        if count > have:
-            raise UserError(
-                f"trainer.devices={devices} asks for {count} {'GPUs' if on_gpu else 'CPU processes'} but this machine "
-                f"has {have} {kind}; use devices: {have} or fewer (or auto)."
-            )
-    prec = str(precision) if precision is not None else ""
-    if prec.startswith("bf16") and on_gpu and not torch.cuda.is_bf16_supported():
-        raise UserError(f"trainer.precision={prec} needs a GPU with bfloat16 support; use 16-mixed or 32-true here.")
-    if prec.startswith("transformer-engine"):
-        raise UserError(f"trainer.precision={prec} needs NVIDIA Transformer Engine, which vae does not support; use bf16-mixed or 32-true.")
-
-
-def _device_count(devices: Any) -> int | None:
-    if isinstance(devices, (list, tuple)):
-        return len(devices)
-    if isinstance(devices, str):
-        text = devices.strip()
-        if text in ("auto", "-1", ""):
-            return None
-        if "," in text:
-            return len([d for d in text.split(",") if d.strip()])
-        if not text.lstrip("-").isdigit():
-            raise UserError(f"trainer.devices must be a number, a list of device ids or auto, got {devices!r}.")
-        devices = int(text)
-    if isinstance(devices, int):
-        if devices == -1:
-            return None
-        if devices < 1:
-            raise UserError(f"trainer.devices must be >= 1 (or -1 / auto for all), got {devices}.")
-        return devices
-    return None
-
-
-def check_writable(key: str, folder: Any) -> None:
-    """``folder`` exists or can be made, and a file can be written in it."""
-    if not folder or "://" in str(folder):
-        return  # remote file systems are checked by fsspec when they are used
-    path = Path(str(folder)).expanduser()
-    probe = path / f".vae-write-test-{uuid.uuid4().hex}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise UserError(f"{key} {str(folder)!r} cannot be written ({err.strerror or err}); choose a folder you can write to.") from None
-
-
-def check_built(model: Any, subcommand: str) -> None:
-    """Build the optimizer and LR scheduler once on the real parameters, so that their bad
-    arguments (torch checks them in their constructors) are reported before training."""
-    if subcommand != "fit" or not hasattr(model, "configure_optimizers"):
-        return
-    try:
-        model.configure_optimizers()
-    except (ValueError, TypeError, KeyError) as err:
-        raise UserError(f"model.init_args.optimizer or lr_scheduler refused by torch: {str(err).strip().splitlines()[0]}.") from None
