@@ -23,6 +23,25 @@ _TYPE_WORDS = {
     "collections.abc.Sequence": "a list", "list": "a list", "tuple": "a list", "dict": "a mapping",
 }
 
+#: every piece of jsonargparse's (4.53.0) message text that ``explain`` reads; each one is
+#: matched against a real jsonargparse error in tests/test_explain.py
+PATTERNS = {
+    "missing_config": re.compile(r'Parser key "config":\s*File does not exist: (.*)'),
+    "yaml": re.compile(r"^(Problems parsing config|Unexpected config)"),
+    "unknown_key": re.compile(r"does not accept option '([^']+)'"),
+    "unknown_flag": re.compile(r"unrecognized arguments: (\S+)"),
+    "unknown_init_arg": re.compile(r"Option '([^']+)' is not accepted"),
+    "owner": re.compile(r"class_path '([^']+)'"),
+    "bad_class_path": re.compile(r"Problem with given class_path '([^']+)':\s*\n\s*(module .*|No module named .*)"),
+    "not_importable": re.compile(r"either not accessible or invalid"),
+    "wrong_type": re.compile(r"Expected a (<class '([\w.]+)'>|([\w.]+)). Got value: (.*?)(?:\. Got value:|$)", re.M),
+    "literal": re.compile(r"Literal\[([^\]]*)\]"),
+    "key": re.compile(r'Parser key "([^"]+)"'),
+    "given": re.compile(r"^\s*Given value: (.*)$", re.M),
+    "nested_given": re.compile(r"NestedArg\(key='[^']*', val='(.*)'\)"),
+    "constructed": re.compile(r"Given value: Namespace\(class_path='([^']+)'"),
+}
+
 
 # ---- parse errors ----------------------------------------------------------------------------
 
@@ -34,35 +53,35 @@ def explain(err: Exception, args: list[str] | None = None, known_keys: list[str]
     cause = _constructor_error(err)
     if cause is not None:
         return _with_section(cause, text)
-    m = re.search(r'Parser key "config":\s*File does not exist: (.*)', text)
+    m = PATTERNS["missing_config"].search(text)
     if m:
         return f"the --config file {m.group(1).strip()} does not exist; check the path."
     lines = [line.strip(" -") for line in text.splitlines() if line.strip(" -")]
-    if text.startswith("Problems parsing config") or text.startswith("Unexpected config"):
+    if PATTERNS["yaml"].search(text):
         return _yaml_problem(args or [], text)
-    m = re.search(r"does not accept option '([^']+)'", text)
+    m = PATTERNS["unknown_key"].search(text)
     if m:
         return _unknown(m.group(1), known_keys or [])
-    m = re.search(r"unrecognized arguments: (\S+)", text)
+    m = PATTERNS["unknown_flag"].search(text)
     if m:
         option = m.group(1).lstrip("-")
         return _unknown(option, known_keys or [], flag=True)
     key = _key_path(text)
-    m = re.search(r"Option '([^']+)' is not accepted", text)
+    m = PATTERNS["unknown_init_arg"].search(text)
     if m:
-        owner = re.search(r"class_path '([^']+)'", text)
+        owner = PATTERNS["owner"].search(text)
         full = f"{key}.init_args.{m.group(1)}" if key else m.group(1)
         cls = owner.group(1) if owner else None
         return _unknown(full, _init_params(cls) if cls else [], owner=cls)
-    m = re.search(r"Problem with given class_path '([^']+)':\s*\n\s*(module .*|No module named .*)", text)
-    if m or "either not accessible or invalid" in text:
+    m = PATTERNS["bad_class_path"].search(text)
+    if m or PATTERNS["not_importable"].search(text):
         bad = m.group(1) if m else _given(text)
         return f"{key}: cannot import the class {bad!r}; give a full import path such as vae_lightning.BetaVAE."
-    m = re.search(r"Expected a (<class '([\w.]+)'>|([\w.]+)). Got value: (.*?)(?:\. Got value:|$)", text, re.M)
+    m = PATTERNS["wrong_type"].search(text)
     if m:
         want = _TYPE_WORDS.get(m.group(2) or m.group(3), m.group(2) or m.group(3))
         return f"{key} must be {want}, got {m.group(4)!r}."
-    literals = re.findall(r"Literal\[([^\]]*)\]", text)
+    literals = PATTERNS["literal"].findall(text)
     if literals:
         allowed = ", ".join(dict.fromkeys(v.strip() for group in literals for v in group.split(",")))
         return f"{key} must be one of {allowed}; got {_given(text)!r}."
@@ -89,7 +108,7 @@ def _with_section(message: str, text: str) -> str:
     """``latent_dim must be ...`` -> ``model.init_args.latent_dim must be ...`` when the word is
     an argument of the model or data class named in jsonargparse's message."""
     word = re.match(r"(\w+)", message)
-    owner = re.search(r"Given value: Namespace\(class_path='([^']+)'", text)
+    owner = PATTERNS["constructed"].search(text)
     if not word or not owner or word.group(1) not in _init_params(owner.group(1)):
         return message
     from lightning.pytorch import LightningDataModule, LightningModule
@@ -111,16 +130,16 @@ def _raised_in_jsonargparse(err: BaseException) -> bool:
 
 def _key_path(text: str) -> str:
     """``Parser key "model"`` ... ``Parser key "latent_dim"`` -> ``model.init_args.latent_dim``."""
-    keys = re.findall(r'Parser key "([^"]+)"', text)
+    keys = PATTERNS["key"].findall(text)
     return ".init_args.".join(keys)
 
 
 def _given(text: str) -> str | None:
-    m = re.search(r"^\s*Given value: (.*)$", text, re.M)
+    m = PATTERNS["given"].search(text)
     if not m:
         return None
     value = m.group(1).strip()
-    nested = re.fullmatch(r"NestedArg\(key='[^']*', val='(.*)'\)", value)
+    nested = PATTERNS["nested_given"].fullmatch(value)
     return nested.group(1) if nested else value
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from typing_extensions import override
 
 from vae_lightning.cli.slurm import in_slurm_job, slurm_job_id
 from vae_lightning.errors import UserError
@@ -40,6 +41,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     saving leaves the previous file untouched; a failed write (disk full, quota, file-size
     limit) removes the temporary file and stops the run with one sentence."""
 
+    @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options.")

@@ -37,8 +37,10 @@ def should_update_logs(trainer) -> bool:
 
 
 def logged_values(trainer) -> Iterator[tuple[str, Any]]:
-    """(key, result metric) pairs logged in the current step; keys end in ``.<name>`` (lightning 2.6.6)."""
-    return iter(trainer._results.items())
+    """(key, result metric) pairs logged in the current step; keys end in ``.<name>``; none outside
+    a loop (lightning 2.6.6)."""
+    results = trainer._results
+    return iter(results.items() if results is not None else ())
 
 
 def cluster_environment(trainer):
