@@ -32,8 +32,8 @@ from vae_lightning.runtime.checkpoint import AtomicCheckpointIO, check_fits_mode
 from vae_lightning.runtime.wandb_guard import start_wandb
 
 # Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (so that checking for a GPU does not
-# break forked workers), which makes every torch.cuda.is_available() load NVML anew: ~0.1 ms,
-# paid by Adam at every step. With no GPU there is nothing to protect; use torch's own check.
+# break forked workers), which makes every torch.cuda.is_available() load NVML anew, a cost Adam
+# pays at every step (docs/benchmarks.md). With no GPU there is nothing to protect; use torch's own check.
 if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1":
     import torch
 

@@ -66,7 +66,7 @@ class AnomalyScores(BasePredictionWriter):
     """Writes one CSV row per predicted input: ``index`` (position in the predict split, per
     device), the label or ground-truth factors when the data has them, then the scores
     (neg_elbo, nll_iw, recon, kl, sq_error, log_pz, nll_pixels, neg_llr; see
-    ``vae_lightning.scoring``). The background model of nll_pixels and neg_llr is fit at the
+    ``vae_lightning.evaluation.scoring``). The background model of nll_pixels and neg_llr is fit at the
     start, on up to ``background_images`` images of the data module's training split.
 
     The file appears only when prediction finishes: rows are written to a temporary file that
