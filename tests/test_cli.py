@@ -10,7 +10,7 @@ import torch
 from conftest import REPO, run_vae
 from vae_lightning import BetaVAE, FreeBitsVAE, VAE
 from vae_lightning.cli import main
-from vae_lightning.lightning_cli import VAECLI
+from vae_lightning.cli.lightning import VAECLI
 
 EXPERIMENTS = sorted(str(p.relative_to(REPO / "configs")) for p in (REPO / "configs").glob("*/*.yaml") if p.parent.name in
                      ("sprites", "mnist", "cifar10", "celeba"))

@@ -35,9 +35,10 @@ from typing_extensions import override
 
 from vae_lightning.errors import UserError
 from vae_lightning.likelihoods import Bernoulli, Likelihood
-from vae_lightning.metrics import IWBound, LatentMetrics, iw_log_likelihood
+from vae_lightning.evaluation.metrics import IWBound, LatentMetrics, iw_log_likelihood
 from vae_lightning.nets import ConvDecoder, ConvEncoder, Shape
 from vae_lightning.objectives import Constant, KLSchedule, gaussian_kl, posterior
+from vae_lightning.runtime import compat
 
 EncoderFactory = Callable[[Shape, int], nn.Module]
 DecoderFactory = Callable[[Shape, int], nn.Module]
@@ -215,7 +216,7 @@ class VAE(L.LightningModule):
         """True on the training steps whose metrics Lightning writes (every ``log_every_n_steps``);
         also True outside a Trainer."""
         trainer = self._trainer
-        return trainer is None or trainer._logger_connector.should_update_logs
+        return trainer is None or compat.should_update_logs(trainer)
 
     @override
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -236,7 +237,7 @@ class VAE(L.LightningModule):
 
     @override
     def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
-        from vae_lightning.scoring import anomaly_scores
+        from vae_lightning.evaluation.scoring import anomaly_scores
 
         return anomaly_scores(self, images(batch), self.iw_samples)
 

@@ -81,8 +81,8 @@ def _influence_order(model, z, span: float):
 def _run(name: str, args: argparse.Namespace) -> Path:
     import torch
 
-    from vae_lightning import pictures
-    from vae_lightning.checkpoints import load_model
+    from vae_lightning.evaluation import pictures
+    from vae_lightning.runtime.checkpoint import load_model
 
     if not str(args.out).lower().endswith(".png"):
         raise UserError(f"--out must be a .png file, got {args.out!r}.")
