@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from typing_extensions import override
 
+from vae_lightning.data.base import images
 from vae_lightning.errors import UserError
 from vae_lightning.likelihoods import Bernoulli, Likelihood
 from vae_lightning.evaluation.metrics import IWBound, LatentMetrics, iw_log_likelihood
@@ -52,11 +53,6 @@ def compiled(fn: Callable) -> Callable:
     if fn not in _COMPILED:
         _COMPILED[fn] = torch.compile(fn)
     return _COMPILED[fn]
-
-
-def images(batch) -> Tensor:
-    """The images x (B, C, H, W) of a batch that is ``(x, y)`` or ``x``."""
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
 class ForwardRecord(NamedTuple):
