@@ -36,7 +36,8 @@ TEMPLATES = {
     "multi_gpu.sbatch": [*SPRITES, "--gpus-per-node", "4", "--cpus-per-task", "8", "--time", "24:00:00"],
     "multi_node.sbatch": [*SPRITES, "--nodes", "2", "--gpus-per-node", "4", "--cpus-per-task", "8",
                           "--time", "24:00:00"],
-    "sweep_beta.sbatch": ["--config", "configs/base.yaml", "--config", "configs/sprites/beta_vae.yaml",
+    "sweep_beta.sbatch": ["--config", "configs/base.yaml", "--config", "configs/sprites/vae.yaml",
+                          "--config", "configs/sprites/beta_vae.yaml",
                           "--gpus-per-node", "1", "--time", "24:00:00", "--array", "model.init_args.beta=1,2,4,8,16"],
 }
 
