@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from vae_lightning.errors import UserError
-from vae_lightning.likelihoods import Bernoulli, Likelihood
 from vae_lightning.evaluation.metrics import IWBound, LatentMetrics, iw_log_likelihood
+from vae_lightning.likelihoods import Bernoulli, Likelihood
 from vae_lightning.nets import ConvDecoder, ConvEncoder, Shape
 from vae_lightning.objectives import Constant, KLSchedule, gaussian_kl, posterior
 from vae_lightning.runtime import compat
