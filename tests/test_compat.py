@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
 
 from vae_lightning import callbacks
-from vae_lightning.cli.lightning import LogConfig, VAECLI
+from vae_lightning.cli.lightning import VAECLI, LogConfig
 from vae_lightning.runtime import compat
 from vae_lightning.runtime.checkpoint import AtomicCheckpointIO
 

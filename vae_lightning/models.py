@@ -35,8 +35,8 @@ from typing_extensions import override
 
 from vae_lightning.data.base import images
 from vae_lightning.errors import UserError
-from vae_lightning.likelihoods import Bernoulli, Likelihood
 from vae_lightning.evaluation.metrics import IWBound, LatentMetrics, iw_log_likelihood
+from vae_lightning.likelihoods import Bernoulli, Likelihood
 from vae_lightning.nets import ConvDecoder, ConvEncoder, Shape
 from vae_lightning.objectives import Constant, KLSchedule, gaussian_kl, posterior
 from vae_lightning.runtime import compat

@@ -16,6 +16,7 @@ import inspect
 import os
 import re
 from pathlib import Path
+
 from vae_lightning.runtime.imports import locate
 
 _TYPE_WORDS = {

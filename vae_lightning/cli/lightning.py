@@ -19,7 +19,14 @@ from lightning.pytorch.loggers import WandbLogger
 from typing_extensions import override
 
 from vae_lightning.callbacks import (
-    AnomalyScores, Checkpoint, CollapseMonitor, Disentanglement, ImageLogger, NonFiniteGuard, RNGState, SLURMPreemption,
+    AnomalyScores,
+    Checkpoint,
+    CollapseMonitor,
+    Disentanglement,
+    ImageLogger,
+    NonFiniteGuard,
+    RNGState,
+    SLURMPreemption,
 )
 from vae_lightning.cli import explain, preflight
 from vae_lightning.cli.slurm import set_wandb_resume

@@ -51,7 +51,6 @@ def _parser(name: str) -> argparse.ArgumentParser:
 def read_image(path: str, model):
     """An image file as the model's input (1, C, H, W) in [0, 1]: converted to its channels,
     resized to its size; binarized at 0.5 for a Bernoulli likelihood."""
-    import torch
     from PIL import Image
     from torchvision.transforms.functional import pil_to_tensor, resize
 

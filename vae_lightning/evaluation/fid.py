@@ -6,7 +6,6 @@ the same number of images.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from vae_lightning.errors import UserError
