@@ -16,7 +16,7 @@ averaged over the batch:
 - the variant's own terms (``capacity``, ``mi``, ``tc``, ``dwkl``, …), named in its ``terms``.
 
 Validation and test also log ``active_units`` and ``mi``; test adds ``nll_iw``, ``bpd`` and
-``kl_dim/<u>`` (see ``vae_lightning.metrics`` for definitions and units).
+``kl_dim/<u>`` (see ``vae_lightning.evaluation.metrics`` for definitions and units).
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ class VAE(L.LightningModule):
 
         return anomaly_scores(self, images(batch), self.iw_samples)
 
-    # ---- evaluation metrics (vae_lightning.metrics) ----------------------------------------
+    # ---- evaluation metrics (vae_lightning.evaluation.metrics) -------------------------------------
     def _log_latent_metrics(self, stage: str) -> None:
         metrics = self.latent_metrics[stage]
         if not metrics.kl.update_called:
