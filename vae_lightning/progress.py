@@ -128,8 +128,8 @@ class ProgressDisplay(ProgressBar):
         eta = (self._total - step) / rate if rate > 0 else math.nan
         loss = "?" if self._loss is None else f"{float(self._loss):.4g}"
         total = "?" if not math.isfinite(self._total) else f"{int(self._total)}"
-        images = self._images / elapsed if elapsed > 0 else math.nan
-        stats = f"{images:.0f} img/s, loss {loss}, ETA {duration(eta)}"
+        images = f"{self._images / elapsed:.0f}" if elapsed > 0 else "?"
+        stats = f"{images} img/s, loss {loss}, ETA {duration(eta)}"
         if not self._bar:
             return f"step {step}/{total} | {stats}"
         done = step / self._total if math.isfinite(self._total) and self._total > 0 else 0.0
