@@ -35,7 +35,7 @@ class NonFiniteGuard(Callback):
     Cost: one device-to-host copy of a single bool per optimizer step. Reading the flag later
     (every n steps) would avoid that sync on GPUs, but a NaN would then reach the weights and the
     optimizer state before it is seen, and neither skipping nor saving the last good state would
-    be possible; the progress bar reads the loss every step anyway.
+    be possible.
 
     Args:
         max_skips: bad steps to skip before stopping (0: stop at the first).
