@@ -33,6 +33,7 @@ from bench.run import fit_yaml
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 SPRITES = w.REPO / "configs" / "sprites" / "vae.yaml"
+MODEL = w.REPO / "configs" / "model" / "conv64.yaml"  # the model block configs/sprites/vae.yaml names
 ELBO_TOLERANCE = 0.5  # nats: the precisions must agree within this after the same steps
 
 
@@ -52,10 +53,11 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
 
 
 def build_model(device: torch.device, compile: bool, channels_last: bool):
-    """The model of configs/sprites/vae.yaml, built without the CLI; returns (model, optimizer)."""
+    """The model of configs/sprites/vae.yaml (configs/model/conv64.yaml), built without the CLI;
+    returns (model, optimizer)."""
     from vae_lightning import VAE, ConvDecoder, ConvEncoder
 
-    init = yaml.safe_load(SPRITES.read_text())["model"]["init_args"]
+    init = yaml.safe_load(MODEL.read_text())["init_args"]
     enc, dec = init["encoder"]["init_args"], init["decoder"]["init_args"]
     model = VAE(encoder=partial(ConvEncoder, **enc), decoder=partial(ConvDecoder, **dec), latent_dim=init["latent_dim"],
                 image_shape=(1, 64, 64), compile=compile, channels_last=channels_last).to(device)

@@ -16,9 +16,9 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from conftest import REPO, TINY_MODEL, _vae_command
 from test_speed import Tiny
 from vae_lightning import VAE, MLPDecoder, MLPEncoder
-from vae_lightning import progress
-from vae_lightning.lightning_cli import VAECLI
-from vae_lightning.progress import ProgressDisplay, duration
+from vae_lightning.callbacks import progress
+from vae_lightning.cli.lightning import VAECLI
+from vae_lightning.callbacks.progress import ProgressDisplay, duration
 
 STEPS = 150
 FIT = ["fit", "--config", "configs/base.yaml", "--config", "configs/sprites/vae.yaml", *TINY_MODEL,
@@ -89,7 +89,7 @@ def test_in_a_terminal_the_bar_redraws_a_few_times_a_second_not_every_step(tmp_p
 
 def test_in_a_pipe_status_lines_come_every_n_seconds_set_through_trainer_callbacks(tmp_path):
     config = tmp_path / "progress.yaml"
-    config.write_text("trainer:\n  callbacks:\n    - class_path: vae_lightning.progress.ProgressDisplay\n"
+    config.write_text("trainer:\n  callbacks:\n    - class_path: vae_lightning.callbacks.ProgressDisplay\n"
                       "      init_args: {every_s: 0.5}\n")
     started = time.monotonic()
     proc = subprocess.run([*_vae_command(), *FIT, "--config", str(config), "--trainer.default_root_dir", str(tmp_path)],

@@ -25,6 +25,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from typing_extensions import override
 
+from vae_lightning.data.base import images
+
 MODES = ("auto", "bar", "lines")
 
 
@@ -39,12 +41,6 @@ def duration(seconds: float) -> str:
         return "?"
     s = int(seconds + 0.5)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-def batch_size(batch) -> int:
-    """Images in a batch that is ``(x, y)`` or ``x``."""
-    x = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return len(x)
 
 
 class ProgressDisplay(ProgressBar):
@@ -110,7 +106,7 @@ class ProgressDisplay(ProgressBar):
         if self._t0 is None:  # rates count from the end of the first step: start-up and compilation left out
             self._t0, self._step0 = now, trainer.global_step
         else:
-            self._images += batch_size(batch)
+            self._images += len(images(batch))
         if now >= self._next_draw:
             self._next_draw = now + (self.refresh_s if self._bar else self.every_s)
             self._show(self._train_text(trainer, now))
@@ -128,8 +124,8 @@ class ProgressDisplay(ProgressBar):
         eta = (self._total - step) / rate if rate > 0 else math.nan
         loss = "?" if self._loss is None else f"{float(self._loss):.4g}"
         total = "?" if not math.isfinite(self._total) else f"{int(self._total)}"
-        images = f"{self._images / elapsed:.0f}" if elapsed > 0 else "?"
-        stats = f"{images} img/s, loss {loss}, ETA {duration(eta)}"
+        per_s = f"{self._images / elapsed:.0f}" if elapsed > 0 else "?"
+        stats = f"{per_s} img/s, loss {loss}, ETA {duration(eta)}"
         if not self._bar:
             return f"step {step}/{total} | {stats}"
         done = step / self._total if math.isfinite(self._total) and self._total > 0 else 0.0
