@@ -145,14 +145,16 @@ def throughput_rows(work: Path, device, s: dict) -> list[dict]:
 
 
 def table(rows: list[dict], elbos: dict[str, float], head: str) -> str:
-    lines = [head, "", "| batch | precision | channels_last | compile | `vae fit` img/s | bare step img/s | fit / bare |",
-             "|---|---|---|---|---|---|---|"]
+    columns = "| batch | precision | channels_last | compile | `vae fit` img/s | bare step img/s | fit / bare |"
+    lines = [head, "", columns, "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['batch']} | {r['precision']} | {'on' if r['channels_last'] else 'off'} | "
-              f"{'on' if r['compile'] else 'off'} | {r['fit']:.0f} | {r['bare']:.0f} | {r['ratio']:.3f} |" for r in rows]
+              f"{'on' if r['compile'] else 'off'} | {r['fit']:.0f} | {r['bare']:.0f} | {r['ratio']:.3f} |"
+              for r in rows]
     ratios = [r["ratio"] for r in rows]
     spread = max(elbos.values()) - min(elbos.values())
-    lines += ["", f"`vae fit` / bare step: median {statistics.median(ratios):.3f} [{min(ratios):.3f} – {max(ratios):.3f}]"
-              f" (goal ≥ 0.80: {'met' if min(ratios) >= 0.80 else 'not met'} in every row)",
+    lines += ["", f"`vae fit` / bare step: median {statistics.median(ratios):.3f} "
+              f"[{min(ratios):.3f} – {max(ratios):.3f}] "
+              f"(goal ≥ 0.80 in every row: {'met' if min(ratios) >= 0.80 else 'not met'})",
               "ELBO after the same steps, nats: " + ", ".join(f"{p} {v:.2f}" for p, v in elbos.items()) +
               f"; spread {spread:.2f} (must be ≤ {ELBO_TOLERANCE}: {'met' if spread <= ELBO_TOLERANCE else 'NOT met'})"]
     return "\n".join(lines) + "\n"
@@ -177,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     name = "CPU dry run (tiny sizes: checks the code, measures nothing)" if a.dry_run else torch.cuda.get_device_name()
     head = (f"### `python -m bench.gpu`, {datetime.date.today()}, {name}, torch {torch.__version__}\n\n"
             f"{s['warmup']} warm-up + {s['steps']} timed steps per row; ELBO after {s['elbo_steps']} bare steps at "
-            f"batch {s['batches'][0]} on {s['eval_images']} fixed sprites; {time.perf_counter() - started:.0f} s in all.")
+            f"batch {s['batches'][0]} on {s['eval_images']} fixed sprites; "
+            f"{time.perf_counter() - started:.0f} s in all.")
     text = table(rows, elbos, head)
     print("\n" + text)
     doc = a.doc or (None if a.dry_run else str(w.REPO / "docs" / "benchmarks.md"))

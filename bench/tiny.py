@@ -83,9 +83,10 @@ def main() -> None:
     print("speed ratios per round, plain ms / fit ms (median [min – max]); goal for fit: >= 0.90")
     for name in runners:
         if name != "plain-fused":
-            ratio = [pl / f for pl, f in zip(ms["plain-fused"], ms[name])]
+            ratio = [pl / f for pl, f in zip(ms["plain-fused"], ms[name], strict=True)]
             results[f"{name}/plain-fused"] = ratio
-            print(f"  {name + ' / plain-fused':<24}{statistics.median(ratio):8.3f}  [{min(ratio):.3f} – {max(ratio):.3f}]")
+            spread = f"[{min(ratio):.3f} – {max(ratio):.3f}]"
+            print(f"  {name + ' / plain-fused':<24}{statistics.median(ratio):8.3f}  {spread}")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=1))
     print(f"\nresults: {a.out}")

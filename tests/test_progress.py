@@ -12,13 +12,13 @@ import time
 import lightning as L
 import pytest
 from lightning.pytorch.callbacks import TQDMProgressBar
+from test_speed import Tiny
 
 from conftest import REPO, TINY_MODEL, _vae_command
-from test_speed import Tiny
 from vae_lightning import VAE, MLPDecoder, MLPEncoder
 from vae_lightning.callbacks import progress
-from vae_lightning.cli.lightning import VAECLI
 from vae_lightning.callbacks.progress import ProgressDisplay, duration
+from vae_lightning.cli.lightning import VAECLI
 
 STEPS = 150
 FIT = ["fit", "--config", "configs/base.yaml", "--config", "configs/sprites/vae.yaml", *TINY_MODEL,
