@@ -85,7 +85,7 @@ def test_the_finite_check_sees_every_nan_and_inf_and_lets_huge_finite_gradients_
 
 
 def test_the_finite_check_leaves_gradients_of_every_dtype_bitwise_as_they_were():
-    from vae_lightning.nonfinite import NonFiniteGuard
+    from vae_lightning.callbacks import NonFiniteGuard
 
     guard = NonFiniteGuard()
     guard._loss = torch.tensor(1.0)
