@@ -14,6 +14,7 @@ from jsonargparse import ArgumentError, lazy_instance
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from typing_extensions import override
@@ -25,6 +26,7 @@ from vae_lightning.callbacks import (
     Disentanglement,
     ImageLogger,
     NonFiniteGuard,
+    ProgressDisplay,
     RNGState,
     SLURMPreemption,
 )
@@ -230,7 +232,19 @@ class VAECLI(LightningCLI):
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
+        add_progress_display(compat.cli_setting(self, self.config_init, "trainer", default={}))
         return super().instantiate_trainer(**{"plugins": plugins, **kwargs})
+
+
+def add_progress_display(trainer_config) -> None:
+    """Put a ``ProgressDisplay`` among the trainer's callbacks unless the config brings its own
+    progress bar or turns it off (Lightning's default bar redraws on every step)."""
+    if trainer_config.get("enable_progress_bar") is False:
+        return
+    callbacks = trainer_config.get("callbacks") or []
+    callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+    if not any(isinstance(c, ProgressBar) for c in callbacks):
+        trainer_config["callbacks"] = [*callbacks, ProgressDisplay()]
 
 
 def _known_keys(parser: LightningArgumentParser, argv: list[str]) -> list[str]:
