@@ -30,6 +30,7 @@ from vae_lightning.nonfinite import NonFiniteGuard
 from vae_lightning.wandb_guard import start_wandb
 from vae_lightning.scoring import AnomalyScores
 from vae_lightning.resume import RNGState, SLURMPreemption
+from vae_lightning.run_record import RunRecord
 
 # Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (so that checking for a GPU does not
 # break forked workers), which makes every torch.cuda.is_available() load NVML anew: ~0.1 ms,
@@ -73,9 +74,15 @@ class LogConfig(SaveConfigCallback):
         config.pop("config", None)  # the list of --config paths, not a setting
         for logger in trainer.loggers:
             logger.log_hyperparams(config)
+        text = yaml.safe_dump(config, sort_keys=False)
         directory = run_dir(trainer)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / self.config_filename).write_text(yaml.safe_dump(config, sort_keys=False))
+        (directory / self.config_filename).write_text(text)
+        ckpt_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
+        if stage == "fit" and ckpt_dir and Path(ckpt_dir) != directory:
+            # also beside the checkpoints and run records, where `vae compare` looks
+            Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
+            (Path(ckpt_dir) / self.config_filename).write_text(text)
 
 
 class VAECLI(LightningCLI):
@@ -144,6 +151,7 @@ class VAECLI(LightningCLI):
         parser.add_lightning_class_args(AnomalyScores, "scores")  # vae predict: one CSV row per input
         parser.add_lightning_class_args(RNGState, "rng_state")  # exact resume: noise continues
         parser.add_lightning_class_args(SLURMPreemption, "preemption")  # USR1 on SLURM: save, requeue
+        parser.add_lightning_class_args(RunRecord, "record")  # history.csv, summary.json for `vae compare`
         parser.set_defaults(
             {
                 "model": lazy_instance(VAE),
