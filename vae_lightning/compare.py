@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from vae_lightning.errors import UserError
-from vae_lightning.run_record import SUMMARY, read_history, read_summary
+from vae_lightning.records import SUMMARY, read_history, read_summary
 
 DEFAULT_METRICS = ("test/nll_iw", "test/elbo", "test/kl", "test/recon", "test/active_units")
 OPTIONAL_METRICS = ("test/mig", "test/factor_vae")  # shown when some run has them

@@ -16,9 +16,6 @@ offline, CSV, TensorBoard or none). Both files live in the run's checkpoint fold
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
 import time
@@ -28,39 +25,7 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from typing_extensions import override
 
-HISTORY, SUMMARY = "history.csv", "summary.json"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``, so a reader
-    (or a crash) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def read_summary(folder: Path) -> dict[str, Any]:
-    """The folder's ``summary.json`` as a dict ({} when absent or unreadable)."""
-    try:
-        return json.loads((Path(folder) / SUMMARY).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def read_history(folder: Path) -> list[dict[str, float]]:
-    """The rows of the folder's ``history.csv`` as dicts of floats (empty cells left out)."""
-    try:
-        text = (Path(folder) / HISTORY).read_text()
-    except OSError:
-        return []
-    rows = []
-    for row in csv.DictReader(io.StringIO(text)):
-        try:
-            rows.append({k: float(v) for k, v in row.items() if k and v not in ("", None)})
-        except ValueError:  # a hand-edited or foreign file: skip the row, keep the rest
-            continue
-    return rows
-
+from vae_lightning.records import read_history, read_summary, write_history, write_summary
 
 def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     out = {}
@@ -174,15 +139,7 @@ class RunRecord(Callback):
 
     def _write(self) -> None:
         self._folder.mkdir(parents=True, exist_ok=True)
-        columns = ["step", "wall_time"]
-        for row in self._rows:
-            columns += [k for k in row if k not in columns]
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=columns, restval="", lineterminator="\n")
-        writer.writeheader()
-        for row in self._rows:
-            writer.writerow({k: (int(v) if k == "step" else v) for k, v in row.items()})
-        write_atomic(self._folder / HISTORY, out.getvalue())
+        write_history(self._folder, self._rows)
         write_summary(self._folder, self._summary)
 
     # ---- vae test / validate --ckpt_path X ------------------------------------------------------
@@ -211,9 +168,3 @@ class RunRecord(Callback):
         stage = "test" if prefix == "test" else "validate"
         summary[f"evaluated/{stage}"] = {"ckpt": Path(ckpt).name, "step": trainer.global_step}
         write_summary(folder, summary)
-
-
-def write_summary(folder: Path, summary: dict[str, Any]) -> None:
-    """Write ``summary.json`` into ``folder`` atomically (non-finite numbers as null)."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
-    write_atomic(Path(folder) / SUMMARY, json.dumps(clean, indent=1, sort_keys=False) + "\n")
