@@ -39,6 +39,14 @@ def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return out
 
 
+def _ckpt_step(path: str) -> int | None:
+    """The optimizer step a checkpoint was saved at (an evaluation does not restore the loops)."""
+    from vae_lightning.checkpoint_io import read_checkpoint  # memory-mapped: the weights are not read
+
+    step = read_checkpoint(path).get("global_step")
+    return int(step) if step is not None else None
+
+
 def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
 
@@ -166,5 +174,5 @@ class RunRecord(Callback):
         summary.setdefault("status", "finished")  # a folder from before these records
         summary.update(values)
         stage = "test" if prefix == "test" else "validate"
-        summary[f"evaluated/{stage}"] = {"ckpt": Path(ckpt).name, "step": trainer.global_step}
+        summary[f"evaluated/{stage}"] = {"ckpt": Path(ckpt).name, "step": _ckpt_step(ckpt)}
         write_summary(folder, summary)
