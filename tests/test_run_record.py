@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import TINY_MODEL
 from vae_lightning.cli import run
 from vae_lightning.records import read_history, read_summary
@@ -31,6 +33,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow  # three tiny runs in-process
 def test_fit_test_and_resume_write_the_run_records(tmp_path):
     root = tmp_path / "run"
     run(["fit", *TINY, "--trainer.default_root_dir", str(root), "--trainer.max_steps", "20"])

@@ -84,11 +84,17 @@ def main(argv: list[str]) -> None:
     for note in notes:
         print(f"note: {note}")
     if opts.out:
-        write_outputs(Path(opts.out), kept, groups, group_keys, metrics, runs_t, groups_t, notes, opts.html)
+        source = f"W&B {opts.wandb}, group {opts.group}" if opts.wandb else \
+            " ".join([*opts.paths, *([f"--study {opts.study}"] if opts.study else [])])
+        write_outputs(Path(opts.out), kept, groups, (group_keys, keys), metrics, (runs_t, groups_t), notes,
+                      opts.html, source)
 
 
-def write_outputs(out: Path, runs, groups, group_keys, metrics, runs_t, groups_t, notes, html: bool) -> None:
-    """compare.md, runs.csv, groups.csv, the PNG figures and (``html``) report.html in ``out``."""
+def write_outputs(out: Path, runs, groups, key_lists, metrics, tables, notes, html: bool, source: str) -> None:
+    """compare.md, runs.csv, groups.csv, the PNG figures and (``html``) report.html in ``out``;
+    ``key_lists``: the group-by keys and the differing keys, ``tables``: the run and group tables."""
+    group_keys, label_keys = key_lists
+    runs_t, groups_t = tables
     from vae_lightning import compare_figures as f
 
     try:
@@ -104,7 +110,7 @@ def write_outputs(out: Path, runs, groups, group_keys, metrics, runs_t, groups_t
     figures = []
     if f.learning_curves(groups, group_keys, out / "learning_curves.png"):
         figures.append(out / "learning_curves.png")
-    if f.rate_distortion(runs, group_keys, out / "rate_distortion.png"):
+    if f.rate_distortion(groups, group_keys, label_keys, out / "rate_distortion.png"):
         figures.append(out / "rate_distortion.png")
     if group_keys:
         path = out / f"metrics_vs_{c.short_names(group_keys)[group_keys[0]]}.png"
@@ -115,6 +121,6 @@ def write_outputs(out: Path, runs, groups, group_keys, metrics, runs_t, groups_t
     md += [f"- {n}" for n in notes] + [""] + [f"![{p.stem}]({p.name})" for p in figures]
     (out / "compare.md").write_text("\n".join(md) + "\n")
     if html:
-        tables = [(f"Runs ({len(runs)})", runs_t), (f"Groups ({len(groups)}, mean ± sd over runs)", groups_t)]
-        (out / "report.html").write_text(f.html_report("vae compare", tables, figures, notes))
+        sections = [(f"Runs ({len(runs)})", runs_t), (f"Groups ({len(groups)}, mean ± sd over runs, n)", groups_t)]
+        (out / "report.html").write_text(f.html_report("vae compare", source, sections, figures, notes))
     print(f"wrote {', '.join(sorted(p.name for p in out.iterdir() if p.is_file()))} to {out}")

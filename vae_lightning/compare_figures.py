@@ -75,24 +75,31 @@ def learning_curves(groups: list[Group], keys: list[str], path: Path, metric: st
     return True
 
 
-def rate_distortion(runs: list[Run], keys: list[str], path: Path) -> bool:
-    """Write the rate–distortion figure; False when no run has test/kl and test/recon."""
-    points = [(r.metric("test/kl"), r.metric("test/recon"), r) for r in runs]
-    points = [(x, y, r) for x, y, r in points if x is not None and y is not None]
-    if not points:
+def rate_distortion(groups: list[Group], keys: list[str], label_keys: list[str], path: Path) -> bool:
+    """Write the rate–distortion figure, a colour per group and each point labelled by its values
+    of ``label_keys``; False when no run has test/kl and test/recon."""
+    if not any(r.metric("test/kl") is not None and r.metric("test/recon") is not None for g in groups for r in g.runs):
         return False
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5), layout="constrained")
-    names = short_names(keys)
-    for x, y, run in points:
-        ax.scatter([x], [y], s=30, color="C0")
-        text = ", ".join(f"{names[k]}={fmt(run.config.get(k))}" for k in keys) or run.name
-        ax.annotate(text, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
+    names = short_names(label_keys)
+    for i, group in enumerate(groups):
+        points = [(r.metric("test/kl"), r.metric("test/recon"), r) for r in group.runs]
+        points = [(x, y, r) for x, y, r in points if x is not None and y is not None]
+        if not points:
+            continue
+        ax.scatter([p[0] for p in points], [p[1] for p in points], s=30, color=f"C{i % 10}",
+                   label=label(group.values, keys) if keys else None)
+        for x, y, run in points:
+            text = ", ".join(f"{names[k]}={fmt(run.config.get(k))}" for k in label_keys) or run.name
+            ax.annotate(text, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
     ax.set_xlabel("rate: test/kl (nats)")
     ax.set_ylabel("distortion: test/recon (nats)")
     ax.set_title("Rate–distortion plane (one point per run)")
     ax.grid(alpha=0.3)
-    ax.margins(0.15)
+    ax.margins(x=0.3, y=0.15)  # room for the labels right of the points
+    if keys:
+        ax.legend(fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
@@ -143,7 +150,9 @@ th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; white-spac
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
 tr:nth-child(even) td { background: #fafafa; } td.flag { color: #b00; font-weight: bold; }
 .notes li { color: #8a5a00; } figure { display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }
-img { max-width: 100%; border: 1px solid #ddd; } figcaption { font-size: 12px; color: #555; }
+img { max-width: 600px; width: 100%; border: 1px solid #ddd; }
+figure.wide img { max-width: 1300px; }
+.source { color: #555; font-size: 13px; } figcaption { font-size: 12px; color: #555; }
 """
 
 
@@ -159,10 +168,11 @@ def html_table(table: Table) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def html_report(title: str, tables: list[tuple[str, Table]], figures: list[Path], notes: list[str]) -> str:
+def html_report(title: str, source: str, tables: list[tuple[str, Table]], figures: list[Path], notes: list[str]) -> str:
     """A single self-contained HTML page: notes, tables, and the PNGs embedded as data URIs."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+             f"<p class='source'>{html.escape(source)}</p>"]
     if notes:
         parts.append("<ul class='notes'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     for heading, table in tables:
@@ -171,7 +181,8 @@ def html_report(title: str, tables: list[tuple[str, Table]], figures: list[Path]
         parts.append("<h2>Figures</h2>")
     for fig in figures:
         data = base64.b64encode(fig.read_bytes()).decode()
-        parts.append(f"<figure><img src='data:image/png;base64,{data}' alt='{fig.stem}'>"
+        wide = " class='wide'" if fig.stem.startswith("metrics_vs_") else ""
+        parts.append(f"<figure{wide}><img src='data:image/png;base64,{data}' alt='{fig.stem}'>"
                      f"<figcaption>{html.escape(fig.name)}</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts)

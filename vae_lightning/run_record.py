@@ -104,8 +104,8 @@ class RunRecord(Callback):
 
     @override
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
-        if self._folder is None or not trainer._logger_connector.should_update_logs:
-            return  # the model logs train/* only on these steps (VAE.log_now)
+        if self._folder is None or not pl_module.log_now():
+            return  # the steps on which the model logs train/* (and Lightning writes them)
         self._add(trainer, "train/")
 
     @override
