@@ -45,7 +45,7 @@ def learning_curves(groups: list[Group], keys: list[str], path: Path, metric: st
     if not any(_curve(r, metric)[0] for g in groups for r in g.runs):
         return False
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(6.4, 4.5), layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     bands = any(len(g.runs) > 1 for g in groups)
     for i, group in enumerate(groups):
@@ -81,7 +81,7 @@ def rate_distortion(groups: list[Group], keys: list[str], label_keys: list[str],
     if not any(r.metric("test/kl") is not None and r.metric("test/recon") is not None for g in groups for r in g.runs):
         return False
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(6.4, 4.5), layout="constrained")
     names = short_names(label_keys)
     for i, group in enumerate(groups):
         points = [(r.metric("test/kl"), r.metric("test/recon"), r) for r in group.runs]
@@ -90,14 +90,17 @@ def rate_distortion(groups: list[Group], keys: list[str], label_keys: list[str],
             continue
         ax.scatter([p[0] for p in points], [p[1] for p in points], s=30, color=f"C{i % 10}",
                    label=label(group.values, keys) if keys else None)
-        for x, y, run in points:
-            text = ", ".join(f"{names[k]}={fmt(run.config.get(k))}" for k in label_keys) or run.name
-            ax.annotate(text, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
+        # the group is in the colour: label each point by its other values (the seed, say), above
+        # and below in turn, so that the runs of one group, often close together, stay readable
+        own = [k for k in label_keys if k not in keys] or label_keys
+        for j, (x, y, run) in enumerate(sorted(points, key=lambda p: p[1])):
+            text = ", ".join(f"{names[k]}={fmt(run.config.get(k))}" for k in own) or run.name
+            ax.annotate(text, (x, y), xytext=(5, 3 if j % 2 else -9), textcoords="offset points", fontsize=7)
     ax.set_xlabel("rate: test/kl (nats)")
     ax.set_ylabel("distortion: test/recon (nats)")
     ax.set_title("Rate–distortion plane (one point per run)")
     ax.grid(alpha=0.3)
-    ax.margins(x=0.3, y=0.15)  # room for the labels right of the points
+    ax.margins(x=0.4, y=0.15)  # room for the labels right of the points
     if keys:
         ax.legend(fontsize=8)
     fig.savefig(path, dpi=110)
@@ -144,11 +147,11 @@ def metrics_vs_key(groups: list[Group], keys: list[str], metrics: list[str], pat
 # ---- HTML ------------------------------------------------------------------------------------
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; white-space: nowrap; }
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
-tr:nth-child(even) td { background: #fafafa; } td.flag { color: #b00; font-weight: bold; }
+tr:nth-child(even) td { background: #fafafa; } td.run { white-space: normal; max-width: 22em; } td.flag { color: #b00; font-weight: bold; }
 .notes li { color: #8a5a00; } figure { display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }
 img { max-width: 600px; width: 100%; border: 1px solid #ddd; }
 figure.wide img { max-width: 1300px; }
@@ -163,7 +166,10 @@ def html_table(table: Table) -> str:
         cells = []
         for column, value in zip(table.columns, row):
             css = ' class="flag"' if column == "flags" and value else ""
-            cells.append(f"<td{css}>{html.escape(fmt(value))}</td>")
+            text = html.escape(fmt(value))
+            if column == "run":  # long task names may wrap after each "key=value,"
+                css, text = ' class="run"', text.replace(",", ",<wbr>")
+            cells.append(f"<td{css}>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
