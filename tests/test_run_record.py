@@ -59,6 +59,8 @@ def test_fit_test_and_resume_write_the_run_records(tmp_path):
     for key in ("test/elbo", "test/kl", "test/recon", "test/nll_iw", "test/active_units"):
         assert isinstance(summary[key], float), key
     assert summary["status"] == "finished" and summary["step"] == 20  # the fit's own fields are kept
+    run(["validate", *TINY, "--trainer.default_root_dir", str(root), "--ckpt_path", str(folder / "last.ckpt")])
+    assert read_summary(folder)["evaluated/validate"] == {"ckpt": "last.ckpt", "step": 20}
 
     # resumed from step 10 (as a requeued job would be): rows 15 and 20 are written once more, not twice
     run(["fit", *TINY, "--trainer.default_root_dir", str(root), "--trainer.max_steps", "25",

@@ -16,6 +16,7 @@ offline, CSV, TensorBoard or none). Both files live in the run's checkpoint fold
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -26,6 +27,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from typing_extensions import override
 
 from vae_lightning.records import read_history, read_summary, write_history, write_summary
+
+log = logging.getLogger(__name__)
 
 def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     out = {}
@@ -175,4 +178,8 @@ class RunRecord(Callback):
         summary.update(values)
         stage = "test" if prefix == "test" else "validate"
         summary[f"evaluated/{stage}"] = {"ckpt": Path(ckpt).name, "step": _ckpt_step(ckpt)}
-        write_summary(folder, summary)
+        try:
+            write_summary(folder, summary)
+        except OSError as err:  # someone else's read-only run: the evaluation itself still counts
+            log.warning(f"could not update {folder / 'summary.json'} ({err.strerror or err}); the {stage} "
+                        "numbers are only in the logger's run.")
