@@ -61,9 +61,14 @@ class RunRecord(Callback):
     each validation, the end of a test), never on the other steps. Each write replaces the whole
     file atomically. A resumed fit drops the rows after its checkpoint's step, so a requeued
     job does not repeat them, and its ``wall_time`` continues from the checkpoint's.
+
+    Args:
+        enabled: False writes nothing (``--record.enabled false``), e.g. to evaluate a checkpoint
+            in a folder that must stay as it is.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self._folder: Path | None = None
         self._rows: list[dict[str, float]] = []
         self._summary: dict[str, Any] = {}
@@ -85,7 +90,7 @@ class RunRecord(Callback):
     # ---- fit -----------------------------------------------------------------------------------
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or not self.enabled:
             return
         ckpt = trainer.checkpoint_callback
         self._folder = Path(getattr(ckpt, "dirpath", None) or trainer.default_root_dir)
@@ -167,7 +172,7 @@ class RunRecord(Callback):
 
     def _evaluated(self, trainer: Trainer, prefix: str) -> None:
         ckpt = trainer.ckpt_path
-        if not trainer.is_global_zero or not ckpt or "://" in str(ckpt) or not os.path.isfile(ckpt):
+        if not self.enabled or not trainer.is_global_zero or not ckpt or "://" in str(ckpt) or not os.path.isfile(ckpt):
             return  # an in-memory model or a remote file: no run folder to update
         values = _scalars(trainer.callback_metrics, f"{prefix}/")
         if not values:
