@@ -14,28 +14,43 @@ import numpy as np
 import pytest
 import yaml
 
-from vae_lightning import compare as c
 from vae_lightning.cli import main as vae_main
-from vae_lightning.compare_wandb import convert, runs_from_wandb
-from vae_lightning.records import write_history, write_summary
+from vae_lightning.evaluation import compare as c
+from vae_lightning.evaluation.compare_wandb import convert, runs_from_wandb
+from vae_lightning.runtime.records import write_history, write_summary
 
 METRICS = ("test/nll_iw", "test/elbo", "test/kl", "test/recon", "test/active_units")
 
 
-def make_run(study: Path, beta: float, seed: int, rng: np.random.Generator, status: str = "finished",
-             metrics=METRICS, provenance: dict | None = None, version: str = "version_0") -> Path:
+def make_run(
+    study: Path,
+    beta: float,
+    seed: int,
+    rng: np.random.Generator,
+    status: str = "finished",
+    metrics=METRICS,
+    provenance: dict | None = None,
+    version: str = "version_0",
+) -> Path:
     """A task folder as `vae slurm submit --study` lays it out, with random but real-format records."""
     root = study / f"model.init_args.beta={beta:g},seed_everything={seed}"
     folder = root / "checkpoints" / version
     folder.mkdir(parents=True)
-    config = {"seed_everything": seed,
-              "trainer": {"default_root_dir": str(root), "max_steps": 100,
-                          "logger": {"class_path": "WandbLogger", "init_args": {"name": f"b{beta}s{seed}", "tags": []}}},
-              "model": {"class_path": "vae_lightning.BetaVAE", "init_args": {"beta": beta, "latent_dim": 6}},
-              "checkpoint": {"dirpath": str(folder)}}
+    config = {
+        "seed_everything": seed,
+        "trainer": {
+            "default_root_dir": str(root),
+            "max_steps": 100,
+            "logger": {"class_path": "WandbLogger", "init_args": {"name": f"b{beta}s{seed}", "tags": []}},
+        },
+        "model": {"class_path": "vae_lightning.BetaVAE", "init_args": {"beta": beta, "latent_dim": 6}},
+        "checkpoint": {"dirpath": str(folder)},
+    }
     (folder / "vae_config.yaml").write_text(yaml.safe_dump(config))
-    rows = [{"step": s, "wall_time": s / 10, "train/loss": 500.0 - s, "val/elbo": -400 + s + rng.normal()}
-            for s in (25, 50, 75, 100)]
+    rows = [
+        {"step": s, "wall_time": s / 10, "train/loss": 500.0 - s, "val/elbo": -400 + s + rng.normal()}
+        for s in (25, 50, 75, 100)
+    ]
     write_history(folder, rows)
     summary = {"status": status, "step": 100, "wall_time": 10.0, **{m: float(rng.normal(-100, 5)) for m in metrics}}
     write_summary(folder, summary)
@@ -45,8 +60,12 @@ def make_run(study: Path, beta: float, seed: int, rng: np.random.Generator, stat
 
 
 def provenance(code: str = "v0.1-3-gabc") -> dict:
-    return {"config_hash": "x", "code_version": code, "versions": {"torch": "2.14.1"},
-            "data": {"class": "SpritesDataModule", "checksum_or_version": "sprites-1", "split_seed": 0, "binarize": None}}
+    return {
+        "config_hash": "x",
+        "code_version": code,
+        "versions": {"torch": "2.14.1"},
+        "data": {"class": "SpritesDataModule", "checksum_or_version": "sprites-1", "split_seed": 0, "binarize": None},
+    }
 
 
 @pytest.fixture
@@ -72,10 +91,18 @@ def test_table_and_grouped_mean_sd_match_numpy(study, tmp_path, capsys):
     assert len(runs) == 6 and set(runs[0]) >= {"run", "beta", "seed_everything", *METRICS, "step", "wall_time_s"}
     groups = read_csv(out / "groups.csv")
     assert [g["beta"] for g in groups] == ["1", "4"] and [g["n"] for g in groups] == ["3", "3"]
-    summaries = {p.parent.parent.parent.name: json.loads(p.read_text()) for p in study.glob("*/checkpoints/*/summary.json")}
+    summaries = {
+        p.parent.parent.parent.name: json.loads(p.read_text()) for p in study.glob("*/checkpoints/*/summary.json")
+    }
     for group in groups:
         for metric in METRICS:
-            xs = np.array([s[metric] for name, s in summaries.items() if name.startswith(f"model.init_args.beta={group['beta']},")])
+            xs = np.array(
+                [
+                    s[metric]
+                    for name, s in summaries.items()
+                    if name.startswith(f"model.init_args.beta={group['beta']},")
+                ]
+            )
             assert float(group[f"{metric}_mean"]) == pytest.approx(xs.mean(), rel=1e-12)
             assert float(group[f"{metric}_sd"]) == pytest.approx(xs.std(ddof=1), rel=1e-12)
     assert "| beta | n |" in (out / "compare.md").read_text()  # the grouped Markdown table
@@ -111,13 +138,16 @@ def test_bad_inputs_get_one_line_each_and_the_rest_is_compared(tmp_path, capsys)
     assert len([n for n in notes if "slurm-logs: not a run folder" in n]) == 1
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["compare"], "give run folders"),
-    (["compare", "--study", "/nonexistent/study"], "--study '/nonexistent/study'"),
-    (["compare", "--bogus"], "unrecognized arguments"),
-    (["compare", "x", "--html"], "--html writes"),
-    (["compare", "--wandb", "team/proj"], "--wandb needs --group"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["compare"], "give run folders"),
+        (["compare", "--study", "/nonexistent/study"], "--study '/nonexistent/study'"),
+        (["compare", "--bogus"], "unrecognized arguments"),
+        (["compare", "x", "--html"], "--html writes"),
+        (["compare", "--wandb", "team/proj"], "--wandb needs --group"),
+    ],
+)
 def test_command_line_mistakes_are_one_line(argv, needle, capsys):
     with pytest.raises(SystemExit) as exit_:
         vae_main(argv)
@@ -146,13 +176,20 @@ def test_a_run_of_other_code_is_flagged(tmp_path, capsys):
     make_run(study, 4, 1, rng)  # no provenance.json: unknown, not flagged
     vae_main(["compare", "--study", str(study), "--out", str(tmp_path / "o")])
     runs = {r["run"]: r["flags"] for r in read_csv(tmp_path / "o" / "runs.csv")}
-    assert runs == {"model.init_args.beta=1,seed_everything=0": "", "model.init_args.beta=1,seed_everything=1": "",
-                    "model.init_args.beta=4,seed_everything=0": "code", "model.init_args.beta=4,seed_everything=1": ""}
+    assert runs == {
+        "model.init_args.beta=1,seed_everything=0": "",
+        "model.init_args.beta=1,seed_everything=1": "",
+        "model.init_args.beta=4,seed_everything=0": "code",
+        "model.init_args.beta=4,seed_everything=1": "",
+    }
     assert "1 of 4 runs have no provenance.json" in capsys.readouterr().out
 
 
 def test_compare_imports_neither_torch_nor_lightning():
-    code = "import sys, vae_lightning.compare_cli; print(sorted(m for m in ('torch', 'lightning', 'wandb') if m in sys.modules))"
+    code = (
+        "import sys, vae_lightning.cli.compare, vae_lightning.evaluation.compare_wandb; "
+        "print(sorted(m for m in ('torch', 'lightning', 'wandb', 'matplotlib') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -165,10 +202,19 @@ class FakeRun:
 
     def __init__(self, run_id, beta, seed, state="finished"):
         self.id, self.name, self.state = run_id, f"beta={beta},seed={seed}", state
-        self.config = {"_wandb": {}, "seed_everything": seed, "model": {"init_args": {"beta": beta}},
-                       "provenance": provenance()}
-        self.summary = {"_runtime": 12.5, "_step": 7, "trainer/global_step": 100, "val/elbo": {"max": -90.0},
-                        **{m: float(beta * 10 + seed) for m in METRICS}}
+        self.config = {
+            "_wandb": {},
+            "seed_everything": seed,
+            "model": {"init_args": {"beta": beta}},
+            "provenance": provenance(),
+        }
+        self.summary = {
+            "_runtime": 12.5,
+            "_step": 7,
+            "trainer/global_step": 100,
+            "val/elbo": {"max": -90.0},
+            **{m: float(beta * 10 + seed) for m in METRICS},
+        }
         self.rows = [{"trainer/global_step": s, "val/elbo": -200.0 + s} for s in (50, 100)]
 
     def scan_history(self, keys=None):

@@ -10,26 +10,42 @@ import pytest
 
 from conftest import TINY_MODEL
 from vae_lightning.cli import run
-from vae_lightning.records import read_history, read_summary
+from vae_lightning.runtime.records import read_history, read_summary
 
 TINY = [
     *TINY_MODEL,
-    "--data", "vae_lightning.data.SpritesDataModule",
-    "--data.init_args.num_images", "240",
-    "--data.init_args.val_size", "40",
-    "--data.init_args.batch_size", "16",
-    "--trainer.accelerator", "cpu",
-    "--trainer.logger", "false",  # the records need no logger
-    "--trainer.enable_progress_bar", "false",
-    "--trainer.enable_model_summary", "false",
-    "--trainer.val_check_interval", "10",
-    "--trainer.check_val_every_n_epoch", "null",
-    "--trainer.limit_val_batches", "2",
-    "--trainer.log_every_n_steps", "5",
-    "--images.every_n_val", "0",
-    "--checkpoint.save_top_k", "-1",  # keep best-10, best-20, ... to resume from
-    "--model.init_args.iw_samples", "4",
-    "--disentanglement.enabled", "false",  # MIG and FactorVAE take minutes; not what is tested here
+    "--data",
+    "vae_lightning.data.SpritesDataModule",
+    "--data.init_args.num_images",
+    "240",
+    "--data.init_args.val_size",
+    "40",
+    "--data.init_args.batch_size",
+    "16",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.logger",
+    "false",  # the records need no logger
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.val_check_interval",
+    "10",
+    "--trainer.check_val_every_n_epoch",
+    "null",
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.log_every_n_steps",
+    "5",
+    "--images.every_n_val",
+    "0",
+    "--checkpoint.save_top_k",
+    "-1",  # keep best-10, best-20, ... to resume from
+    "--model.init_args.iw_samples",
+    "4",
+    "--disentanglement.enabled",
+    "false",  # MIG and FactorVAE take minutes; not what is tested here
 ]
 
 
@@ -63,8 +79,18 @@ def test_fit_test_and_resume_write_the_run_records(tmp_path):
     assert read_summary(folder)["evaluated/validate"] == {"ckpt": "last.ckpt", "step": 20}
 
     # resumed from step 10 (as a requeued job would be): rows 15 and 20 are written once more, not twice
-    run(["fit", *TINY, "--trainer.default_root_dir", str(root), "--trainer.max_steps", "25",
-         "--ckpt_path", str(folder / "best-10.ckpt")])
+    run(
+        [
+            "fit",
+            *TINY,
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.max_steps",
+            "25",
+            "--ckpt_path",
+            str(folder / "best-10.ckpt"),
+        ]
+    )
     rows = read_history(folder)
     assert [int(r["step"]) for r in rows] == [5, 10, 15, 20, 25]
     assert [r["wall_time"] for r in rows] == sorted(r["wall_time"] for r in rows)  # continues, not from 0

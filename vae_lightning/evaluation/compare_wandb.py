@@ -10,12 +10,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from vae_lightning.compare import CURVE_KEYS, Run, flatten
 from vae_lightning.errors import UserError
+from vae_lightning.evaluation.compare import CURVE_KEYS, Run, flatten
 
 # W&B run states -> the statuses of run records ("preempted" runs are requeued: still running)
-STATES = {"finished": "finished", "running": "running", "pending": "running", "preempting": "running",
-          "preempted": "running", "failed": "failed", "crashed": "failed", "killed": "failed"}
+STATES = {
+    "finished": "finished",
+    "running": "running",
+    "pending": "running",
+    "preempting": "running",
+    "preempted": "running",
+    "failed": "failed",
+    "crashed": "failed",
+    "killed": "failed",
+}
 STEP_KEYS = ("trainer/global_step", "_step")
 
 
@@ -33,12 +41,21 @@ def convert(api_run: Any) -> Run:
     for step_key in STEP_KEYS:
         rows = list(api_run.scan_history(keys=[step_key, *CURVE_KEYS]))
         if rows:
-            history = [{"step": float(r[step_key]), **{k: float(r[k]) for k in CURVE_KEYS if r.get(k) is not None}}
-                       for r in rows]
+            history = [
+                {"step": float(r[step_key]), **{k: float(r[k]) for k in CURVE_KEYS if r.get(k) is not None}}
+                for r in rows
+            ]
             break
     name = f"{api_run.name} ({api_run.id})"
-    return Run(name, f"wandb:{api_run.id}", summary["status"], flatten(config), summary, history,
-               provenance if isinstance(provenance, dict) else None)
+    return Run(
+        name,
+        f"wandb:{api_run.id}",
+        summary["status"],
+        flatten(config),
+        summary,
+        history,
+        provenance if isinstance(provenance, dict) else None,
+    )
 
 
 def runs_from_wandb(project: str, group: str, api: Any = None) -> list[Run]:
@@ -51,8 +68,10 @@ def runs_from_wandb(project: str, group: str, api: Any = None) -> list[Run]:
         try:
             api = wandb.Api()
         except Exception as err:  # no login or no network: wandb raises its own error types
-            raise UserError(f"--wandb: cannot reach W&B ({type(err).__name__}); run `wandb login`, or compare the "
-                            "run folders offline (vae compare --study DIR).") from None
+            raise UserError(
+                f"--wandb: cannot reach W&B ({type(err).__name__}); run `wandb login`, or compare the "
+                "run folders offline (vae compare --study DIR)."
+            ) from None
     runs = [convert(r) for r in api.runs(project, filters={"group": group})]
     if not runs:
         raise UserError(f"--wandb {project} --group {group!r}: no runs in that group; check the group name in W&B.")

@@ -26,9 +26,10 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from typing_extensions import override
 
-from vae_lightning.records import read_history, read_summary, write_history, write_summary
+from vae_lightning.runtime.records import read_history, read_summary, write_history, write_summary
 
 log = logging.getLogger(__name__)
+
 
 def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     out = {}
@@ -44,7 +45,7 @@ def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
 
 def _ckpt_step(path: str) -> int | None:
     """The optimizer step a checkpoint was saved at (an evaluation does not restore the loops)."""
-    from vae_lightning.checkpoint_io import read_checkpoint  # memory-mapped: the weights are not read
+    from vae_lightning.runtime.checkpoint import read_checkpoint  # memory-mapped: the weights are not read
 
     step = read_checkpoint(path).get("global_step")
     return int(step) if step is not None else None
@@ -121,8 +122,9 @@ class RunRecord(Callback):
         if self._folder is None:
             return
         preempted = any(getattr(cb, "preempted", False) for cb in trainer.callbacks)
-        self._summary.update(status="running" if preempted else "finished", step=trainer.global_step,
-                             wall_time=self._elapsed())
+        self._summary.update(
+            status="running" if preempted else "finished", step=trainer.global_step, wall_time=self._elapsed()
+        )
         self._write()
 
     @override
@@ -186,5 +188,7 @@ class RunRecord(Callback):
         try:
             write_summary(folder, summary)
         except OSError as err:  # someone else's read-only run: the evaluation itself still counts
-            log.warning(f"could not update {folder / 'summary.json'} ({err.strerror or err}); the {stage} "
-                        "numbers are only in the logger's run.")
+            log.warning(
+                f"could not update {folder / 'summary.json'} ({err.strerror or err}); the {stage} "
+                "numbers are only in the logger's run."
+            )

@@ -1,5 +1,5 @@
 """Reading and writing the run records (``history.csv``, ``summary.json``) without torch, so that
-``vae compare`` starts at once. ``run_record.RunRecord`` writes them during a run."""
+``vae compare`` starts at once. ``vae_lightning.callbacks.RunRecord`` writes them during a run."""
 
 from __future__ import annotations
 
@@ -7,19 +7,19 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from vae_lightning.runtime.atomic import atomic_open
 
 HISTORY, SUMMARY = "history.csv", "summary.json"
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``, so a reader
-    (or a crash) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Replace ``path`` by ``text`` atomically (``runtime.atomic``): a reader, or a crash, never
+    sees half a file."""
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
 
 
 def read_summary(folder: Path) -> dict[str, Any]:
@@ -43,7 +43,6 @@ def read_history(folder: Path) -> list[dict[str, float]]:
         except ValueError:  # a hand-edited or foreign file: skip the row, keep the rest
             continue
     return rows
-
 
 
 def write_summary(folder: Path, summary: dict[str, Any]) -> None:

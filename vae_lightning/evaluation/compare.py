@@ -5,10 +5,10 @@
     vae compare --study runs/betas --out report --html   # + Markdown, CSV, PNG figures, HTML
     vae compare --wandb ENTITY/PROJECT --group betas     # the same from W&B (online users)
 
-A run is a checkpoint folder holding the records of ``vae_lightning.run_record`` (``summary.json``,
+A run is a checkpoint folder holding the records of ``callbacks.RunRecord`` (``summary.json``,
 ``history.csv``) and ``vae_config.yaml`` (``provenance.json`` when present). Reading them needs
 no torch, no logger and no network. Here: finding and loading runs, differing config keys, the
-table and the grouping; figures and HTML are in ``compare_report``.
+table and the grouping; figures and HTML are in ``compare_figures``, the command line in ``vae_lightning.cli.compare``.
 """
 
 from __future__ import annotations
@@ -23,13 +23,20 @@ from typing import Any
 import yaml
 
 from vae_lightning.errors import UserError
-from vae_lightning.records import SUMMARY, read_history, read_summary
+from vae_lightning.runtime.records import SUMMARY, read_history, read_summary
 
 DEFAULT_METRICS = ("test/nll_iw", "test/elbo", "test/kl", "test/recon", "test/active_units")
 OPTIONAL_METRICS = ("test/mig", "test/factor_vae")  # shown when some run has them
 CURVE_KEYS = ("val/elbo",)  # the history a learning curve needs (read from W&B too)
 # config keys that name this run's files or ids: they differ between any two runs and say nothing
-IGNORED_KEYS = ("trainer.default_root_dir", "checkpoint.dirpath", "images.dirpath", "scores.path", "ckpt_path", "config")
+IGNORED_KEYS = (
+    "trainer.default_root_dir",
+    "checkpoint.dirpath",
+    "images.dirpath",
+    "scores.path",
+    "ckpt_path",
+    "config",
+)
 IGNORED_LOGGER_FIELDS = ("save_dir", "name", "id", "version", "group", "tags", "job_type", "resume", "dir")
 # the identity of the data, from provenance.json (split_seed may differ on purpose: it is a config key)
 DATA_IDENTITY = ("class", "checksum_or_version", "binarize")
@@ -159,15 +166,24 @@ def select(runs: list[Run], metrics: list[str]) -> tuple[list[Run], list[str]]:
     kept, notes = [], []
     for run in runs:
         if run.status == "running":
-            notes.append(f"{run.name}: in progress (status running at step {run.summary.get('step', '?')}; a job "
-                         "killed without a chance to write stays so); skipped.")
+            notes.append(
+                f"{run.name}: in progress (status running at step {run.summary.get('step', '?')}; a job "
+                "killed without a chance to write stays so); skipped."
+            )
         elif run.status == "failed":
-            notes.append(f"{run.name}: failed ({run.summary.get('error', 'see its log')}) at step "
-                         f"{run.summary.get('step', '?')}; skipped.")
+            notes.append(
+                f"{run.name}: failed ({run.summary.get('error', 'see its log')}) at step "
+                f"{run.summary.get('step', '?')}; skipped."
+            )
         elif missing := [m for m in metrics if run.metric(m) is None]:
-            hint = "no summary.json (trained before run records?)" if not run.summary else f"missing {', '.join(missing)}"
-            fix = "run `vae test --ckpt_path <its last.ckpt>`" if any(m.startswith("test/") for m in missing) else \
-                "choose other --metrics"
+            hint = (
+                "no summary.json (trained before run records?)" if not run.summary else f"missing {', '.join(missing)}"
+            )
+            fix = (
+                "run `vae test --ckpt_path <its last.ckpt>`"
+                if any(m.startswith("test/") for m in missing)
+                else "choose other --metrics"
+            )
             notes.append(f"{run.name}: {hint}; {fix}; skipped.")
         else:
             kept.append(run)
@@ -207,8 +223,10 @@ def resolve_keys(wanted: list[str], runs: list[Run]) -> list[str]:
         found = [k for k in keys if k == name] or [k for k in keys if k.endswith("." + name)]
         if len(found) != 1:
             hint = f"it matches {', '.join(found[:3])}" if found else "no run's config has it"
-            raise UserError(f"--group-by {name!r}: {hint}; give a full key, e.g. one of "
-                            f"{', '.join(differing_keys(runs)) or 'the keys in vae_config.yaml'}.")
+            raise UserError(
+                f"--group-by {name!r}: {hint}; give a full key, e.g. one of "
+                f"{', '.join(differing_keys(runs)) or 'the keys in vae_config.yaml'}."
+            )
         out.append(found[0])
     return out
 
@@ -254,7 +272,9 @@ def flag_provenance(runs: list[Run]) -> list[str]:
     notes = []
     unknown = [r.name for r in runs if r.provenance is None]
     if unknown:
-        notes.append(f"{len(unknown)} of {len(runs)} runs have no provenance.json: their code and data versions are unknown.")
+        notes.append(
+            f"{len(unknown)} of {len(runs)} runs have no provenance.json: their code and data versions are unknown."
+        )
     flagged = [f"{r.name} ({', '.join(r.flags)})" for r in runs if r.flags]
     if flagged:
         notes.append(f"code/data/library versions differ from the other runs': {'; '.join(flagged)}.")
@@ -278,8 +298,16 @@ def run_table(runs: list[Run], keys: list[str], metrics: list[str]) -> Table:
     columns = ["run", *(names[k] for k in keys), *metrics, "step", "wall_time_s", "flags"]
     rows = []
     for run in sorted(runs, key=lambda r: [sort_value(r.config.get(k)) for k in keys] + [(1, 0.0, r.name)]):
-        rows.append([run.name, *(run.config.get(k) for k in keys), *(run.metric(m) for m in metrics),
-                     run.summary.get("step"), run.metric("wall_time"), ",".join(run.flags)])
+        rows.append(
+            [
+                run.name,
+                *(run.config.get(k) for k in keys),
+                *(run.metric(m) for m in metrics),
+                run.summary.get("step"),
+                run.metric("wall_time"),
+                ",".join(run.flags),
+            ]
+        )
     return Table(columns, rows)
 
 
@@ -333,7 +361,7 @@ def text_table(table: Table) -> str:
     """Aligned plain text for the terminal."""
     cells = [table.columns, *([fmt(v) for v in row] for row in table.rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(table.columns))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in cells]
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
@@ -353,6 +381,8 @@ def csv_rows(table: Table) -> tuple[list[str], list[list[Any]]]:
     for row in table.rows:
         out = []
         for v in row:
-            out += list(v) if isinstance(v, tuple) else [v if isinstance(v, (int, float, str)) or v is None else _canon(v)]
+            out += (
+                list(v) if isinstance(v, tuple) else [v if isinstance(v, (int, float, str)) or v is None else _canon(v)]
+            )
         rows.append(out)
     return columns, rows
