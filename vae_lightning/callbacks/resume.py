@@ -78,6 +78,7 @@ class SLURMPreemption(Callback):
     def __init__(self) -> None:
         self._signalled = False
         self._active = False
+        self.preempted = False  # read by RunRecord: a requeued run is still running
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -122,4 +123,5 @@ class SLURMPreemption(Callback):
             log.warning(f"Requeue signal: saved {path} at step {trainer.global_step}; requeueing the SLURM job.")
             self.requeue(slurm_job_id())
         self._signalled = False
+        self.preempted = True
         trainer.should_stop = True  # the job is killed and started again; nothing more to do here

@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "traverse": "latent traversals of a checkpoint as a PNG grid",
     "interpolate": "latent interpolations of a checkpoint as a PNG grid",
     "slurm": "write and submit a SLURM batch script for `vae fit` (vae slurm submit --help)",
+    "compare": "one table and figures of many runs or a study, offline (vae compare --help)",
 }
 # picture commands take a checkpoint, not a config; they do not go through LightningCLI
 PICTURE_COMMANDS = ("sample", "traverse", "interpolate")
@@ -81,6 +82,10 @@ def main(args: list[str] | None = None) -> None:
             from vae_lightning.cli.slurm import main as slurm_main
 
             return slurm_main(argv[1:])
+        if argv[0] == "compare":  # no torch either: reads run folders
+            from vae_lightning.cli.compare import main as compare_main
+
+            return compare_main(argv[1:])
         if argv[0] in PICTURE_COMMANDS:
             from vae_lightning.cli.pictures import main as picture_command
 

@@ -28,6 +28,7 @@ from vae_lightning.callbacks import (
     NonFiniteGuard,
     ProgressDisplay,
     RNGState,
+    RunRecord,
     SLURMPreemption,
 )
 from vae_lightning.cli import explain, preflight
@@ -37,6 +38,7 @@ from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
 from vae_lightning.models import VAE
 from vae_lightning.runtime import compat
+from vae_lightning.runtime.atomic import atomic_open
 from vae_lightning.runtime.checkpoint import AtomicCheckpointIO, check_fits_model, resolve_ckpt_path, run_checkpoint_dir
 from vae_lightning.runtime.wandb_guard import start_wandb
 
@@ -83,9 +85,15 @@ class LogConfig(SaveConfigCallback):
         config.pop("config", None)  # the list of --config paths, not a setting
         for logger in trainer.loggers:
             logger.log_hyperparams(config)
+        text = yaml.safe_dump(config, sort_keys=False)
         directory = run_dir(trainer)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / self.config_filename).write_text(yaml.safe_dump(config, sort_keys=False))
+        (directory / self.config_filename).write_text(text)
+        ckpt_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
+        if stage == "fit" and ckpt_dir and Path(ckpt_dir) != directory:
+            # also beside the checkpoints and run records, where `vae compare` looks
+            with atomic_open(Path(ckpt_dir) / self.config_filename, "w") as fh:
+                fh.write(text)
 
 
 class VAECLI(LightningCLI):
@@ -158,6 +166,7 @@ class VAECLI(LightningCLI):
         parser.add_lightning_class_args(AnomalyScores, "scores")  # vae predict: one CSV row per input
         parser.add_lightning_class_args(RNGState, "rng_state")  # exact resume: noise continues
         parser.add_lightning_class_args(SLURMPreemption, "preemption")  # USR1 on SLURM: save, requeue
+        parser.add_lightning_class_args(RunRecord, "record")  # history.csv, summary.json for `vae compare`
         parser.set_defaults(
             {
                 "model": lazy_instance(VAE),
