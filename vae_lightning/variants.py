@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 from torch.distributions import Normal
 from typing_extensions import override
 
+from vae_lightning.errors import UserError
 from vae_lightning.models import VAE, ForwardRecord, Objective
 from vae_lightning.objectives import posterior
 
@@ -91,33 +93,61 @@ class BetaTCVAE(VAE):
     """β-TCVAE (Chen et al. 2018, "Isolating sources of disentanglement in VAEs"): the KL is split
     into index-code MI, total correlation and dimension-wise KL, and the TC gets its own weight:
     loss = recon + w(step)·(α·index_mi + β·tc + γ·dim_kl), each term in nats per example and
-    logged under its name. q(z) and its marginals q(z_u) at each z_i are estimated by
-    minibatch-weighted sampling over the batch of M: log q(z_i) ≈ logsumexp_j log q(z_i|x_j) − log M.
-    Chen et al. write the normaliser as log(N·M); that shifts log q(z) by −log N, a constant that
-    changes no gradient but offsets the logged terms (tc by (D − 1)·log N), so we use log M.
+    logged under its name. q(z) and its marginals q(z_u) at each z_i of a batch of M are
+    estimated from the M posteriors of the batch, log q(z_i) ≈ logsumexp_j (log W_ij + log q(z_i|x_j)):
+
+    - ``mws``, minibatch-weighted sampling: W_ij = 1/M. Chen et al. write the normaliser as
+      log(N·M); that shifts log q(z) by −log N, a constant that changes no gradient but offsets
+      the logged terms (tc by (D − 1)·log N), so we use log M, and N is not needed.
+    - ``mss``, minibatch-stratified sampling (Chen et al., appendix C.2), for a training set of
+      N ≥ M examples: W_ii = 1/N for the example's own posterior, (N − M + 1)/(N·(M − 1)) for one
+      other (j = i + 1 mod M), 1/(M − 1) for the rest; each row sums to 1, so the estimate of
+      q(z_i) is unbiased. N is the data module's ``num_train``.
+
+    Either way mi + tc + dim_kl is the one-sample KL E[log q(z|x) − log p(z)] of the batch.
 
     Args:
         alpha: weight on the index-code mutual information I_q(x; z).
         beta: weight on the total correlation KL(q(z) || Π_u q(z_u)).
         gamma: weight on the dimension-wise KL Σ_u KL(q(z_u) || p(z_u)).
+        estimator: ``mws`` or ``mss`` (above).
     """
 
     terms = ("kl_weight", "index_mi", "tc", "dim_kl")
 
-    def __init__(self, *args, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0, **kwargs) -> None:
+    def __init__(self, *args, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0, estimator: str = "mws",
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}.")
-        self.alpha, self.beta, self.gamma = alpha, beta, gamma
+        if estimator not in ("mws", "mss"):
+            raise UserError(f"model.init_args.estimator must be 'mws' or 'mss', got {estimator!r}.")
+        self.alpha, self.beta, self.gamma, self.estimator = alpha, beta, gamma, estimator
+        self.needs_dataset_size = estimator == "mss"
+
+    def log_weights(self, m: int, dataset_size: int | None) -> Tensor:
+        """log W (M, M) of the chosen estimator for a batch of M."""
+        if self.estimator == "mws":
+            return torch.full((m, m), -math.log(m))
+        if dataset_size is None or dataset_size < m or m < 2:
+            raise UserError(
+                f"BetaTCVAE with estimator 'mss' needs the training-set size N >= the batch size M >= 2, got "
+                f"N={dataset_size}, M={m}; use a data module that knows num_train, or estimator: mws."
+            )
+        n = dataset_size
+        w = torch.full((m, m), 1.0 / (m - 1), dtype=torch.float64)
+        w[torch.arange(m), (torch.arange(m) + 1) % m] = (n - m + 1) / (n * (m - 1))
+        w.fill_diagonal_(1.0 / n)
+        return w.log().float()
 
     @override
     def objective(self, f: ForwardRecord, step: int, dataset_size: int | None) -> Objective:
-        log_m = math.log(f.z.shape[0])
+        log_w = self.log_weights(f.z.shape[0], dataset_size).to(f.z.device)  # (B, B)
         log_q_zx = posterior(f.mu, f.logvar).log_prob(f.z).sum(1)  # (B,)
         log_q_pairs = posterior(f.mu.unsqueeze(0), f.logvar.unsqueeze(0)).log_prob(f.z.unsqueeze(1))  # (B, B, D)
-        log_qz = log_q_pairs.sum(2).logsumexp(1) - log_m  # (B,): log q(z_i)
-        log_prod_qzu = (log_q_pairs.logsumexp(1) - log_m).sum(1)  # (B,): Σ_u log q(z_iu)
+        log_qz = (log_q_pairs.sum(2) + log_w).logsumexp(1)  # (B,): log q(z_i)
+        log_prod_qzu = (log_q_pairs + log_w.unsqueeze(2)).logsumexp(1).sum(1)  # (B,): Σ_u log q(z_iu)
         log_pz = Normal(0.0, 1.0).log_prob(f.z).sum(1)
         mi, tc = (log_q_zx - log_qz).mean(), (log_qz - log_prod_qzu).mean()
         dim_kl = (log_prod_qzu - log_pz).mean()
