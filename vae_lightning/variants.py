@@ -7,16 +7,19 @@ regularizer of every variant.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
-from torch import Tensor
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
 from torch.distributions import Normal
 from typing_extensions import override
 
 from vae_lightning.errors import UserError
 from vae_lightning.models import VAE, ForwardRecord, Objective
-from vae_lightning.objectives import posterior
+from vae_lightning.metrics import iw_log_weights, record_log_weight
+from vae_lightning.objectives import Constant, posterior
 
 
 class BetaVAE(VAE):
@@ -154,3 +157,198 @@ class BetaTCVAE(VAE):
         weight = self.kl_schedule(step)
         loss = f.recon.mean() + weight * (self.alpha * mi + self.beta * tc + self.gamma * dim_kl)
         return Objective(loss, {"kl_weight": weight, "index_mi": mi, "tc": tc, "dim_kl": dim_kl})
+
+
+def batch_covariance(x: Tensor) -> Tensor:
+    """Cov[x] over the batch (B, D) -> (D, D), normalised by B (the biased, maximum-likelihood form)."""
+    centred = x - x.mean(0)
+    return centred.T @ centred / x.shape[0]
+
+
+class DIPVAE(VAE):
+    """DIP-VAE (Kumar et al. 2018, "Variational inference of disentangled latent concepts from
+    unlabeled observations"): loss = recon + w(step)·(kl + λ_od·Σ_{i≠j} C_ij² + λ_d·Σ_i (C_ii − 1)²),
+    C a batch estimate of a latent covariance: ``kind: i``, C = Cov_x[μ(x)] (their eq. 6);
+    ``kind: ii``, C = Cov_q[z] = E_x[diag σ²(x)] + Cov_x[μ(x)] (eq. 7). Logged: ``dip_od`` and
+    ``dip_d``, the two sums before their weights (squared covariance units of the latents).
+
+    Args:
+        kind: ``i`` or ``ii``.
+        lambda_od: λ_od ≥ 0, weight on the off-diagonal entries.
+        lambda_d: λ_d ≥ 0, weight on the diagonal; None: 10·λ_od for DIP-VAE-I and λ_od for
+            DIP-VAE-II (disentanglement_lib's ``lambda_d_factor``).
+    """
+
+    terms = ("kl_weight", "dip_od", "dip_d")
+
+    def __init__(self, *args, kind: str = "i", lambda_od: float = 10.0, lambda_d: float | None = None,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if kind not in ("i", "ii"):
+            raise UserError(f"model.init_args.kind must be 'i' (DIP-VAE-I) or 'ii' (DIP-VAE-II), got {kind!r}.")
+        lambda_d = (10.0 if kind == "i" else 1.0) * lambda_od if lambda_d is None else lambda_d
+        for name, value in (("lambda_od", lambda_od), ("lambda_d", lambda_d)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}.")
+        self.kind, self.lambda_od, self.lambda_d = kind, lambda_od, lambda_d
+
+    def covariance(self, mu: Tensor, logvar: Tensor) -> Tensor:
+        """C (D, D) of the chosen kind from a batch of posterior parameters (B, D)."""
+        cov = batch_covariance(mu.float())
+        if self.kind == "ii":
+            cov = cov + torch.diag(posterior(mu, logvar).variance.mean(0))
+        return cov
+
+    @override
+    def objective(self, f: ForwardRecord, step: int, dataset_size: int | None) -> Objective:
+        cov = self.covariance(f.mu, f.logvar)
+        diagonal = cov.diagonal()
+        off_diagonal = cov.square().sum() - diagonal.square().sum()
+        on_diagonal = (diagonal - 1).square().sum()
+        weight = self.kl_schedule(step)
+        penalty = self.lambda_od * off_diagonal + self.lambda_d * on_diagonal
+        loss = f.recon.mean() + weight * (f.kl_dims.sum(1).mean() + penalty)
+        return Objective(loss, {"kl_weight": weight, "dip_od": off_diagonal, "dip_d": on_diagonal})
+
+
+class IWAE(VAE):
+    """Importance-weighted autoencoder (Burda et al. 2015): trained on the k-sample bound
+    L_k = log (1/k) Σ_i p(x, z_i)/q(z_i|x), z_i ~ q(z|x); loss = −L_k in nats per example (k = 1:
+    the one-sample −ELBO). The record's draw is the first of the k samples, so a batch costs k
+    decoder passes; the weights come from ``metrics.iw_log_weights``, as in ``nll_iw``.
+
+    ``dreg``: the encoder gets the doubly reparameterized gradient of Tucker et al. 2019 (eq. 7),
+    Σ_i w̃_i² ∂log w_i/∂z_i ∂z_i/∂φ with w̃ the normalised weights: log q(z_i|x) is evaluated
+    with its parameters held fixed and the gradient reaching each z_i is scaled by w̃_i. It has
+    the same expectation as the plain gradient and a variance that does not grow with k; the
+    decoder's gradient is unchanged. The KL schedule is not used (L_k has no separate KL term).
+
+    Args:
+        k: importance samples per example in training, ≥ 1.
+        dreg: use the DReG estimator for the encoder's gradient.
+    """
+
+    def __init__(self, *args, k: int = 5, dreg: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if k < 1:
+            raise UserError(f"model.init_args.k must be >= 1 (importance samples per example in training), got {k}.")
+        if not isinstance(self.kl_schedule, Constant) or self.kl_schedule.weight != 1.0:
+            raise UserError("IWAE trains on the k-sample bound, which has no KL term to weight; "
+                            "remove model.init_args.kl_schedule.")
+        self.k, self.dreg = k, dreg
+
+    def log_weights(self, f: ForwardRecord) -> Tensor:
+        """log w (k, B) in nats: the record's draw first, then k − 1 new draws of q(z|x)."""
+        q = posterior(f.mu, f.logvar)
+        q_w = posterior(f.mu.detach(), f.logvar.detach()) if self.dreg else q
+        z = q.rsample((self.k - 1,))  # (k − 1, B, D)
+        log_w = torch.cat([record_log_weight(f, q_w)[None], iw_log_weights(self, f.x, q_w, z, f.mu.dtype)])
+        if self.dreg and torch.is_grad_enabled() and f.z.requires_grad:
+            w = log_w.detach().softmax(0)  # w̃ (k, B)
+            f.z.register_hook(lambda g: g * w[0].unsqueeze(-1))
+            if self.k > 1:
+                z.register_hook(lambda g: g * w[1:].unsqueeze(-1))
+        return log_w
+
+    @override
+    def objective(self, f: ForwardRecord, step: int, dataset_size: int | None) -> Objective:
+        bound = self.log_weights(f).logsumexp(0) - math.log(self.k)  # (B,): L_k per example
+        return Objective(-bound.mean(), {"kl_weight": 1.0})
+
+
+def permute_dims(z: Tensor) -> Tensor:
+    """Each column of z (B, D) shuffled by its own random permutation of the batch (Kim & Mnih
+    2018, algorithm 1): every marginal q(z_u) is kept, the dependence between columns is broken."""
+    order = torch.rand(z.shape, device=z.device).argsort(0)
+    return z.gather(0, order)
+
+
+class Discriminator(nn.Module):
+    """FactorVAE's discriminator: an MLP from z (B, D) to two logits (B, 2), "from q(z)" and
+    "from Π_u q(z_u)". Kim & Mnih 2018: 6 layers of 1000 units, leaky ReLU (slope 0.2)."""
+
+    def __init__(self, latent_dim: int, hidden: int = 1000, layers: int = 6) -> None:
+        super().__init__()
+        sizes = [latent_dim] + [hidden] * (layers - 1)
+        blocks = [m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.LeakyReLU(0.2))]
+        self.net = nn.Sequential(*blocks, nn.Linear(sizes[-1], 2))
+
+    @override
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class FactorVAE(VAE):
+    """FactorVAE (Kim & Mnih 2018, "Disentangling by factorising"): loss = recon + w(step)·(kl + γ·tc),
+    tc ≈ E[log D(z)/(1 − D(z))] = E[logit_q − logit_perm], the density-ratio estimate of the total
+    correlation from a discriminator D that tells z ~ q(z) from ``permute_dims(z)``. D is trained
+    with its own optimizer on the cross-entropy ``disc_loss`` (nats), on the same batch's z
+    (detached), as disentanglement_lib does. Lightning's manual optimization: per batch one VAE
+    step, then one discriminator step; ``global_step`` counts the VAE steps only, so ``max_steps``
+    and the schedules mean what they mean for the other models. Checkpoints hold both optimizers'
+    states. Gradient clipping and LR schedulers are not applied (manual optimization).
+
+    Args:
+        gamma: weight γ ≥ 0 on the TC estimate.
+        disc_hidden, disc_layers: the discriminator's width and number of linear layers.
+        disc_optimizer: the discriminator's optimizer; None: Adam(lr 1e-4, betas (0.5, 0.9)), Kim & Mnih's.
+    """
+
+    terms = ("kl_weight", "tc", "disc_loss")
+
+    def __init__(self, *args, gamma: float = 40.0, disc_hidden: int = 1000, disc_layers: int = 6,
+                 disc_optimizer: OptimizerCallable | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}.")
+        if self.lr_scheduler is not None:
+            raise UserError("FactorVAE steps its optimizers by hand and does not apply "
+                            "model.init_args.lr_scheduler; remove it.")
+        self.gamma = gamma
+        self.discriminator = Discriminator(self.latent_dim, disc_hidden, disc_layers)
+        self.disc_optimizer = disc_optimizer or functools.partial(torch.optim.Adam, lr=1e-4, betas=(0.5, 0.9))
+
+    @property
+    @override
+    def automatic_optimization(self) -> bool:
+        return False
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        if value:
+            raise UserError("FactorVAE trains its discriminator with its own optimizer through manual optimization, "
+                            "so automatic_optimization cannot be True; leave it unset.")
+
+    def disc_loss(self, z: Tensor) -> Tensor:
+        """Cross-entropy (nats) of D on z (B, D) as class 0 and on permute_dims(z) as class 1, averaged."""
+        z = z.detach()
+        logits = self.discriminator(torch.cat([z, permute_dims(z)]))  # (2B, 2)
+        labels = torch.arange(2, device=z.device).repeat_interleave(z.shape[0])
+        return nn.functional.cross_entropy(logits, labels)
+
+    @override
+    def objective(self, f: ForwardRecord, step: int, dataset_size: int | None) -> Objective:
+        logits = self.discriminator(f.z)  # (B, 2)
+        tc = (logits[:, 0] - logits[:, 1]).mean()
+        weight = self.kl_schedule(step)
+        loss = f.recon.mean() + weight * (f.kl_dims.sum(1).mean() + self.gamma * tc)
+        return Objective(loss, {"kl_weight": weight, "tc": tc, "disc_loss": self.disc_loss(f.z)})
+
+    @override
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        vae_opt, disc_opt = self.optimizers()
+        objective, _ = self._step(batch, "train")
+        vae_opt.zero_grad(set_to_none=True)
+        self.manual_backward(objective.loss)
+        vae_opt.step()
+        disc_opt.zero_grad(set_to_none=True)  # drops the gradient the VAE loss left on D
+        self.manual_backward(objective.terms["disc_loss"])
+        # through the strategy, not disc_opt.step(): the same precision and callback hooks, but
+        # global_step is not advanced a second time
+        self.trainer.strategy.optimizer_step(disc_opt.optimizer, closure=lambda: None, model=self)
+        return objective.loss.detach()
+
+    @override
+    def configure_optimizers(self):
+        vae_params = [p for name, p in self.named_parameters() if not name.startswith("discriminator.")]
+        return [self.optimizer(vae_params), self.disc_optimizer(self.discriminator.parameters())]
