@@ -241,13 +241,16 @@ class IWAE(VAE):
         """log w (k, B) in nats: the record's draw first, then k − 1 new draws of q(z|x)."""
         q = posterior(f.mu, f.logvar)
         q_w = posterior(f.mu.detach(), f.logvar.detach()) if self.dreg else q
-        z = q.rsample((self.k - 1,))  # (k − 1, B, D)
-        log_w = torch.cat([record_log_weight(f, q_w)[None], iw_log_weights(self, f.x, q_w, z, f.mu.dtype)])
+        draws, rows = [f.z], [record_log_weight(f, q_w)[None]]
+        if self.k > 1:
+            draws.append(q.rsample((self.k - 1,)))  # (k − 1, B, D)
+            rows.append(iw_log_weights(self, f.x, q_w, draws[1], f.mu.dtype))
+        log_w = torch.cat(rows)
         if self.dreg and torch.is_grad_enabled() and f.z.requires_grad:
             w = log_w.detach().softmax(0)  # w̃ (k, B)
             f.z.register_hook(lambda g: g * w[0].unsqueeze(-1))
             if self.k > 1:
-                z.register_hook(lambda g: g * w[1:].unsqueeze(-1))
+                draws[1].register_hook(lambda g: g * w[1:].unsqueeze(-1))
         return log_w
 
     @override
