@@ -8,18 +8,28 @@ import pytest
 import torch
 
 from conftest import REPO, run_vae
-from vae_lightning import BetaVAE, FreeBitsVAE, VAE
+from vae_lightning import DIPVAE, IWAE, BetaTCVAE, BetaVAE, FactorVAE, FreeBitsVAE, VAE
 from vae_lightning.cli import main
 from vae_lightning.lightning_cli import VAECLI
 
 EXPERIMENTS = sorted(str(p.relative_to(REPO / "configs")) for p in (REPO / "configs").glob("*/*.yaml") if p.parent.name in
                      ("sprites", "mnist", "cifar10", "celeba"))
 SPRITES = {"sprites/vae.yaml": VAE, "sprites/beta_vae.yaml": BetaVAE,
-           "sprites/beta_vae_capacity.yaml": BetaVAE, "sprites/free_bits.yaml": FreeBitsVAE}
+           "sprites/beta_vae_capacity.yaml": BetaVAE, "sprites/free_bits.yaml": FreeBitsVAE,
+           "sprites/beta_tcvae.yaml": BetaTCVAE, "sprites/factor_vae.yaml": FactorVAE, "sprites/dip_vae_i.yaml": DIPVAE,
+           "sprites/dip_vae_ii.yaml": DIPVAE, "sprites/iwae.yaml": IWAE, "sprites/annealed_vae.yaml": BetaVAE}
 # small and quick: a few thousand sprites, short validation, batch 16
 QUICK = ["--data.init_args.num_images", "3000", "--data.init_args.val_size", "200", "--data.init_args.batch_size", "16",
          "--trainer.val_check_interval", "10", "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "5",
          "--trainer.enable_progress_bar", "false"]
+
+
+def layers(experiment: str, root: Path = Path("configs")) -> list[str]:
+    """``--config`` flags for an experiment: base.yaml, its data set's vae.yaml (the shared model
+    block; experiment files say only what differs from it) and the experiment file."""
+    shared = f"{Path(experiment).parent}/vae.yaml"
+    files = ["base.yaml", *([shared] if shared != experiment else []), experiment]
+    return [a for f in files for a in ("--config", str(root / f))]
 
 
 def test_help_is_instant_and_lists_the_subcommands(capsys):
@@ -31,8 +41,7 @@ def test_help_is_instant_and_lists_the_subcommands(capsys):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_shipped_config_builds_its_classes(experiment, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # nothing is written into the repository
-    cli = VAECLI(args=["--config", str(REPO / "configs/base.yaml"), "--config", str(REPO / "configs" / experiment)],
-                 run=False)
+    cli = VAECLI(args=layers(experiment, REPO / "configs"), run=False)
     assert isinstance(cli.model, VAE) and cli.model.image_shape == tuple(cli.datamodule.image_shape)
 
 
@@ -63,7 +72,7 @@ def _last_step(path: Path) -> int:
 @pytest.mark.parametrize("experiment", sorted(SPRITES))
 def test_sprites_variant_trains_logs_to_wandb_offline_and_resumes(experiment, tmp_path):
     root = tmp_path / "run"
-    common = ["--config", "configs/base.yaml", "--config", f"configs/{experiment}", *QUICK,
+    common = [*layers(experiment), *QUICK,
               "--trainer.default_root_dir", str(root)]
     first = run_vae("fit", *common, "--trainer.max_steps", "20")
     assert first.returncode == 0, first.stderr[-3000:]
