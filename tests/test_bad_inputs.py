@@ -127,6 +127,8 @@ CASES = [
     ("dip-kind", ["--model", "vae_lightning.DIPVAE", "--model.init_args.kind", "3"], ["model.init_args.kind", "'ii'"]),
     ("factor-vae-scheduler", ["--model", "vae_lightning.FactorVAE", "--model.init_args.lr_scheduler",
                               "torch.optim.lr_scheduler.ConstantLR"], ["FactorVAE", "model.init_args.lr_scheduler"]),
+    ("factor-vae-clipping", ["--model", "vae_lightning.FactorVAE", "--trainer.gradient_clip_val", "1.0"],
+     ["FactorVAE", "trainer.gradient_clip_val=1.0"]),
     ("lr-negative", ["--model.init_args.optimizer.init_args.lr", "-1"], ["lr", "> 0", "-1"]),
     ("lr-zero", ["--model.init_args.optimizer.init_args.lr", "0"], ["lr", "> 0"]),
     ("adam-betas", ["--model.init_args.optimizer.init_args.betas", "[0.9, 1.5]"], ["optimizer", "beta"]),

@@ -207,7 +207,7 @@ class VAECLI(LightningCLI):
         ckpt_path = self._run_config.get("ckpt_path")
         if ckpt_path not in (None, "last", "best", "hpc"):
             check_checkpoint(ckpt_path, self.model)
-        validate.check_built(self.model, self.subcommand)
+        validate.check_built(self.model, self.subcommand, self.trainer)
         start_wandb(self.trainer)  # bounded wait for an online W&B server, else offline
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:

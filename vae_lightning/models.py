@@ -13,7 +13,8 @@ averaged over the batch:
 - ``elbo``: −(recon + kl), the evidence lower bound on log p(x), in nats;
 - ``loss``: the training objective the variant returns (the VAE's: recon + w(step) · kl);
 - ``kl_weight``: the effective weight on the KL term at this step (schedule × β or γ);
-- the variant's own terms (``capacity``, ``mi``, ``tc``, ``dwkl``, …), named in its ``terms``.
+- the variant's own terms (``capacity``, ``index_mi``, ``tc``, ``dim_kl``, ``disc_loss``, ``dip_od``, …),
+  named in its ``terms``.
 
 Validation and test also log ``active_units`` and ``mi``; test adds ``nll_iw``, ``bpd`` and
 ``kl_dim/<u>`` (see ``vae_lightning.metrics`` for definitions and units).
