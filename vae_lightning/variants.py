@@ -2,12 +2,14 @@
 it reads what it needs from the batch's ``ForwardRecord`` f (x, mu, logvar, z, out, recon,
 kl_dims), the optimizer step and the training-set size n, and returns the loss plus the extra
 terms it wants logged (named in its ``terms``). The KL schedule w(step) multiplies the
-regularizer of every variant.
+regularizer of every variant (IWAE, whose bound has no separate regularizer, refuses one).
+AnnealedVAE (Burgess et al. 2018) is ``BetaVAE`` with ``c_max`` set.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import torch
@@ -17,8 +19,8 @@ from torch.distributions import Normal
 from typing_extensions import override
 
 from vae_lightning.errors import UserError
-from vae_lightning.models import VAE, ForwardRecord, Objective
 from vae_lightning.metrics import iw_log_weights, record_log_weight
+from vae_lightning.models import VAE, ForwardRecord, Objective
 from vae_lightning.objectives import Constant, posterior
 
 
@@ -273,7 +275,7 @@ class Discriminator(nn.Module):
     def __init__(self, latent_dim: int, hidden: int = 1000, layers: int = 6) -> None:
         super().__init__()
         sizes = [latent_dim] + [hidden] * (layers - 1)
-        blocks = [m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.LeakyReLU(0.2))]
+        blocks = [m for a, b in itertools.pairwise(sizes) for m in (nn.Linear(a, b), nn.LeakyReLU(0.2))]
         self.net = nn.Sequential(*blocks, nn.Linear(sizes[-1], 2))
 
     @override
