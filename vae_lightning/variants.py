@@ -19,7 +19,7 @@ from torch.distributions import Normal
 from typing_extensions import override
 
 from vae_lightning.errors import UserError
-from vae_lightning.metrics import iw_log_weights, record_log_weight
+from vae_lightning.evaluation.metrics import iw_log_weights, record_log_weight
 from vae_lightning.models import VAE, ForwardRecord, Objective
 from vae_lightning.objectives import Constant, posterior
 
@@ -217,7 +217,7 @@ class IWAE(VAE):
     """Importance-weighted autoencoder (Burda et al. 2015): trained on the k-sample bound
     L_k = log (1/k) Σ_i p(x, z_i)/q(z_i|x), z_i ~ q(z|x); loss = −L_k in nats per example (k = 1:
     the one-sample −ELBO). The record's draw is the first of the k samples, so a batch costs k
-    decoder passes; the weights come from ``metrics.iw_log_weights``, as in ``nll_iw``.
+    decoder passes; the weights come from ``evaluation.metrics.iw_log_weights``, as in ``nll_iw``.
 
     ``dreg``: the encoder gets the doubly reparameterized gradient of Tucker et al. 2019 (eq. 7),
     Σ_i w̃_i² ∂log w_i/∂z_i ∂z_i/∂φ with w̃ the normalised weights: log q(z_i|x) is evaluated
