@@ -54,7 +54,7 @@ def test_dip_vae_penalty_is_kumar_et_al_s(kind):
 def test_dip_vae_default_lambda_d_follows_disentanglement_lib():
     assert tiny(variants.DIPVAE, kind="i", lambda_od=2.0).lambda_d == 20.0
     assert tiny(variants.DIPVAE, kind="ii", lambda_od=2.0).lambda_d == 2.0
-    with pytest.raises(UserError, match="model.init_args.kind must be 'i'.*got 'iii'"):
+    with pytest.raises(UserError, match=r"model.init_args.kind must be 'i'.*got 'iii'"):
         tiny(variants.DIPVAE, kind="iii")
 
 
@@ -84,8 +84,8 @@ def reference(model, x, k: int, dreg: bool):
     bound = (torch.logsumexp(log_w, 0) - math.log(k)).mean()
     decoder = dict(model.decoder.named_parameters())
     encoder = dict(model.encoder.named_parameters())
-    grads = dict(zip((f"decoder.{n}" for n in decoder), torch.autograd.grad(-bound, list(decoder.values()),
-                                                                              retain_graph=True)))
+    dec = torch.autograd.grad(-bound, list(decoder.values()), retain_graph=True)
+    grads = dict(zip((f"decoder.{n}" for n in decoder), dec, strict=True))
     if dreg:  # eq. 7: −Σ_i w̃_i² ∂log w_i/∂z_i ∂z_i/∂φ, averaged over the batch
         dlogw_dz = torch.autograd.grad(log_w.sum(), z, retain_graph=True)[0]
         w = torch.softmax(log_w.detach(), 0)
@@ -93,7 +93,7 @@ def reference(model, x, k: int, dreg: bool):
         enc = torch.autograd.grad(surrogate, list(encoder.values()))
     else:
         enc = torch.autograd.grad(-bound, list(encoder.values()))
-    grads.update(zip((f"encoder.{n}" for n in encoder), enc))
+    grads.update(zip((f"encoder.{n}" for n in encoder), enc, strict=True))
     return bound, grads
 
 
@@ -128,9 +128,9 @@ def test_iwae_with_one_sample_is_the_one_sample_elbo():
 
 
 def test_iwae_refuses_k_below_one_and_a_kl_schedule():
-    with pytest.raises(UserError, match="model.init_args.k must be >= 1.*got 0"):
+    with pytest.raises(UserError, match=r"model.init_args.k must be >= 1.*got 0"):
         tiny(variants.IWAE, k=0)
-    with pytest.raises(UserError, match="model.init_args.kl_schedule"):
+    with pytest.raises(UserError, match=r"model.init_args.kl_schedule"):
         tiny(variants.IWAE, kl_schedule=LinearWarmup(100))
 
 
@@ -189,7 +189,7 @@ def test_factor_vae_steps_both_optimizers_and_checkpoints_their_states(tmp_path)
 def test_factor_vae_refuses_automatic_optimization():
     model = tiny(variants.FactorVAE, disc_hidden=8, disc_layers=2)
     model.automatic_optimization = False  # allowed: it is what FactorVAE does
-    with pytest.raises(UserError, match="FactorVAE trains its discriminator.*automatic_optimization cannot be True"):
+    with pytest.raises(UserError, match=r"FactorVAE trains its discriminator.*automatic_optimization cannot be True"):
         model.automatic_optimization = True
     assert model.automatic_optimization is False
 
@@ -202,7 +202,7 @@ def test_factor_vae_resumed_from_a_crash_is_bitwise_equal(tmp_path):
     extra = ("--model", "vae_lightning.FactorVAE", "--model.init_args.disc_hidden", "32",
              "--model.init_args.disc_layers", "3", "--trainer.val_check_interval", "7")
     _, straight = fit(tmp_path / "straight", 30, *extra)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with pytest.raises(RuntimeError, match=r"simulated crash"):
         fit(tmp_path / "a", 30, *extra, callbacks=[CrashAt(9)])
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=False)["global_step"] == 7
