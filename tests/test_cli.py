@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from conftest import REPO, run_vae
-from vae_lightning import BetaVAE, FreeBitsVAE, VAE
+from vae_lightning import DIPVAE, IWAE, BetaTCVAE, BetaVAE, FactorVAE, FreeBitsVAE, VAE
 from vae_lightning.cli import main
 from vae_lightning.cli.lightning import VAECLI
 
@@ -21,7 +21,9 @@ LAYERS = sorted([*CONFIGS.glob("logger/*.yaml"), *CONFIGS.glob("trainer/*.yaml")
 MODEL_BLOCKS = sorted(CONFIGS.glob("model/*.yaml"))  # subclass values that experiments name by path
 SWEEPS = sorted(CONFIGS.glob("sweeps/*.yaml"))  # W&B sweep files; their command is parsed below
 SPRITES = {"sprites/vae.yaml": VAE, "sprites/beta_vae.yaml": BetaVAE,
-           "sprites/beta_vae_capacity.yaml": BetaVAE, "sprites/free_bits.yaml": FreeBitsVAE}
+           "sprites/beta_vae_capacity.yaml": BetaVAE, "sprites/free_bits.yaml": FreeBitsVAE,
+           "sprites/beta_tcvae.yaml": BetaTCVAE, "sprites/factor_vae.yaml": FactorVAE, "sprites/dip_vae_i.yaml": DIPVAE,
+           "sprites/dip_vae_ii.yaml": DIPVAE, "sprites/iwae.yaml": IWAE, "sprites/annealed_vae.yaml": BetaVAE}
 # small and quick: a few thousand sprites, short validation, batch 16
 QUICK = ["--data.init_args.num_images", "3000", "--data.init_args.val_size", "200", "--data.init_args.batch_size", "16",
          "--trainer.val_check_interval", "10", "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "5",

@@ -16,6 +16,7 @@ import vae_lightning.variants as variants
 from vae_lightning import MLPDecoder, MLPEncoder, VAE
 from vae_lightning.checkpoints import load_model
 from vae_lightning.data import SpritesDataModule
+from vae_lightning.errors import UserError
 from vae_lightning.models import ForwardRecord
 
 FIXTURES = Path(__file__).parent / "fixtures" / "main-2f68d99"
@@ -86,10 +87,11 @@ def gaussian_record(mu, sigma):
     return ForwardRecord(None, mu, logvar, z, None, torch.zeros(len(mu)), torch.zeros_like(mu))
 
 
-def test_beta_tcvae_terms_sum_to_the_one_sample_kl():
+@pytest.mark.parametrize("estimator", ["mws", "mss"])
+def test_beta_tcvae_terms_sum_to_the_one_sample_kl(estimator):
     """mi + tc + dim_kl = E[log q(z|x) − log p(z)] for every batch (the decomposition is exact)."""
     torch.manual_seed(0)
-    model = tiny(variants.BetaTCVAE)
+    model = tiny(functools.partial(variants.BetaTCVAE, estimator=estimator))
     mu = torch.randn(64, 3)
     f = gaussian_record(mu, 0.3)
     terms = model.objective(f, 0, 10_000).terms
@@ -98,16 +100,48 @@ def test_beta_tcvae_terms_sum_to_the_one_sample_kl():
     torch.testing.assert_close(terms["index_mi"] + terms["tc"] + terms["dim_kl"], one_sample_kl)
 
 
-def test_beta_tcvae_total_correlation_converges_to_the_closed_form():
+@pytest.mark.parametrize("estimator", ["mws", "mss"])
+def test_beta_tcvae_total_correlation_converges_to_the_closed_form(estimator):
     """Posteriors N(μ_j, σ²I) with μ_j ~ N(0, A): the aggregate q(z) is N(0, A + σ²I), whose total
-    correlation is ½(Σ_u log C_uu − log det C). The batch is the whole data set (N = M)."""
+    correlation is ½(Σ_u log C_uu − log det C). MWS: the batch is the whole data set (N = M);
+    MSS: a batch of M = 3,000 from a data set of N = 10⁶ (the μ_j are independent draws)."""
     torch.manual_seed(0)
     cov_mu = torch.tensor([[1.0, 0.8], [0.8, 1.0]])
-    sigma, n = 0.5, 3000
-    mu = torch.distributions.MultivariateNormal(torch.zeros(2), cov_mu).sample((n,))
+    sigma, m = 0.5, 3000
+    n = m if estimator == "mws" else 10**6
+    mu = torch.distributions.MultivariateNormal(torch.zeros(2), cov_mu).sample((m,))
     c = cov_mu + sigma**2 * torch.eye(2)
     closed_form = 0.5 * (c.diagonal().log().sum() - torch.logdet(c))
-    model = tiny(variants.BetaTCVAE)
+    model = tiny(functools.partial(variants.BetaTCVAE, estimator=estimator))
     estimates = [model.objective(gaussian_record(mu, sigma), 0, n).terms["tc"] for _ in range(3)]
     assert float(closed_form) == pytest.approx(0.2635, abs=1e-3)
     assert float(torch.stack(estimates).mean()) == pytest.approx(float(closed_form), abs=0.04)
+
+
+def test_beta_tcvae_mss_weights_are_chen_et_al_s():
+    """Appendix C.2 of Chen et al. 2018, written out for M = 4, N = 10: own 1/N, one other
+    (N − M + 1)/(N(M − 1)), the rest 1/(M − 1); every row sums to 1."""
+    w = tiny(functools.partial(variants.BetaTCVAE, estimator="mss")).log_weights(4, 10).double().exp()
+    a, b, c = 1 / 10, 7 / 30, 1 / 3
+    expected = torch.tensor([[a, b, c, c], [c, a, b, c], [c, c, a, b], [b, c, c, a]], dtype=torch.float64)
+    torch.testing.assert_close(w, expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(w.sum(1), torch.ones(4, dtype=torch.float64), rtol=1e-6, atol=0)
+
+
+class NoSizeData(L.LightningDataModule):
+    """Sprites without ``num_train``: a data module that does not know its size."""
+
+    image_shape, binary = (1, 64, 64), True
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.bernoulli(torch.full((32, 1, 64, 64), 0.1)), batch_size=16)
+
+
+def test_beta_tcvae_mss_refuses_data_without_a_known_size(tmp_path):
+    model = tiny(functools.partial(variants.BetaTCVAE, estimator="mss"))
+    trainer = L.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                        default_root_dir=tmp_path, accelerator="cpu")
+    with pytest.raises(UserError, match="BetaTCVAE needs the training-set size.*num_train"):
+        trainer.fit(model, datamodule=NoSizeData())
+    with pytest.raises(UserError, match="model.init_args.estimator must be 'mws' or 'mss', got 'msw'"):
+        tiny(functools.partial(variants.BetaTCVAE, estimator="msw"))

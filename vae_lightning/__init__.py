@@ -12,7 +12,7 @@ module that touches private Lightning/W&B attributes (``runtime.compat``). See d
 from importlib import import_module
 
 __all__ = [
-    "VAE", "BetaVAE", "FreeBitsVAE", "BetaTCVAE", "ForwardRecord", "Objective",
+    "VAE", "BetaVAE", "FreeBitsVAE", "BetaTCVAE", "FactorVAE", "DIPVAE", "IWAE", "ForwardRecord", "Objective",
     "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder",
     "Bernoulli", "Gaussian", "LearnedGaussian",
     "Constant", "LinearWarmup", "Cyclical",
@@ -21,7 +21,7 @@ __all__ = [
 
 _WHERE = {
     **dict.fromkeys(["VAE", "ForwardRecord", "Objective"], "vae_lightning.models"),
-    **dict.fromkeys(["BetaVAE", "FreeBitsVAE", "BetaTCVAE"], "vae_lightning.variants"),
+    **dict.fromkeys(["BetaVAE", "FreeBitsVAE", "BetaTCVAE", "FactorVAE", "DIPVAE", "IWAE"], "vae_lightning.variants"),
     **dict.fromkeys(["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"], "vae_lightning.nets"),
     **dict.fromkeys(["Bernoulli", "Gaussian", "LearnedGaussian"], "vae_lightning.likelihoods"),
     **dict.fromkeys(["Constant", "LinearWarmup", "Cyclical"], "vae_lightning.objectives"),

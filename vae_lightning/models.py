@@ -13,7 +13,8 @@ averaged over the batch:
 - ``elbo``: −(recon + kl), the evidence lower bound on log p(x), in nats;
 - ``loss``: the training objective the variant returns (the VAE's: recon + w(step) · kl);
 - ``kl_weight``: the effective weight on the KL term at this step (schedule × β or γ);
-- the variant's own terms (``capacity``, ``mi``, ``tc``, ``dwkl``, …), named in its ``terms``.
+- the variant's own terms (``capacity``, ``index_mi``, ``tc``, ``dim_kl``, ``disc_loss``, ``dip_od``, …),
+  named in its ``terms``.
 
 Validation and test also log ``active_units`` and ``mi``; test adds ``nll_iw``, ``bpd`` and
 ``kl_dim/<u>`` (see ``vae_lightning.evaluation.metrics`` for definitions and units).
@@ -188,25 +189,26 @@ class VAE(L.LightningModule):
         recon = -self.likelihood.log_prob(out, x)  # (B,)
         return ForwardRecord(x, mu, logvar, z, out, recon, gaussian_kl(mu, logvar))
 
-    def _step(self, batch, stage: str) -> tuple[Tensor, ForwardRecord]:
+    def _step(self, batch, stage: str) -> tuple[Objective, ForwardRecord]:
         f = self(images(batch))
-        loss, terms = self.objective(f, self.global_step, self.dataset_size)
+        objective = self.objective(f, self.global_step, self.dataset_size)
+        loss, terms = objective
         if stage == "train" and not self.log_now():
-            return loss, f  # self.log costs real time per call: train metrics only on the steps that are written
+            return objective, f  # self.log costs real time per call: train metrics only on the steps that are written
         values = {"loss": loss, "recon": f.recon.mean(), "kl": f.kl.mean(), "elbo": -(f.recon + f.kl).mean(), **terms}
         batch_size = f.x.shape[0]
         if stage == "train":  # on the steps Lightning writes (every log_every_n_steps)
             for name, value in values.items():
                 self.log(f"train/{name}", value, prog_bar=name == "loss", on_step=True, on_epoch=False,
                          batch_size=batch_size)
-            return loss, f
+            return objective, f
         # val/test: averaged over the epoch and reduced across DDP ranks by the metric objects
         metrics = self.eval_metrics[stage]
         for name, value in values.items():
             metrics[name].update(torch.as_tensor(value, dtype=torch.float32, device=self.device).detach(),
                                  weight=batch_size)
         self.log_dict({f"{stage}/{name}": metrics[name] for name in values}, on_step=False, on_epoch=True)
-        return loss, f
+        return objective, f
 
     def log_now(self) -> bool:
         """True on the training steps whose metrics Lightning writes (every ``log_every_n_steps``);
@@ -216,20 +218,20 @@ class VAE(L.LightningModule):
 
     @override
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")[0]
+        return self._step(batch, "train")[0].loss
 
     @override
     def validation_step(self, batch, batch_idx: int) -> Tensor:
-        loss, f = self._step(batch, "val")
+        objective, f = self._step(batch, "val")
         self.latent_metrics["val"].update(f.mu, f.logvar)
-        return loss
+        return objective.loss
 
     @override
     def test_step(self, batch, batch_idx: int) -> Tensor:
-        loss, f = self._step(batch, "test")
+        objective, f = self._step(batch, "test")
         self.latent_metrics["test"].update(f.mu, f.logvar)
         self.iw_bound.update(-iw_log_likelihood(self, f.x, self.iw_samples, first=f))  # k decoder passes: test only
-        return loss
+        return objective.loss
 
     @override
     def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:

@@ -231,7 +231,7 @@ class VAECLI(LightningCLI):
         ckpt_path = self._run_config.get("ckpt_path")
         if ckpt_path not in (None, "last", "best", "hpc"):
             check_fits_model(ckpt_path, self.model)
-        preflight.check_built(self.model, self.subcommand)
+        preflight.check_built(self.model, self.subcommand, self.trainer)
         start_wandb(self.trainer)  # bounded wait for an online W&B server, else offline
 
     @override

@@ -119,11 +119,18 @@ def check_writable(key: str, folder: Any) -> None:
         raise UserError(f"{key} {str(folder)!r} cannot be written ({err.strerror or err}); choose a folder you can write to.") from None
 
 
-def check_built(model: Any, subcommand: str) -> None:
+def check_built(model: Any, subcommand: str, trainer: Any = None) -> None:
     """Build the optimizer and LR scheduler once on the real parameters, so that their bad
-    arguments (torch checks them in their constructors) are reported before training."""
+    arguments (torch checks them in their constructors) are reported before training; refuse
+    the trainer settings a manually optimized model (FactorVAE) cannot apply."""
     if subcommand != "fit" or not hasattr(model, "configure_optimizers"):
         return
+    if trainer is not None and not getattr(model, "automatic_optimization", True):
+        for key, value, neutral in (("gradient_clip_val", trainer.gradient_clip_val, (None, 0)),
+                                    ("accumulate_grad_batches", trainer.accumulate_grad_batches, (1,))):
+            if value not in neutral:
+                raise UserError(f"{type(model).__name__} steps its optimizers by hand (manual optimization) and "
+                                f"cannot apply trainer.{key}={value}; remove it.")
     try:
         model.configure_optimizers()
     except (ValueError, TypeError, KeyError) as err:

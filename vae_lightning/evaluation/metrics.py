@@ -32,6 +32,26 @@ from vae_lightning.objectives import gaussian_kl, posterior
 IW_MAX_BATCH = 2048
 
 
+def _prior(q: Normal) -> Normal:
+    return Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale))
+
+
+def iw_log_weights(model: nn.Module, x: Tensor, q: Normal, z: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """log w = log p(x|z) + log p(z) − log q(z|x) for draws z (n, B, D) of q(z|x) (float32, (B, D)
+    parameters) and x (B, C, H, W): (n, B) in nats; the decoder runs in ``dtype``. Differentiable:
+    ``IWAE`` trains on it (with q's parameters detached for DReG)."""
+    n, batch = z.shape[:2]
+    out = model.decoder(z.flatten(0, 1).to(dtype))  # (n·B, C, H, W)
+    xs = x.unsqueeze(0).expand(n, *x.shape).flatten(0, 1)
+    log_px_z = model.likelihood.log_prob(out, xs).view(n, batch)
+    return log_px_z + _prior(q).log_prob(z).sum(-1) - q.log_prob(z).sum(-1)
+
+
+def record_log_weight(f, q: Normal) -> Tensor:
+    """log w (B,) of a ``ForwardRecord``'s own draw f.z, from its recon: no decoder pass."""
+    return -f.recon.float() + _prior(q).log_prob(f.z).sum(-1) - q.log_prob(f.z).sum(-1)
+
+
 @torch.no_grad()
 def iw_log_likelihood(model: nn.Module, x: Tensor, k: int, max_batch: int = IW_MAX_BATCH, first=None) -> Tensor:
     """log p̂_k(x) = log (1/k) Σ_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x) (Burda et al. 2015).
@@ -46,20 +66,13 @@ def iw_log_likelihood(model: nn.Module, x: Tensor, k: int, max_batch: int = IW_M
         raise ValueError(f"the importance-weighted bound needs k >= 1 samples, got {k}.")
     mu, logvar = (first.mu, first.logvar) if first is not None else model.encoder(x)
     q = posterior(mu, logvar)  # float32
-    prior = Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale))
-    batch = x.shape[0]
-    chunk = max(1, max_batch // batch)
-    total = torch.full((batch,), -math.inf, device=q.loc.device)
-    if first is not None:  # log w of the record's own draw: −recon + log p(z) − log q(z|x)
-        total = -first.recon.float() + prior.log_prob(first.z).sum(-1) - q.log_prob(first.z).sum(-1)
+    chunk = max(1, max_batch // x.shape[0])
+    total = torch.full((x.shape[0],), -math.inf, device=q.loc.device)
+    if first is not None:
+        total = record_log_weight(first, q)
     for start in range(0 if first is None else 1, k, chunk):
-        n = min(chunk, k - start)
-        z = q.sample((n,))  # (n, B, D)
-        out = model.decoder(z.flatten(0, 1).to(mu.dtype))  # (n·B, C, H, W)
-        xs = x.unsqueeze(0).expand(n, *x.shape).flatten(0, 1)
-        log_px_z = model.likelihood.log_prob(out, xs).view(n, batch)
-        log_w = log_px_z + prior.log_prob(z).sum(-1) - q.log_prob(z).sum(-1)  # (n, B)
-        total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
+        z = q.sample((min(chunk, k - start),))  # (n, B, D)
+        total = torch.logaddexp(total, torch.logsumexp(iw_log_weights(model, x, q, z, mu.dtype), dim=0))
     return total - math.log(k)
 
 
