@@ -10,7 +10,7 @@ __all__ = [
     "VAE", "BetaVAE", "FreeBitsVAE", "BetaTCVAE", "ForwardRecord", "Objective",
     "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder",
     "Bernoulli", "Gaussian", "LearnedGaussian",
-    "Constant", "LinearWarmup", "Cyclical",
+    "Constant", "LinearWarmup", "Cyclical", "load_model",
 ]
 
 _WHERE = {
@@ -19,6 +19,7 @@ _WHERE = {
     **dict.fromkeys(["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"], "vae_lightning.nets"),
     **dict.fromkeys(["Bernoulli", "Gaussian", "LearnedGaussian"], "vae_lightning.likelihoods"),
     **dict.fromkeys(["Constant", "LinearWarmup", "Cyclical"], "vae_lightning.objectives"),
+    "load_model": "vae_lightning.checkpoints",  # the Python API: a trained VAE from a checkpoint
 }
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonargparse import ArgumentError, lazy_instance
+from jsonargparse import ArgumentError, DefaultHelpFormatter, lazy_instance
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
@@ -17,6 +17,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 
 from vae_lightning import validate
+from vae_lightning.console import plain
 from vae_lightning.callbacks import Checkpoint, ImageLogger
 from vae_lightning.checkpoint_io import AtomicCheckpointIO, check_checkpoint, resolve_ckpt_path, run_checkpoint_dir
 from vae_lightning.collapse import CollapseMonitor
@@ -78,6 +79,21 @@ class LogConfig(SaveConfigCallback):
         (directory / self.config_filename).write_text(yaml.safe_dump(config, sort_keys=False))
 
 
+class PlainHelpFormatter(DefaultHelpFormatter):
+    """``--help`` as plain text: docstrings' reStructuredText markup (``x``) is dropped."""
+
+    def format_help(self) -> str:
+        return plain(super().format_help())
+
+
+class PlainArgumentParser(LightningArgumentParser):
+    """Every parser of ``vae``, the ones jsonargparse makes for ``--model.help`` included, prints
+    plain help."""
+
+    def __init__(self, *args, formatter_class=PlainHelpFormatter, **kwargs) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
 class VAECLI(LightningCLI):
     """``vae fit|validate|test|predict``: model and data chosen by ``class_path`` in YAML."""
 
@@ -102,6 +118,7 @@ class VAECLI(LightningCLI):
             seed_everything_default=0,
             trainer_defaults={"default_root_dir": "runs/default"},
             parser_kwargs={"exit_on_error": False},
+            parser_class=PlainArgumentParser,
             args=args,
             run=run,
             **kwargs,
