@@ -38,6 +38,7 @@ from torch.distributions import Normal
 from vae_lightning import decisions
 from vae_lightning.errors import UserError
 from vae_lightning.metrics import PixelMarginals, iw_log_likelihood
+from vae_lightning.validate import check_writable
 
 SCORES = ("neg_elbo", "nll_iw", "recon", "kl", "sq_error", "log_pz")
 BACKGROUND_SCORES = ("nll_pixels", "neg_llr")
@@ -91,6 +92,8 @@ class AnomalyScores(BasePredictionWriter):
         super().__init__(write_interval="batch")
         if path is not None and not str(path).endswith(".csv"):
             raise UserError(f"scores.path must name a .csv file, got {path!r}.")
+        if path is not None:
+            check_writable("scores.path", Path(path).expanduser().parent)  # before the model runs, not after
         if background_images < 0:
             raise UserError(f"scores.background_images must be >= 0 (0 turns neg_llr off), got {background_images}.")
         if fpr is not None:
