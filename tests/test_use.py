@@ -285,3 +285,10 @@ def test_bad_input_gets_one_sentence_exit_2_and_no_output(case, fitted, ckpt, tm
     root = tmp_path / "root"  # vae predict's run folder (its logger may start there)
     made = [p for p in tmp_path.rglob("*") if p not in (blocker, root) and root not in p.parents]
     assert made == [] and not list(tmp_path.rglob("s.csv")) and not list(tmp_path.rglob("s.json")), made
+
+
+def test_sample_gives_means_unless_draw_is_asked_for():
+    from vae_lightning.commands import _parser
+
+    parse = _parser("sample").parse_args
+    assert [parse(["c.ckpt", *flags]).draw for flags in ([], ["--mean"], ["--draw"])] == [False, False, True]

@@ -47,6 +47,7 @@ def _parser(name: str) -> argparse.ArgumentParser:
         kind.add_argument("--draw", dest="draw", action="store_true",
                           help="images are draws from p(x|z): binary for a Bernoulli model")
         p.add_argument("--batch-size", type=int, default=256, help="images decoded at once (default: %(default)s)")
+        p.set_defaults(draw=False)  # else --mean's store_false default (True) would win
     if name == "traverse":
         p.add_argument("--image", help="traverse around the code μ(x) of this image file; default: around z = 0")
         p.add_argument("--dims", type=int, default=10, help="dimensions shown, most influential first (default: %(default)s)")
