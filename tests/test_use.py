@@ -275,9 +275,10 @@ def test_bad_input_gets_one_sentence_exit_2_and_no_output(case, fitted, ckpt, tm
     data = [*CONFIGS, *fitted[1]]
     predict = [*data, *MODEL, "--trainer.default_root_dir", str(tmp_path / "root"), "--ckpt_path", ckpt,
                "--model.init_args.iw_samples", "2", "--scores.background_images", "1000"]
+    groups = {"{data}": data, "{predict}": predict}
     args = []
     for a in template:
-        args += {"{data}": data, "{predict}": predict}.get(a, [a.format(ckpt=ckpt, tmp=tmp_path, file=blocker)])
+        args += groups[a] if a in groups else [a.format(ckpt=ckpt, tmp=tmp_path, file=blocker)]
     r = run_vae(*args)
     assert r.returncode == 2, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
