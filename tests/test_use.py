@@ -40,7 +40,7 @@ def fitted(tmp_path_factory, mnist_dir):
     data = ["--data.init_args.data_dir", str(mnist_dir), "--data.init_args.val_size", "300"]
     env = {"PATH": f"{tmp / 'bin'}{os.pathsep}{os.environ['PATH']}", "VAE_DEBUG": ""}
     r = run_vae("fit", *CONFIGS, *MODEL, *data, "--trainer.max_steps", "20", "--trainer.val_check_interval", "10",
-                "--trainer.default_root_dir", str(tmp / "run"), "--images.every_n_val", "0", env=env)
+                "--trainer.default_root_dir", str(tmp / "run"), "--images.every_n_val", "0", env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     return tmp / "run", data, r.stderr
 
