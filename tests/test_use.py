@@ -77,7 +77,7 @@ def test_a_short_fit_prints_none_of_the_other_libraries_noise(fitted):
 
 FILTER_SCRIPT = """
 import logging, warnings
-from vae_lightning import console
+from vae_lightning.cli import console
 console.quiet()
 logging.basicConfig(format="%(message)s")
 warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use isinstance(treespec, TreeSpec)", UserWarning)
@@ -164,7 +164,7 @@ def test_encode_the_validation_split_as_pt(fitted, ckpt, model, mnist_dir, tmp_p
 
 def test_sampled_png_folder_feeds_image_folder_data_module_unchanged(ckpt, model, tmp_path):
     from vae_lightning.data import ImageFolderDataModule
-    from vae_lightning.generate import _chunks
+    from vae_lightning.cli.generate import _chunks
 
     out = tmp_path / "generated"
     r = run_vae("sample", ckpt, "--num", "20", "--out", str(out), "--draw", "--seed", "3", "--batch-size", "8")
@@ -187,7 +187,7 @@ def test_sampled_png_folder_feeds_image_folder_data_module_unchanged(ckpt, model
 
 @pytest.mark.parametrize("writer", ["write_pngs", "write_npz"])
 def test_a_stopped_sample_run_leaves_nothing_that_looks_complete(model, tmp_path, monkeypatch, writer):
-    from vae_lightning import generate
+    from vae_lightning.cli import generate
 
     calls = []
     real = model.decode
@@ -209,7 +209,7 @@ def test_a_stopped_sample_run_leaves_nothing_that_looks_complete(model, tmp_path
 
 
 def test_threshold_at_fpr_flags_the_target_share_of_normal_scores():
-    from vae_lightning.decisions import auroc, threshold_at_fpr
+    from vae_lightning.evaluation.decisions import auroc, threshold_at_fpr
 
     normal = torch.randn(1000, generator=torch.Generator().manual_seed(0))
     for fpr in (0.01, 0.05, 0.5):
@@ -237,7 +237,7 @@ def test_predict_flags_at_a_false_positive_rate_and_reports_auroc(fitted, ckpt, 
     assert decision["tpr"] == pytest.approx(flags[nine].double().mean().item())
     assert decision["fpr"] == pytest.approx(flags[~nine].double().mean().item())
     assert decision["fpr"] < 0.25  # the test digits are like the validation digits the threshold was fit to
-    from vae_lightning.decisions import auroc
+    from vae_lightning.evaluation.decisions import auroc
 
     assert decision["auroc"] == pytest.approx(auroc(score, nine), abs=1e-3)
 
@@ -289,7 +289,7 @@ def test_bad_input_gets_one_sentence_exit_2_and_no_output(case, fitted, ckpt, tm
 
 
 def test_sample_gives_means_unless_draw_is_asked_for():
-    from vae_lightning.commands import _parser
+    from vae_lightning.cli.pictures import _parser
 
     parse = _parser("sample").parse_args
     assert [parse(["c.ckpt", *flags]).draw for flags in ([], ["--mean"], ["--draw"])] == [False, False, True]

@@ -7,7 +7,7 @@ Latents are drawn z ~ N(0, T²I) (T = ``--temperature``) with a seeded generator
 E[x|z] (``--mean``, the default) or one draw from p(x|z) (``--draw``: binary images for a
 Bernoulli model). Work goes in chunks of ``--batch-size`` images, so memory does not grow with
 N (the .npz is filled through memory-mapped files and zipped at the end). The folder or file
-appears under its name only when complete (``vae_lightning.outputs``).
+appears under its name only when complete (``vae_lightning.runtime.outputs``).
 
 A PNG folder is what ``ImageFolderDataModule`` reads: gray PNGs for one channel, RGB for three,
 pixels rounded to 8 bits.
@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vae_lightning.outputs import atomic_file, atomic_folder, progress
+from vae_lightning.runtime.atomic import atomic_open
+from vae_lightning.runtime.outputs import atomic_folder, progress
 
 
 def _chunks(model, num: int, seed: int, temperature: float, draw: bool, batch_size: int):
@@ -74,7 +75,7 @@ def write_npz(model, out: Path, num: int, seed: int = 0, temperature: float = 1.
                 bar.update(len(chunk))
         images.flush(), zs.flush()
         del images, zs  # close the maps before zipping
-        with atomic_file(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with atomic_open(out, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name in ("images.npy", "z.npy"):
                 zf.write(Path(work) / name, name)
     return out

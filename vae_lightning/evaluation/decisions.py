@@ -14,9 +14,7 @@ so the threshold is applied to −log_pz (and reported in log_pz's own units wit
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -83,7 +81,3 @@ def report(name: str, scores: Tensor, threshold: float | None, positive: Tensor 
         if threshold is not None:
             out.update(rates(oriented > threshold, positive))
     return out
-
-
-def write_json(record: dict, path: Path) -> None:
-    path.write_text(json.dumps(record, indent=2) + "\n")

@@ -6,7 +6,7 @@ display, the metric table, and vae's own messages and warnings. Other warnings (
 of our own, config hints such as Lightning's ``log_every_n_steps``) still show.
 
 Checked against lightning 2.6.6, torch 2.14.1 and wandb 0.31.0; ``tests/test_use.py`` fails
-when one of these messages comes back.
+when one of these messages comes back. The W&B filter goes through ``runtime.compat``.
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ def quiet(wandb: bool = False) -> None:
         if not any(isinstance(f, _DropMessages) for f in logger.filters):
             logger.addFilter(drop)
     if wandb:
-        from wandb.errors import term  # private: the set of messages already printed once
+        from vae_lightning.runtime import compat
 
-        term._printed_messages.update(f"{term.WARN_STRING} {message}" for message in WANDB_ONCE)
+        compat.wandb_skip_warnings(WANDB_ONCE)
 
 
 _RST_LITERAL = re.compile(r"``([^`]+)``")

@@ -6,7 +6,7 @@
     vae interpolate runs/sprites-vae/checkpoints/last.ckpt --images a.png b.png --out interp.png
 
 They need no config: the model comes from the checkpoint. Outputs are PNG grids, written
-only when complete; ``vae sample`` also writes data sets (``vae_lightning.generate``).
+only when complete; ``vae sample`` also writes data sets (``vae_lightning.cli.generate``).
 """
 
 from __future__ import annotations
@@ -63,7 +63,6 @@ def _parser(name: str) -> argparse.ArgumentParser:
 def read_image(path: str, model):
     """An image file as the model's input (1, C, H, W) in [0, 1]: converted to its channels,
     resized to its size; binarized at 0.5 for a Bernoulli likelihood."""
-    import torch
     from PIL import Image
     from torchvision.transforms.functional import pil_to_tensor, resize
 
@@ -108,7 +107,7 @@ def sample_format(args: argparse.Namespace) -> str:
 
 
 def _check_sample(args: argparse.Namespace) -> str:
-    from vae_lightning.outputs import check_out
+    from vae_lightning.runtime.outputs import check_out
 
     if args.num < 1 or args.nrow < 1 or args.batch_size < 1:
         raise UserError(f"--num, --nrow and --batch-size must be >= 1, got {args.num}, {args.nrow} and {args.batch_size}.")
@@ -120,7 +119,8 @@ def _check_sample(args: argparse.Namespace) -> str:
 
 
 def _sample(model, args: argparse.Namespace, fmt: str):
-    from vae_lightning import generate, pictures
+    from vae_lightning.cli import generate
+    from vae_lightning.evaluation import pictures
 
     out = Path(args.out).expanduser()
     if fmt == "png":
@@ -134,9 +134,9 @@ def _sample(model, args: argparse.Namespace, fmt: str):
 def _run(name: str, args: argparse.Namespace) -> Path:
     import torch
 
-    from vae_lightning import pictures
-    from vae_lightning.checkpoints import load_model
-    from vae_lightning.outputs import check_out
+    from vae_lightning.evaluation import pictures
+    from vae_lightning.runtime.checkpoint import load_model
+    from vae_lightning.runtime.outputs import check_out
 
     if name == "sample":
         fmt = _check_sample(args)

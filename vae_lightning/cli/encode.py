@@ -24,7 +24,8 @@ import argparse
 from pathlib import Path
 
 from vae_lightning.errors import UserError
-from vae_lightning.outputs import atomic_file, check_out, progress
+from vae_lightning.runtime.atomic import atomic_open
+from vae_lightning.runtime.outputs import check_out, progress
 
 SPLITS = ("train", "val", "test", "predict")
 STAGE = {"train": "fit", "val": "fit", "test": "test", "predict": "predict"}
@@ -55,7 +56,7 @@ def data_module(configs: list[str], overrides: list[str]):
     import yaml
     from jsonargparse import ArgumentError, ArgumentParser
 
-    from vae_lightning import validate
+    from vae_lightning.cli import explain
     from vae_lightning.data.base import VAEDataModule
 
     args = []
@@ -65,7 +66,7 @@ def data_module(configs: list[str], overrides: list[str]):
         except OSError:
             raise UserError(f"the --config file {name} does not exist; check the path.") from None
         except yaml.YAMLError:
-            raise UserError(validate._yaml_problem(["--config", name], "")) from None
+            raise UserError(explain._yaml_problem(["--config", name], "")) from None
         if isinstance(loaded, dict) and loaded.get("data") is not None:
             args += ["--data", yaml.safe_dump(loaded["data"])]
     bad = [a for a in overrides if a.startswith("-") and not a.startswith("--data")]
@@ -78,7 +79,7 @@ def data_module(configs: list[str], overrides: list[str]):
     try:
         return parser.instantiate_classes(parser.parse_args(args + overrides)).data
     except (ArgumentError, ValueError, TypeError) as err:
-        raise UserError(validate.explain(err)) from None
+        raise UserError(explain.explain(err)) from None
 
 
 def split_loader(dm, split: str):
@@ -135,17 +136,16 @@ def save(rows: dict, path: Path) -> None:
     import numpy as np
     import torch
 
-    with atomic_file(path) as tmp:
+    with atomic_open(path, "wb") as f:  # a file object: numpy would append .npz to a name
         if path.suffix.lower() == ".pt":
-            torch.save(rows, tmp)
+            torch.save(rows, f)
         else:
-            with open(tmp, "wb") as f:  # a file object: numpy would append .npz to the temporary name
-                np.savez(f, **{k: np.asarray(v) if isinstance(v, list) else v.numpy() for k, v in rows.items()})
+            np.savez(f, **{k: np.asarray(v) if isinstance(v, list) else v.numpy() for k, v in rows.items()})
 
 
 def main(argv: list[str]) -> None:
     """``argv``: the arguments after ``vae encode``."""
-    from vae_lightning.checkpoints import load_model
+    from vae_lightning.runtime.checkpoint import load_model
 
     args, overrides = _parser().parse_known_args(argv)
     out = check_out("--out", args.out, FORMATS)

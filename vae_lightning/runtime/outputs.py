@@ -1,6 +1,7 @@
 """Output files of ``vae encode`` and ``vae sample``: checked before any work, written whole.
 
-A file is written to a hidden temporary sibling and renamed when complete; a folder of files is
+A file is written with ``runtime.atomic.atomic_open`` (a hidden temporary sibling, renamed
+when complete); a folder of files is
 filled under a hidden temporary name and renamed at the end. A run that fails or is stopped
 leaves no file or folder under the name asked for (a killed run may leave a ``.…tmp`` sibling,
 which never looks complete).
@@ -16,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vae_lightning.errors import UserError
-from vae_lightning.validate import check_writable
 
 
 def check_out(flag: str, path: str | Path, suffixes: tuple[str, ...] | None = None, folder: bool = False) -> Path:
@@ -27,19 +27,10 @@ def check_out(flag: str, path: str | Path, suffixes: tuple[str, ...] | None = No
         raise UserError(f"{flag} {str(path)!r} must end in {' or '.join(suffixes)}.")
     if folder and path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UserError(f"{flag} {str(path)!r} exists and is not an empty folder; choose a new folder.")
+    from vae_lightning.cli.preflight import check_writable
+
     check_writable(flag, path.parent)
     return path
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """Yields a temporary path beside ``path``; renamed to ``path`` when the block succeeds."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -6,6 +6,11 @@
 
 Heavy imports (torch, lightning, wandb) happen only once a subcommand runs, so ``vae --help``
 answers at once.
+
+The package: ``lightning`` (the LightningCLI subclass), ``pictures`` (sample/traverse/interpolate),
+``slurm`` (``vae slurm submit`` and what a run inside a SLURM job needs), ``preflight`` (checks of
+the config against this machine before anything is built), ``explain`` (jsonargparse's errors as
+one sentence).
 """
 
 from __future__ import annotations
@@ -69,21 +74,21 @@ def main(args: list[str] | None = None) -> None:
         return
     if argv[0].startswith("-") or argv[0] not in SUBCOMMANDS:
         _fail(f"unknown subcommand {argv[0]!r}; choose one of {', '.join(SUBCOMMANDS)} (see `vae --help`).")
-    from vae_lightning import console
+    from vae_lightning.cli import console
     from vae_lightning.errors import UserError
 
     try:
         if argv[0] == "slurm":  # no torch or lightning import: fast on a login node
-            from vae_lightning.slurm import main as slurm_main
+            from vae_lightning.cli.slurm import main as slurm_main
 
             return slurm_main(argv[1:])
         console.quiet(wandb=argv[0] not in (*PICTURE_COMMANDS, "encode"))
         if argv[0] == "encode":
-            from vae_lightning.encode import main as encode_command
+            from vae_lightning.cli.encode import main as encode_command
 
             encode_command(argv[1:])
         elif argv[0] in PICTURE_COMMANDS:
-            from vae_lightning.commands import main as picture_command
+            from vae_lightning.cli.pictures import main as picture_command
 
             picture_command(argv)
         else:
@@ -96,7 +101,7 @@ def main(args: list[str] | None = None) -> None:
 
 def run(args: list[str] | None = None):
     """Parse ``args`` (None: the command line) and run; returns the ``LightningCLI`` object."""
-    from vae_lightning.lightning_cli import VAECLI
+    from vae_lightning.cli.lightning import VAECLI
 
     return VAECLI(args=args)
 

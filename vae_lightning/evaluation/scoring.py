@@ -26,7 +26,7 @@ neg_llr at ≈ 0.7 (README, "Anomaly scores").
 from __future__ import annotations
 
 import csv
-import os
+import json
 from pathlib import Path
 
 import torch
@@ -34,11 +34,13 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 from torch.distributions import Normal
+from typing_extensions import override
 
-from vae_lightning import decisions
+from vae_lightning.data.base import images
 from vae_lightning.errors import UserError
-from vae_lightning.metrics import PixelMarginals, iw_log_likelihood
-from vae_lightning.validate import check_writable
+from vae_lightning.evaluation import decisions
+from vae_lightning.evaluation.metrics import PixelMarginals, iw_log_likelihood
+from vae_lightning.runtime.atomic import atomic_open
 
 SCORES = ("neg_elbo", "nll_iw", "recon", "kl", "sq_error", "log_pz")
 BACKGROUND_SCORES = ("nll_pixels", "neg_llr")
@@ -65,14 +67,14 @@ class AnomalyScores(BasePredictionWriter):
     """Writes one CSV row per predicted input: ``index`` (position in the predict split, per
     device), the label or ground-truth factors when the data has them, then the scores
     (neg_elbo, nll_iw, recon, kl, sq_error, log_pz, nll_pixels, neg_llr; see
-    ``vae_lightning.scoring``). The background model of nll_pixels and neg_llr is fit at the
+    ``vae_lightning.evaluation.scoring``). The background model of nll_pixels and neg_llr is fit at the
     start, on up to ``background_images`` images of the data module's training split.
 
     The file appears only when prediction finishes: rows are written to a temporary file that
     is renamed at the end, so a failed run leaves no partial CSV. With several devices each
     writes ``<stem>.rank<r>.csv``.
 
-    Decisions (``vae_lightning.decisions``, one device): with ``fpr``, the threshold on
+    Decisions (``vae_lightning.evaluation.decisions``, one device): with ``fpr``, the threshold on
     ``score`` is chosen on the validation split (held-out normal data) so that a share ``fpr``
     of it is flagged; every row gets ``flag`` (1: anomalous), and ``<stem>.json`` beside the CSV
     records the score, the threshold and the target rate. With ``anomalous_labels`` the JSON
@@ -93,6 +95,8 @@ class AnomalyScores(BasePredictionWriter):
         if path is not None and not str(path).endswith(".csv"):
             raise UserError(f"scores.path must name a .csv file, got {path!r}.")
         if path is not None:
+            from vae_lightning.cli.preflight import check_writable
+
             check_writable("scores.path", Path(path).expanduser().parent)  # before the model runs, not after
         if background_images < 0:
             raise UserError(f"scores.background_images must be >= 0 (0 turns neg_llr off), got {background_images}.")
@@ -122,6 +126,7 @@ class AnomalyScores(BasePredictionWriter):
     def deciding(self) -> bool:
         return self.fpr is not None or self.anomalous_labels is not None
 
+    @override
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._rows, self._decided, self._threshold = [], [], None
         if self.deciding and trainer.world_size > 1:
@@ -149,7 +154,7 @@ class AnomalyScores(BasePredictionWriter):
                             "set data.init_args.val_size > 0.")
         normal = []
         for batch in loader:
-            x = (batch[0] if isinstance(batch, (tuple, list)) else batch).to(pl_module.device)
+            x = images(batch).to(pl_module.device)
             normal.append(decisions.orient(self.score, self._scores(pl_module, x)[self.score]).cpu())
         normal = torch.cat(normal)
         self._val_count = len(normal)
@@ -168,7 +173,7 @@ class AnomalyScores(BasePredictionWriter):
         per_rank = -(-self.background_images // trainer.world_size)
         seen = 0
         for batch in dm.train_dataloader():
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            x = images(batch)
             marginals.update(x[: per_rank - seen].to(pl_module.device))
             seen += len(x)
             if seen >= per_rank:
@@ -177,10 +182,11 @@ class AnomalyScores(BasePredictionWriter):
             print(f"vae: background model for neg_llr fit to {min(seen, per_rank) * trainer.world_size} training images")
         return marginals.compute()  # summed over ranks by torchmetrics
 
+    @override
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         y = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
         factor_names = getattr(trainer.datamodule, "factor_names", None)
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        x = images(batch)
         scores = self._scores(pl_module, x, prediction)
         decided = decisions.orient(self.score, scores[self.score]).cpu()
         self._decided.append(decided)
@@ -210,23 +216,19 @@ class AnomalyScores(BasePredictionWriter):
         scores = decisions.orient(self.score, torch.cat(self._decided))  # back to the score's own sign
         return decisions.report(self.score, scores, self._threshold, positive, self.fpr, self._val_count)
 
+    @override
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._rows:
             return
         record = self._decision(trainer)
         path = self._target(trainer)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(self._rows[0]))
-                writer.writeheader()
-                writer.writerows(self._rows)
-            if record is not None:
-                decisions.write_json(record, path.with_suffix(".json"))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        if record is not None:
+            with atomic_open(path.with_suffix(".json"), "w") as f:
+                f.write(json.dumps(record, indent=2) + "\n")
+        with atomic_open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self._rows[0]))
+            writer.writeheader()
+            writer.writerows(self._rows)
         print(f"vae: wrote {len(self._rows)} rows of anomaly scores to {path}")
         if record is not None:
             shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
