@@ -17,9 +17,16 @@ from conftest import REPO, run_vae
 pytestmark = pytest.mark.slow
 
 MODEL = [
-    "--model.init_args.latent_dim", "4",
-    "--model.init_args.encoder", "vae_lightning.MLPEncoder", "--model.init_args.encoder.init_args.hidden", "[32]",
-    "--model.init_args.decoder", "vae_lightning.MLPDecoder", "--model.init_args.decoder.init_args.hidden", "[32]",
+    "--model.init_args.latent_dim",
+    "4",
+    "--model.init_args.encoder",
+    "vae_lightning.MLPEncoder",
+    "--model.init_args.encoder.init_args.hidden",
+    "[32]",
+    "--model.init_args.decoder",
+    "vae_lightning.MLPDecoder",
+    "--model.init_args.decoder.init_args.hidden",
+    "[32]",
 ]
 CONFIGS = ["--config", "configs/base.yaml", "--config", "configs/mnist/vae.yaml"]
 NOISE = (
@@ -39,8 +46,22 @@ def fitted(tmp_path_factory, mnist_dir):
     (tmp / "bin" / "srun").chmod(0o755)
     data = ["--data.init_args.data_dir", str(mnist_dir), "--data.init_args.val_size", "300"]
     env = {"PATH": f"{tmp / 'bin'}{os.pathsep}{os.environ['PATH']}", "VAE_DEBUG": ""}
-    r = run_vae("fit", *CONFIGS, *MODEL, *data, "--trainer.max_steps", "20", "--trainer.val_check_interval", "10",
-                "--trainer.default_root_dir", str(tmp / "run"), "--images.every_n_val", "0", env=env, timeout=900)
+    r = run_vae(
+        "fit",
+        *CONFIGS,
+        *MODEL,
+        *data,
+        "--trainer.max_steps",
+        "20",
+        "--trainer.val_check_interval",
+        "10",
+        "--trainer.default_root_dir",
+        str(tmp / "run"),
+        "--images.every_n_val",
+        "0",
+        env=env,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return tmp / "run", data, r.stderr
 
@@ -163,8 +184,8 @@ def test_encode_the_validation_split_as_pt(fitted, ckpt, model, mnist_dir, tmp_p
 
 
 def test_sampled_png_folder_feeds_image_folder_data_module_unchanged(ckpt, model, tmp_path):
-    from vae_lightning.data import ImageFolderDataModule
     from vae_lightning.cli.generate import _chunks
+    from vae_lightning.data import ImageFolderDataModule
 
     out = tmp_path / "generated"
     r = run_vae("sample", ckpt, "--num", "20", "--out", str(out), "--draw", "--seed", "3", "--batch-size", "8")
@@ -176,8 +197,9 @@ def test_sampled_png_folder_feeds_image_folder_data_module_unchanged(ckpt, model
     x = torch.cat([batch[0] for batch in dm.split_loader("train")])
     assert torch.equal(x, expected[dm.train_set.indices])  # the files hold exactly the samples, in name order
     assert set(x.unique().tolist()) == {0.0, 1.0}  # --draw on a Bernoulli model: binary images
-    r = run_vae("sample", ckpt, "--num", "20", "--out", str(tmp_path / "g.npz"), "--draw", "--seed", "3",
-                "--batch-size", "8")
+    r = run_vae(
+        "sample", ckpt, "--num", "20", "--out", str(tmp_path / "g.npz"), "--draw", "--seed", "3", "--batch-size", "8"
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     arrays = np.load(tmp_path / "g.npz")
     assert torch.equal(torch.from_numpy(arrays["images"]).float() / 255, expected)  # the same seeded samples
@@ -223,9 +245,26 @@ def test_threshold_at_fpr_flags_the_target_share_of_normal_scores():
 
 def test_predict_flags_at_a_false_positive_rate_and_reports_auroc(fitted, ckpt, tmp_path):
     out = tmp_path / "scores.csv"
-    r = run_vae("predict", *CONFIGS, *MODEL, *fitted[1], "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", ckpt,
-                "--model.init_args.iw_samples", "5", "--scores.path", str(out), "--scores.fpr", "0.1",
-                "--scores.anomalous_labels", "9", "--scores.score", "nll_iw")
+    r = run_vae(
+        "predict",
+        *CONFIGS,
+        *MODEL,
+        *fitted[1],
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--ckpt_path",
+        ckpt,
+        "--model.init_args.iw_samples",
+        "5",
+        "--scores.path",
+        str(out),
+        "--scores.fpr",
+        "0.1",
+        "--scores.anomalous_labels",
+        "9",
+        "--scores.score",
+        "nll_iw",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rows, decision = list(csv.DictReader(out.open())), json.loads(out.with_suffix(".json").read_text())
     assert decision["score"] == "nll_iw" and decision["target_fpr"] == 0.1 and decision["val_inputs"] == 300
@@ -249,21 +288,31 @@ BAD = {
     "sample grid under a file": (["sample", "{ckpt}", "--out", "{file}/sub/s.png"], "--out"),
     "sample PNG folder under a file": (["sample", "{ckpt}", "--out", "{file}/sub/set"], "--out"),
     "sample npz under a file": (["sample", "{ckpt}", "--out", "{file}/sub/s.npz"], "--out"),
-    "sample npz format, png extension": (["sample", "{ckpt}", "--format", "npz", "--out", "{tmp}/s.png"], "--format npz"),
-    "sample png format, npz extension": (["sample", "{ckpt}", "--format", "png", "--out", "{tmp}/s.npz"], "--format png"),
+    "sample npz format, png extension": (
+        ["sample", "{ckpt}", "--format", "npz", "--out", "{tmp}/s.png"],
+        "--format npz",
+    ),
+    "sample png format, npz extension": (
+        ["sample", "{ckpt}", "--format", "png", "--out", "{tmp}/s.npz"],
+        "--format png",
+    ),
     "sample grid format, a folder": (["sample", "{ckpt}", "--format", "grid", "--out", "{tmp}/set"], "--format grid"),
     "sample unknown extension": (["sample", "{ckpt}", "--out", "{tmp}/s.jpg"], "--out"),
     "sample temperature 0": (["sample", "{ckpt}", "--temperature", "0", "--out", "{tmp}/s.png"], "--temperature"),
     "encode under a file": (["encode", "{ckpt}", "{data}", "--out", "{file}/sub/l.npz"], "--out"),
     "encode unknown extension": (["encode", "{ckpt}", "{data}", "--out", "{tmp}/l.csv"], "--out"),
-    "encode a split the data lacks": (["encode", "{ckpt}", "{data}", "--data.init_args.val_size", "0", "--split", "val",
-                                       "--out", "{tmp}/l.npz"], "--split val"),
+    "encode a split the data lacks": (
+        ["encode", "{ckpt}", "{data}", "--data.init_args.val_size", "0", "--split", "val", "--out", "{tmp}/l.npz"],
+        "--split val",
+    ),
     "encode an unknown split": (["encode", "{ckpt}", "{data}", "--split", "dev", "--out", "{tmp}/l.npz"], "--split"),
     "predict scores under a file": (["predict", "{predict}", "--scores.path", "{file}/sub/s.csv"], "scores.path"),
     "predict fpr 1.5": (["predict", "{predict}", "--scores.path", "{tmp}/s.csv", "--scores.fpr", "1.5"], "scores.fpr"),
     "predict fpr 0": (["predict", "{predict}", "--scores.path", "{tmp}/s.csv", "--scores.fpr", "0"], "scores.fpr"),
-    "predict a label absent from the data": (["predict", "{predict}", "--scores.path", "{tmp}/s.csv",
-                                              "--scores.anomalous_labels", "42"], "anomalous_labels"),
+    "predict a label absent from the data": (
+        ["predict", "{predict}", "--scores.path", "{tmp}/s.csv", "--scores.anomalous_labels", "42"],
+        "anomalous_labels",
+    ),
 }
 
 
@@ -273,8 +322,18 @@ def test_bad_input_gets_one_sentence_exit_2_and_no_output(case, fitted, ckpt, tm
     blocker = tmp_path / "file"  # runs as root: only a path under a regular file is unwritable
     blocker.write_text("")
     data = [*CONFIGS, *fitted[1]]
-    predict = [*data, *MODEL, "--trainer.default_root_dir", str(tmp_path / "root"), "--ckpt_path", ckpt,
-               "--model.init_args.iw_samples", "2", "--scores.background_images", "1000"]
+    predict = [
+        *data,
+        *MODEL,
+        "--trainer.default_root_dir",
+        str(tmp_path / "root"),
+        "--ckpt_path",
+        ckpt,
+        "--model.init_args.iw_samples",
+        "2",
+        "--scores.background_images",
+        "1000",
+    ]
     groups = {"{data}": data, "{predict}": predict}
     args = []
     for a in template:

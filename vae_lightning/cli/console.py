@@ -27,8 +27,12 @@ LIGHTNING_INFO = (
     r"^(GPU|TPU|HPU) available: ",  # hardware lines; `vae` checks the accelerator itself
     r"^Seed set to ",
 )
-LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                     "lightning.fabric.utilities.seed", "lightning.pytorch.utilities.seed")
+LIGHTNING_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
+    "lightning.pytorch.utilities.seed",
+)
 
 #: wandb.termwarn lines printed with repeat=False; wandb skips a message it has printed before.
 #: The anonymous setting comes from Lightning's WandbLogger, which always passes it.

@@ -38,8 +38,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vae encode", description="write mu and log sigma^2 of q(z|x) for every input of a data split",
-                epilog="--data.* flags (e.g. --data.init_args.batch_size 512) override the configs' data block.")
+    p = _Parser(
+        prog="vae encode",
+        description="write mu and log sigma^2 of q(z|x) for every input of a data split",
+        epilog="--data.* flags (e.g. --data.init_args.batch_size 512) override the configs' data block.",
+    )
     p.add_argument("checkpoint", help="a .ckpt file written by `vae fit`")
     p.add_argument("--config", action="append", default=[], help="YAML config with a data: block (repeatable)")
     p.add_argument("--split", default="test", help="train, val, test or predict (default: %(default)s)")
@@ -154,8 +157,10 @@ def main(argv: list[str]) -> None:
     model = load_model(args.checkpoint, map_location=args.device)
     dm = data_module(args.config, overrides)
     if tuple(dm.image_shape) != tuple(model.image_shape):
-        raise UserError(f"the checkpoint's model takes images of shape {tuple(model.image_shape)} but "
-                        f"{type(dm).__name__} yields {tuple(dm.image_shape)}; pass the config the model was trained with.")
+        raise UserError(
+            f"the checkpoint's model takes images of shape {tuple(model.image_shape)} but "
+            f"{type(dm).__name__} yields {tuple(dm.image_shape)}; pass the config the model was trained with."
+        )
     loader = split_loader(dm, args.split)
     rows = encode(model, loader, dm, args.sample, args.seed)
     save(rows, out)

@@ -49,8 +49,9 @@ def _save_png(image: Tensor, path: Path) -> None:
     Image.fromarray(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)).save(path, format="png")
 
 
-def write_pngs(model, out: Path, num: int, seed: int = 0, temperature: float = 1.0, draw: bool = False,
-               batch_size: int = 256) -> Path:
+def write_pngs(
+    model, out: Path, num: int, seed: int = 0, temperature: float = 1.0, draw: bool = False, batch_size: int = 256
+) -> Path:
     """N PNGs ``000000.png``… in the new folder ``out``."""
     digits = max(6, len(str(num - 1)))
     with atomic_folder(out) as tmp, progress(num, "vae sample", "img") as bar:
@@ -61,8 +62,9 @@ def write_pngs(model, out: Path, num: int, seed: int = 0, temperature: float = 1
     return out
 
 
-def write_npz(model, out: Path, num: int, seed: int = 0, temperature: float = 1.0, draw: bool = False,
-              batch_size: int = 256) -> Path:
+def write_npz(
+    model, out: Path, num: int, seed: int = 0, temperature: float = 1.0, draw: bool = False, batch_size: int = 256
+) -> Path:
     """One .npz with ``images`` (N, C, H, W) uint8 and ``z`` (N, D) float32."""
     shape = (num, *model.image_shape)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as work:

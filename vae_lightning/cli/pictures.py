@@ -110,7 +110,8 @@ def _check_sample(args: argparse.Namespace) -> str:
     from vae_lightning.runtime.outputs import check_out
 
     if args.num < 1 or args.nrow < 1 or args.batch_size < 1:
-        raise UserError(f"--num, --nrow and --batch-size must be >= 1, got {args.num}, {args.nrow} and {args.batch_size}.")
+        got = f"{args.num}, {args.nrow} and {args.batch_size}"
+        raise UserError(f"--num, --nrow and --batch-size must be >= 1, got {got}.")
     if not args.temperature > 0:
         raise UserError(f"--temperature must be > 0, got {args.temperature}.")
     fmt = sample_format(args)

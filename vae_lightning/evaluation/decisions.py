@@ -62,13 +62,16 @@ def check_labels(labels: Tensor | None, anomalous: list[int], data_name: str) ->
     if not positive.any() or positive.all():
         have = sorted(set(labels.tolist()))
         what = "no" if not positive.any() else "only"
-        raise UserError(f"scores.anomalous_labels {anomalous}: the predict split has {what} inputs with these labels "
-                        f"(its labels: {have}); choose labels that occur there, not all of them.")
+        raise UserError(
+            f"scores.anomalous_labels {anomalous}: the predict split has {what} inputs with these labels "
+            f"(its labels: {have}); choose labels that occur there, not all of them."
+        )
     return positive
 
 
-def report(name: str, scores: Tensor, threshold: float | None, positive: Tensor | None, fpr: float | None,
-           val_count: int) -> dict:
+def report(
+    name: str, scores: Tensor, threshold: float | None, positive: Tensor | None, fpr: float | None, val_count: int
+) -> dict:
     """The JSON record of the decision: score, threshold, and (with labels) AUROC and rates."""
     out: dict = {"score": name}
     if threshold is not None:
