@@ -1,6 +1,7 @@
 """The private Lightning/W&B/jsonargparse attributes that vae_lightning.runtime.compat relies on
 still exist, and every hook our callbacks and CLI override is marked with @override."""
 
+import importlib
 import inspect
 
 import pytest
@@ -33,6 +34,7 @@ def owners(tmp_path_factory):
         "LightningCLI": LightningCLI,
         "ArgumentParser": parser,
         "WandbLogger": WandbLogger(offline=True, save_dir=str(root)),  # not started: no run, no network
+        "wandb.errors.term": importlib.import_module("wandb.errors.term"),
     }
 
 

@@ -262,23 +262,49 @@ class VAE(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_latent_metrics("test")
 
-    # ---- generation ----------------------------------------------------------------------
+    # ---- using a trained model: the Python API (``vae_lightning.load_model`` returns one) ----
     @torch.no_grad()
-    def decode_mean(self, z: Tensor) -> Tensor:
-        """E[x|z] for latents z (N, D): images (N, C, H, W) in [0, 1] for pictures."""
-        return self.likelihood.mean(self.decoder(z.to(self.device))).clamp(0, 1)
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """q(z|x) of images x (B, C, H, W) with pixels in [0, 1] (binary for a Bernoulli model):
+        (mu, logvar), each (B, D) float32; logvar is log σ², σ in prior standard deviations."""
+        mu, logvar = self.encoder(x.to(self.device).float())
+        return mu.float(), logvar.float()
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Means of p(x|z) for n draws z ~ N(0, I): (n, C, H, W)."""
-        z = torch.randn(n, self.latent_dim, generator=generator)
-        return self.decode_mean(z)
+    def decode(self, z: Tensor, draw: bool = False, generator: torch.Generator | None = None) -> Tensor:
+        """Images (N, C, H, W) in [0, 1] for latents z (N, D): E[x|z], or with ``draw`` one draw
+        x ~ p(x|z) (binary for a Bernoulli model; Gaussian draws clipped to [0, 1]). ``generator``
+        (a CPU one) seeds the draw."""
+        out = self.decoder(z.to(self.device).float())
+        if not draw:
+            return self.likelihood.mean(out).float().clamp(0, 1)
+        pixels = self.likelihood.dist(out).base_dist
+        u = torch.rand(out.shape, generator=generator).to(out.device)  # inverse-CDF: one seeded uniform per pixel
+        x = (u < pixels.probs).float() if self.likelihood.discrete else pixels.icdf(u.clamp(1e-6, 1 - 1e-6))
+        return x.clamp(0, 1)
+
+    def decode_mean(self, z: Tensor) -> Tensor:
+        """E[x|z] for latents z (N, D): images (N, C, H, W) in [0, 1] for pictures."""
+        return self.decode(z)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
+               draw: bool = False) -> Tensor:
+        """n images (n, C, H, W) in [0, 1] decoded from z ~ N(0, T²I), T = ``temperature``: the
+        means E[x|z], or with ``draw`` draws from p(x|z) (see ``decode``)."""
+        z = temperature * torch.randn(n, self.latent_dim, generator=generator)
+        return self.decode(z, draw=draw, generator=generator)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
-        """Means of p(x|z) at z = E[z|x]: (B, C, H, W)."""
-        mu, _ = self.encoder(x.to(self.device))
-        return self.decode_mean(mu)
+        """E[x|z] at z = μ(x) for images x (B, C, H, W): (B, C, H, W) in [0, 1]."""
+        return self.decode(self.encode(x)[0])
+
+    @torch.no_grad()
+    def log_likelihood(self, x: Tensor, k: int = 100) -> Tensor:
+        """log p̂_k(x), the importance-weighted lower bound on log p(x) with k samples (Burda et
+        al. 2015), per input of x (B, C, H, W): (B,) float32, in nats (summed over pixels)."""
+        return iw_log_likelihood(self, x.to(self.device).float(), k)
 
     # ---- set-up --------------------------------------------------------------------------
     @override

@@ -15,7 +15,6 @@ one sentence).
 
 from __future__ import annotations
 
-import os
 import sys
 
 SUBCOMMANDS = {
@@ -23,7 +22,8 @@ SUBCOMMANDS = {
     "validate": "evaluate on the validation split",
     "test": "evaluate on the test split",
     "predict": "score every input of the predict split as an anomaly (CSV, --scores.path)",
-    "sample": "draw samples from a checkpoint into a PNG grid",
+    "encode": "write the latents (mu, log sigma^2) of a data split to a .npz or .pt file",
+    "sample": "draw samples from a checkpoint: a PNG grid, a folder of PNGs or an .npz array",
     "traverse": "latent traversals of a checkpoint as a PNG grid",
     "interpolate": "latent interpolations of a checkpoint as a PNG grid",
     "slurm": "write and submit a SLURM batch script for `vae fit` (vae slurm submit --help)",
@@ -75,6 +75,7 @@ def main(args: list[str] | None = None) -> None:
         return
     if argv[0].startswith("-") or argv[0] not in SUBCOMMANDS:
         _fail(f"unknown subcommand {argv[0]!r}; choose one of {', '.join(SUBCOMMANDS)} (see `vae --help`).")
+    from vae_lightning.cli import console
     from vae_lightning.errors import UserError
 
     try:
@@ -86,14 +87,19 @@ def main(args: list[str] | None = None) -> None:
             from vae_lightning.cli.compare import main as compare_main
 
             return compare_main(argv[1:])
-        if argv[0] in PICTURE_COMMANDS:
+        console.quiet(wandb=argv[0] not in (*PICTURE_COMMANDS, "encode"))
+        if argv[0] == "encode":
+            from vae_lightning.cli.encode import main as encode_command
+
+            encode_command(argv[1:])
+        elif argv[0] in PICTURE_COMMANDS:
             from vae_lightning.cli.pictures import main as picture_command
 
             picture_command(argv)
         else:
             run(args)
     except UserError as err:
-        if os.environ.get("VAE_DEBUG"):
+        if console.debug():
             raise
         _fail(str(err))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonargparse import ArgumentError, lazy_instance
+from jsonargparse import ArgumentError, DefaultHelpFormatter, lazy_instance
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
@@ -32,6 +32,7 @@ from vae_lightning.callbacks import (
     SLURMPreemption,
 )
 from vae_lightning.cli import explain, preflight
+from vae_lightning.cli.console import plain
 from vae_lightning.cli.slurm import set_wandb_resume
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
@@ -96,6 +97,21 @@ class LogConfig(SaveConfigCallback):
                 fh.write(text)
 
 
+class PlainHelpFormatter(DefaultHelpFormatter):
+    """``--help`` as plain text: docstrings' reStructuredText markup (``x``) is dropped."""
+
+    def format_help(self) -> str:
+        return plain(super().format_help())
+
+
+class PlainArgumentParser(LightningArgumentParser):
+    """Every parser of ``vae``, the ones jsonargparse makes for ``--model.help`` included, prints
+    plain help."""
+
+    def __init__(self, *args, formatter_class=PlainHelpFormatter, **kwargs) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
 class VAECLI(LightningCLI):
     """``vae fit|validate|test|predict``: model and data chosen by ``class_path`` in YAML."""
 
@@ -120,6 +136,7 @@ class VAECLI(LightningCLI):
             seed_everything_default=0,
             trainer_defaults={"default_root_dir": "runs/default"},
             parser_kwargs={"exit_on_error": False},
+            parser_class=PlainArgumentParser,
             args=args,
             run=run,
             **kwargs,

@@ -1,11 +1,12 @@
 """``vae sample``, ``vae traverse`` and ``vae interpolate``: pictures from a trained checkpoint.
 
     vae sample runs/sprites-vae/checkpoints/last.ckpt --num 64 --out samples.png
+    vae sample runs/sprites-vae/checkpoints/last.ckpt --num 10000 --out generated/   (a data set)
     vae traverse runs/sprites-vae/checkpoints/last.ckpt --out traversals.png
     vae interpolate runs/sprites-vae/checkpoints/last.ckpt --images a.png b.png --out interp.png
 
 They need no config: the model comes from the checkpoint. Outputs are PNG grids, written
-only when complete.
+only when complete; ``vae sample`` also writes data sets (``vae_lightning.cli.generate``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 from vae_lightning.errors import UserError
 
 DOC = {
-    "sample": "decode N draws z ~ N(0, I) into a PNG grid (the means E[x|z])",
+    "sample": "decode N draws z ~ N(0, T^2 I): a PNG grid (--out x.png), a folder of N PNGs (--out DIR) "
+              "or an array file (--out x.npz)",
     "traverse": "latent traversals: one row per dimension, set from -3 to +3, most influential first",
     "interpolate": "decode straight lines in latent space between pairs of images (or of prior draws)",
 }
@@ -30,12 +32,22 @@ class _Parser(argparse.ArgumentParser):
 def _parser(name: str) -> argparse.ArgumentParser:
     p = _Parser(prog=f"vae {name}", description=DOC[name])
     p.add_argument("checkpoint", help="a .ckpt file written by `vae fit`")
-    p.add_argument("--out", default=f"{name}.png", help="output PNG file (default: %(default)s)")
+    out = "output: .png grid, a new folder of PNGs or an .npz file" if name == "sample" else "output PNG file"
+    p.add_argument("--out", default=f"{name}.png", help=f"{out} (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent draws (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: %(default)s)")
     if name == "sample":
         p.add_argument("--num", type=int, default=64, help="number of samples (default: %(default)s)")
-        p.add_argument("--nrow", type=int, default=8, help="images per row (default: %(default)s)")
+        p.add_argument("--nrow", type=int, default=8, help="images per row of a grid (default: %(default)s)")
+        p.add_argument("--format", choices=FORMATS,
+                       help="grid (one PNG), png (a folder of N PNGs) or npz; default: from the --out extension")
+        p.add_argument("--temperature", type=float, default=1.0, help="z ~ N(0, T^2 I) (default: %(default)s)")
+        kind = p.add_mutually_exclusive_group()
+        kind.add_argument("--mean", dest="draw", action="store_false", help="images are E[x|z] (the default)")
+        kind.add_argument("--draw", dest="draw", action="store_true",
+                          help="images are draws from p(x|z): binary for a Bernoulli model")
+        p.add_argument("--batch-size", type=int, default=256, help="images decoded at once (default: %(default)s)")
+        p.set_defaults(draw=False)  # else --mean's store_false default (True) would win
     if name == "traverse":
         p.add_argument("--image", help="traverse around the code μ(x) of this image file; default: around z = 0")
         p.add_argument("--dims", type=int, default=10, help="dimensions shown, most influential first (default: %(default)s)")
@@ -77,21 +89,63 @@ def _influence_order(model, z, span: float):
     return torch.argsort(change, descending=True, stable=True)
 
 
+FORMATS = ("grid", "png", "npz")
+#: the extension each format's --out must have ("": a folder)
+SUFFIX = {"grid": ".png", "png": "", "npz": ".npz"}
+
+
+def sample_format(args: argparse.Namespace) -> str:
+    """The output format of ``vae sample``: --format, else the one the --out extension names;
+    refuses a --format the extension contradicts."""
+    suffix = Path(args.out).suffix.lower()
+    fmt = args.format or next((f for f, s in SUFFIX.items() if s == suffix), None)
+    if fmt is None or SUFFIX[fmt] != suffix:
+        want = f"end in {SUFFIX[fmt]}" if fmt and SUFFIX[fmt] else "name a folder (no extension)"
+        given = f"--format {fmt} needs --out to {want}" if fmt else "--out must end in .png or .npz or name a folder"
+        raise UserError(f"{given}; got {args.out!r}.")
+    return fmt
+
+
+def _check_sample(args: argparse.Namespace) -> str:
+    from vae_lightning.runtime.outputs import check_out
+
+    if args.num < 1 or args.nrow < 1 or args.batch_size < 1:
+        got = f"{args.num}, {args.nrow} and {args.batch_size}"
+        raise UserError(f"--num, --nrow and --batch-size must be >= 1, got {got}.")
+    if not args.temperature > 0:
+        raise UserError(f"--temperature must be > 0, got {args.temperature}.")
+    fmt = sample_format(args)
+    check_out("--out", args.out, folder=fmt == "png")
+    return fmt
+
+
+def _sample(model, args: argparse.Namespace, fmt: str):
+    from vae_lightning.cli import generate
+    from vae_lightning.evaluation import pictures
+
+    out = Path(args.out).expanduser()
+    if fmt == "png":
+        return generate.write_pngs(model, out, args.num, args.seed, args.temperature, args.draw, args.batch_size)
+    if fmt == "npz":
+        return generate.write_npz(model, out, args.num, args.seed, args.temperature, args.draw, args.batch_size)
+    grid = pictures.sample_grid(model, args.num, args.nrow, args.seed, args.temperature, args.draw)
+    return pictures.save_png(grid, out)
+
+
 def _run(name: str, args: argparse.Namespace) -> Path:
     import torch
 
     from vae_lightning.evaluation import pictures
     from vae_lightning.runtime.checkpoint import load_model
+    from vae_lightning.runtime.outputs import check_out
 
-    if not str(args.out).lower().endswith(".png"):
-        raise UserError(f"--out must be a .png file, got {args.out!r}.")
+    if name == "sample":
+        fmt = _check_sample(args)
+        return _sample(load_model(args.checkpoint, map_location=args.device), args, fmt)
+    check_out("--out", args.out, (".png",))
     model = load_model(args.checkpoint, map_location=args.device)
     g = torch.Generator().manual_seed(args.seed)
-    if name == "sample":
-        if args.num < 1 or args.nrow < 1:
-            raise UserError(f"--num and --nrow must be >= 1, got {args.num} and {args.nrow}.")
-        grid = pictures.sample_grid(model, args.num, args.nrow, args.seed)
-    elif name == "traverse":
+    if name == "traverse":
         if args.dims < 1 or args.steps < 2 or args.span <= 0:
             raise UserError(f"need --dims >= 1, --steps >= 2 and --span > 0; got {args.dims}, {args.steps}, {args.span}.")
         z = pictures.encode_mean(model, read_image(args.image, model))[0].cpu() if args.image else torch.zeros(model.latent_dim)

@@ -199,7 +199,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="vae slurm submit", description=__doc__.split("\n\n")[0],
+    from vae_lightning.cli.console import plain
+
+    p = _Parser(prog="vae slurm submit", description=plain(__doc__.split("\n\n")[0]),
                 epilog="Arguments after `--` go to `vae fit` unchanged.")
     p.add_argument("--config", action="append", required=True, help="YAML config, as for `vae fit` (repeatable)")
     p.add_argument("--nodes", type=int, default=1, help="number of nodes (trainer.num_nodes)")

@@ -121,6 +121,18 @@ class VAEDataModule(L.LightningDataModule):
                 setattr(self, name, moved)
         return moved
 
+    def split_loader(self, split: str):
+        """The batches of one split (``train``, ``val``, ``test`` or ``predict``) in data order,
+        none shuffled or dropped, for ``vae encode``. A dynamically binarized train split gets
+        one seeded draw; ``setup`` must have run for the split's stage."""
+        if split == "predict":
+            split = "test"  # what predict_dataloader serves
+        source, idx = getattr(self, f"{split}_source"), getattr(self, f"{split}_idx")
+        loader = self._loader(source, idx, train=False)
+        if split == "train" and self.binarize == "dynamic":
+            loader.binarize = "dynamic"
+        return loader
+
     def train_dataloader(self):
         return self._loader(self.train_source, self.train_idx, train=True)
 

@@ -230,6 +230,10 @@ class _FileBacked(VAEDataModule):
     def num_train(self) -> int | None:
         return len(self.train_set) if self.train_set is not None else None
 
+    def split_loader(self, split: str) -> DataLoader:
+        """One split's batches in data order (see ``VAEDataModule.split_loader``)."""
+        return self._dl(getattr(self, f"{'test' if split == 'predict' else split}_set"), False)
+
     def train_dataloader(self):
         return self._dl(self.train_set, True)
 

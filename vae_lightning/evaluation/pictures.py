@@ -45,9 +45,10 @@ def reconstruction_grid(model, x: Tensor, nrow: int = 8) -> Tensor:
 
 
 @torch.no_grad()
-def sample_grid(model, n: int, nrow: int = 8, seed: int = 0) -> Tensor:
-    """E[x|z] for n seeded draws z ~ N(0, I)."""
-    return _grid(model.sample(n, generator=torch.Generator().manual_seed(seed)), nrow)
+def sample_grid(model, n: int, nrow: int = 8, seed: int = 0, temperature: float = 1.0, draw: bool = False) -> Tensor:
+    """E[x|z] (or with ``draw`` draws from p(x|z)) for n seeded draws z ~ N(0, T²I)."""
+    g = torch.Generator().manual_seed(seed)
+    return _grid(model.sample(n, generator=g, temperature=temperature, draw=draw), nrow)
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ neg_llr at ≈ 0.7 (README, "Anomaly scores").
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import torch
@@ -37,6 +38,7 @@ from typing_extensions import override
 
 from vae_lightning.data.base import images
 from vae_lightning.errors import UserError
+from vae_lightning.evaluation import decisions
 from vae_lightning.evaluation.metrics import PixelMarginals, iw_log_likelihood
 from vae_lightning.runtime.atomic import atomic_open
 
@@ -72,21 +74,47 @@ class AnomalyScores(BasePredictionWriter):
     is renamed at the end, so a failed run leaves no partial CSV. With several devices each
     writes ``<stem>.rank<r>.csv``.
 
+    Decisions (``vae_lightning.evaluation.decisions``, one device): with ``fpr``, the threshold on
+    ``score`` is chosen on the validation split (held-out normal data) so that a share ``fpr``
+    of it is flagged; every row gets ``flag`` (1: anomalous), and ``<stem>.json`` beside the CSV
+    records the score, the threshold and the target rate. With ``anomalous_labels`` the JSON
+    also holds the AUROC of ``score`` and the achieved true- and false-positive rates.
+
     Args:
         path: the CSV file; None: ``<default_root_dir>/scores.csv``.
         background_images: training images (over all devices) the background model is fit
             to; 0 leaves out nll_pixels and neg_llr.
+        fpr: target false-positive rate in (0, 1) of the flags; None: no flag column.
+        score: the score the decision uses; None: neg_llr (nll_iw when background_images is 0).
+        anomalous_labels: class labels of the predict split that count as anomalies.
     """
 
-    def __init__(self, path: str | None = None, background_images: int = 50_000) -> None:
+    def __init__(self, path: str | None = None, background_images: int = 50_000, fpr: float | None = None,
+                 score: str | None = None, anomalous_labels: int | list[int] | None = None) -> None:
         super().__init__(write_interval="batch")
         if path is not None and not str(path).endswith(".csv"):
             raise UserError(f"scores.path must name a .csv file, got {path!r}.")
+        if path is not None:
+            from vae_lightning.cli.preflight import check_writable
+
+            check_writable("scores.path", Path(path).expanduser().parent)  # before the model runs, not after
         if background_images < 0:
             raise UserError(f"scores.background_images must be >= 0 (0 turns neg_llr off), got {background_images}.")
+        if fpr is not None:
+            decisions.threshold_at_fpr(torch.zeros(1), fpr)  # refuses a rate outside (0, 1)
+        names = SCORES + (BACKGROUND_SCORES if background_images else ())
+        score = score or ("neg_llr" if background_images else "nll_iw")
+        if score not in names:
+            raise UserError(f"scores.score must be one of {', '.join(names)}, got {score!r}.")
         self.path, self.background_images = path, background_images
+        if isinstance(anomalous_labels, int):
+            anomalous_labels = [anomalous_labels]
+        self.fpr, self.score, self.anomalous_labels = fpr, score, anomalous_labels
         self._rows: list[dict] = []
         self._background = None  # torch.distributions: log p_pixels(x), (B,)
+        self._threshold: float | None = None  # on the oriented score (decisions.orient)
+        self._val_count = 0
+        self._decided: list[Tensor] = []  # the decision score of every row, float64
 
     def _target(self, trainer: Trainer) -> Path:
         path = Path(self.path) if self.path else Path(trainer.default_root_dir) / "scores.csv"
@@ -94,10 +122,46 @@ class AnomalyScores(BasePredictionWriter):
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}.csv")
         return path
 
+    @property
+    def deciding(self) -> bool:
+        return self.fpr is not None or self.anomalous_labels is not None
+
     @override
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._rows = []
+        self._rows, self._decided, self._threshold = [], [], None
+        if self.deciding and trainer.world_size > 1:
+            raise UserError("scores.fpr and scores.anomalous_labels need one device; set trainer.devices 1.")
+        if self.anomalous_labels is not None and getattr(trainer.datamodule, "factor_names", None):
+            raise UserError(f"scores.anomalous_labels needs class labels, but {type(trainer.datamodule).__name__} "
+                            "has ground-truth factors; leave it out.")
         self._background = self._fit_background(trainer, pl_module) if self.background_images else None
+        if self.fpr is not None:
+            self._threshold = self._fit_threshold(trainer, pl_module)
+
+    def _scores(self, pl_module: LightningModule, x: Tensor, prediction: dict | None = None) -> dict[str, Tensor]:
+        scores = dict(prediction) if prediction is not None else anomaly_scores(pl_module, x, pl_module.iw_samples)
+        if self._background is not None:
+            scores["nll_pixels"] = -self._background.log_prob(x.float())
+            scores["neg_llr"] = scores["nll_iw"] - scores["nll_pixels"]
+        return scores
+
+    def _fit_threshold(self, trainer: Trainer, pl_module: LightningModule) -> float:
+        dm = trainer.datamodule
+        dm.setup("fit")
+        loader = dm.val_dataloader() if dm is not None else None
+        if loader is None or len(loader) == 0:
+            raise UserError("scores.fpr needs held-out normal data in the validation split, which is empty; "
+                            "set data.init_args.val_size > 0.")
+        normal = []
+        for batch in loader:
+            x = images(batch).to(pl_module.device)
+            normal.append(decisions.orient(self.score, self._scores(pl_module, x)[self.score]).cpu())
+        normal = torch.cat(normal)
+        self._val_count = len(normal)
+        threshold = decisions.threshold_at_fpr(normal, self.fpr)
+        print(f"vae: threshold on {self.score} at a {self.fpr:g} false-positive rate, fit to {len(normal)} "
+              f"validation inputs: {threshold if self.score not in decisions.LOW_IS_ANOMALOUS else -threshold:.6g}")
+        return threshold
 
     def _fit_background(self, trainer: Trainer, pl_module: LightningModule):
         dm = trainer.datamodule
@@ -122,11 +186,11 @@ class AnomalyScores(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         y = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
         factor_names = getattr(trainer.datamodule, "factor_names", None)
-        scores = dict(prediction)
-        if self._background is not None:
-            x = images(batch)
-            scores["nll_pixels"] = -self._background.log_prob(x.float())
-            scores["neg_llr"] = scores["nll_iw"] - scores["nll_pixels"]
+        x = images(batch)
+        scores = self._scores(pl_module, x, prediction)
+        decided = decisions.orient(self.score, scores[self.score]).cpu()
+        self._decided.append(decided)
+        flags = (decided > self._threshold).tolist() if self._threshold is not None else None
         columns = [name for name in (*SCORES, *BACKGROUND_SCORES) if name in scores]
         cols = {name: scores[name].float().cpu().tolist() for name in columns}
         for i in range(len(cols["nll_iw"])):
@@ -137,16 +201,36 @@ class AnomalyScores(BasePredictionWriter):
                 keys = factor_names if factor_names and len(factor_names) == y.shape[1] else [f"y{j}" for j in range(y.shape[1])]
                 row.update({key: int(v) for key, v in zip(keys, y[i].tolist())})
             row.update({name: f"{cols[name][i]:.6g}" for name in columns})
+            if flags is not None:
+                row["flag"] = int(flags[i])
             self._rows.append(row)
+
+    def _decision(self, trainer: Trainer) -> dict | None:
+        """The JSON record (``decisions.report``); checks the labels before anything is written."""
+        if not self.deciding:
+            return None
+        positive = None
+        if self.anomalous_labels is not None:
+            labels = torch.tensor([row["label"] for row in self._rows]) if "label" in self._rows[0] else None
+            positive = decisions.check_labels(labels, self.anomalous_labels, type(trainer.datamodule).__name__)
+        scores = decisions.orient(self.score, torch.cat(self._decided))  # back to the score's own sign
+        return decisions.report(self.score, scores, self._threshold, positive, self.fpr, self._val_count)
 
     @override
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._rows:
             return
+        record = self._decision(trainer)
         path = self._target(trainer)
+        if record is not None:
+            with atomic_open(path.with_suffix(".json"), "w") as f:
+                f.write(json.dumps(record, indent=2) + "\n")
         with atomic_open(path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(self._rows[0]))
             writer.writeheader()
             writer.writerows(self._rows)
         print(f"vae: wrote {len(self._rows)} rows of anomaly scores to {path}")
+        if record is not None:
+            shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
+            print(f"vae: decision ({path.with_suffix('.json')}): {shown}")
         self._rows = []

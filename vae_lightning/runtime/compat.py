@@ -25,6 +25,8 @@ PRIVATE = [
     ("WandbLogger", "_wandb_init"),
     ("WandbLogger", "_offline"),
     ("WandbLogger", "_experiment"),
+    ("wandb.errors.term", "_printed_messages"),  # messages termwarn(repeat=False) has printed
+    ("wandb.errors.term", "WARN_STRING"),
 ]
 
 
@@ -91,6 +93,14 @@ def wandb_offline(logger) -> bool:
 def wandb_started(logger) -> bool:
     """Whether the logger's run exists already (``logger.experiment`` would start it)."""
     return logger._experiment is not None
+
+
+def wandb_skip_warnings(messages) -> None:
+    """Make ``wandb.termwarn(message, repeat=False)`` print nothing for these messages: W&B skips
+    a message it has printed once (wandb 0.31.0). Imports wandb."""
+    from wandb.errors import term
+
+    term._printed_messages.update(f"{term.WARN_STRING} {message}" for message in messages)
 
 
 def wandb_go_offline(logger) -> None:

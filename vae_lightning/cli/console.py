@@ -1,0 +1,81 @@
+"""The one place where other libraries' console noise is filtered, by message; ``vae`` calls
+``quiet()`` at its entry point. ``VAE_DEBUG=1`` turns every filter off.
+
+What a normal ``vae fit``/``test``/picture command then prints: the model summary, the progress
+display, the metric table, and vae's own messages and warnings. Other warnings (deprecations
+of our own, config hints such as Lightning's ``log_every_n_steps``) still show.
+
+Checked against lightning 2.6.6, torch 2.14.1 and wandb 0.31.0; ``tests/test_use.py`` fails
+when one of these messages comes back. The W&B filter goes through ``runtime.compat``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+#: Python warnings from other libraries, as regexes on the start of the message
+WARNINGS = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's own use of a torch API
+    r"The `srun` command is available on your system but is not used",  # any run on a SLURM login node
+)
+
+#: Lightning's info lines (logging), as regexes searched in the message
+LIGHTNING_INFO = (
+    r"Tip: For seamless cloud logging",  # the litlogger advert
+    r"^(GPU|TPU|HPU) available: ",  # hardware lines; `vae` checks the accelerator itself
+    r"^Seed set to ",
+)
+LIGHTNING_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
+    "lightning.pytorch.utilities.seed",
+)
+
+#: wandb.termwarn lines printed with repeat=False; wandb skips a message it has printed before.
+#: The anonymous setting comes from Lightning's WandbLogger, which always passes it.
+WANDB_ONCE = ("The anonymous setting has no effect and will be removed in a future version.",)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        super().__init__()
+        self.pattern = re.compile("|".join(f"(?:{p})" for p in patterns))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.search(record.getMessage())
+
+
+def debug() -> bool:
+    """True when ``VAE_DEBUG`` is set: tracebacks and every library's messages."""
+    return bool(os.environ.get("VAE_DEBUG"))
+
+
+def quiet(wandb: bool = False) -> None:
+    """Install the filters (idempotent). ``wandb``: also the W&B ones (imports wandb, ~1 s)."""
+    if debug():
+        return
+    import warnings
+
+    for pattern in WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    drop = _DropMessages(LIGHTNING_INFO)
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in logger.filters):
+            logger.addFilter(drop)
+    if wandb:
+        from vae_lightning.runtime import compat
+
+        compat.wandb_skip_warnings(WANDB_ONCE)
+
+
+_RST_LITERAL = re.compile(r"``([^`]+)``")
+_RST_ROLE = re.compile(r":(?:class|func|meth|mod|attr|obj):`~?([^`]+)`")
+
+
+def plain(text: str) -> str:
+    """Help text without reStructuredText markup: ``x`` and :class:`x` become x."""
+    return _RST_ROLE.sub(r"\1", _RST_LITERAL.sub(r"\1", text))

@@ -1,0 +1,167 @@
+"""``vae encode``: the latents of every input of one data split, as features for other models.
+
+    vae encode runs/mnist-vae/checkpoints/version_0/last.ckpt --config configs/mnist/vae.yaml \\
+        --split test --out latents.npz
+
+The model comes from the checkpoint; only the ``data:`` block of the ``--config`` files (and
+``--data.*`` flags) is read. One row per input, in the split's data order (no shuffling):
+
+- ``index`` (N,) int64: the position of the input in the split;
+- ``mu``, ``logvar`` (N, D) float32: q(z|x) = N(mu, exp(logvar)), in prior standard units;
+- ``z`` (N, D) float32, with ``--sample``: one seeded draw z ~ q(z|x);
+- ``label`` (N,) int64 when the data has class labels, or ``factors`` (N, F) int64 and
+  ``factor_names`` (F,) when it has ground-truth factors (sprites).
+
+Formats, by the extension of ``--out``: ``.npz`` (``numpy.load``) or ``.pt`` (``torch.load``,
+a dict of tensors; ``factor_names`` a list). Inputs are read a batch at a time (the data's
+``batch_size``); memory holds the outputs, N × D floats each, not the inputs. It runs in one
+process on ``--device`` and writes one file, atomically (a failed run leaves none).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vae_lightning.errors import UserError
+from vae_lightning.runtime.atomic import atomic_open
+from vae_lightning.runtime.outputs import check_out, progress
+
+SPLITS = ("train", "val", "test", "predict")
+STAGE = {"train": "fit", "val": "fit", "test": "test", "predict": "predict"}
+FORMATS = (".npz", ".pt")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit 2, like every other `vae` error
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="vae encode",
+        description="write mu and log sigma^2 of q(z|x) for every input of a data split",
+        epilog="--data.* flags (e.g. --data.init_args.batch_size 512) override the configs' data block.",
+    )
+    p.add_argument("checkpoint", help="a .ckpt file written by `vae fit`")
+    p.add_argument("--config", action="append", default=[], help="YAML config with a data: block (repeatable)")
+    p.add_argument("--split", default="test", help="train, val, test or predict (default: %(default)s)")
+    p.add_argument("--out", default="latents.npz", help="output file, .npz or .pt (default: %(default)s)")
+    p.add_argument("--sample", action="store_true", help="also write one draw z ~ q(z|x) per input")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --sample draws (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: %(default)s)")
+    return p
+
+
+def data_module(configs: list[str], overrides: list[str]):
+    """The data module of the ``data:`` blocks of ``configs`` (later files win) and ``--data.*``
+    flags, built as ``vae fit`` builds it."""
+    import yaml
+    from jsonargparse import ArgumentError, ArgumentParser
+
+    from vae_lightning.cli import explain
+    from vae_lightning.data.base import VAEDataModule
+
+    args = []
+    for name in configs:
+        try:
+            loaded = yaml.safe_load(Path(name).read_text()) or {}
+        except OSError:
+            raise UserError(f"the --config file {name} does not exist; check the path.") from None
+        except yaml.YAMLError:
+            raise UserError(explain._yaml_problem(["--config", name], "")) from None
+        if isinstance(loaded, dict) and loaded.get("data") is not None:
+            args += ["--data", yaml.safe_dump(loaded["data"])]
+    bad = [a for a in overrides if a.startswith("-") and not a.startswith("--data")]
+    if bad:
+        raise UserError(f"vae encode: unrecognized argument {bad[0]}; see `vae encode --help`.")
+    if not args:
+        raise UserError("vae encode needs the data: block of the run; pass its config with --config.")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(VAEDataModule, "data", required=True)
+    try:
+        return parser.instantiate_classes(parser.parse_args(args + overrides)).data
+    except (ArgumentError, ValueError, TypeError) as err:
+        raise UserError(explain.explain(err)) from None
+
+
+def split_loader(dm, split: str):
+    """The split's loader; a split the data module lacks (or leaves empty) is the user's error."""
+    if split not in SPLITS:
+        raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}.")
+    dm.setup(STAGE[split])
+    try:
+        loader = dm.split_loader(split)
+    except (UserError, AttributeError):
+        loader = None
+    if loader is None or len(loader) == 0:
+        hint = " (set data.init_args.val_size > 0)" if split == "val" else ""
+        raise UserError(f"--split {split}: {type(dm).__name__} has no {split} examples{hint}; choose another split.")
+    return loader
+
+
+def _targets(y) -> dict:
+    import torch
+
+    if not torch.is_tensor(y):
+        return {}
+    if y.dim() == 2:
+        return {"factors": y.long()}
+    return {"label": y.long()}
+
+
+def encode(model, loader, dm, sample: bool, seed: int) -> dict:
+    """Rows of the output file (see the module doc) for every batch of ``loader``."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    parts: dict[str, list] = {}
+    with progress(len(loader), "vae encode", "batch") as bar:
+        for batch in loader:
+            x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) and len(batch) > 1 else (batch, None)
+            mu, logvar = model.encode(x)
+            rows = {"mu": mu.cpu(), "logvar": logvar.cpu(), **_targets(y)}
+            if sample:
+                rows["z"] = rows["mu"] + (0.5 * rows["logvar"]).exp() * torch.randn(mu.shape, generator=g)
+            for key, value in rows.items():
+                parts.setdefault(key, []).append(value.cpu())
+            bar.update()
+    out = {key: torch.cat(values) for key, values in parts.items()}
+    out["index"] = torch.arange(len(out["mu"]))
+    names = getattr(dm, "factor_names", None)
+    if "factors" in out and names and len(names) == out["factors"].shape[1]:
+        out["factor_names"] = list(names)
+    return {"index": out.pop("index"), **out}
+
+
+def save(rows: dict, path: Path) -> None:
+    """Write ``rows`` as .npz or .pt (by the extension), atomically."""
+    import numpy as np
+    import torch
+
+    with atomic_open(path, "wb") as f:  # a file object: numpy would append .npz to a name
+        if path.suffix.lower() == ".pt":
+            torch.save(rows, f)
+        else:
+            np.savez(f, **{k: np.asarray(v) if isinstance(v, list) else v.numpy() for k, v in rows.items()})
+
+
+def main(argv: list[str]) -> None:
+    """``argv``: the arguments after ``vae encode``."""
+    from vae_lightning.runtime.checkpoint import load_model
+
+    args, overrides = _parser().parse_known_args(argv)
+    out = check_out("--out", args.out, FORMATS)
+    if args.split not in SPLITS:
+        raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}.")
+    model = load_model(args.checkpoint, map_location=args.device)
+    dm = data_module(args.config, overrides)
+    if tuple(dm.image_shape) != tuple(model.image_shape):
+        raise UserError(
+            f"the checkpoint's model takes images of shape {tuple(model.image_shape)} but "
+            f"{type(dm).__name__} yields {tuple(dm.image_shape)}; pass the config the model was trained with."
+        )
+    loader = split_loader(dm, args.split)
+    rows = encode(model, loader, dm, args.sample, args.seed)
+    save(rows, out)
+    print(f"vae: wrote {len(rows['index'])} rows (index, {', '.join(k for k in rows if k != 'index')}) to {out}")
