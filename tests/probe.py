@@ -51,7 +51,8 @@ class Progress(Callback):
         self.out, self.delay = Path(out), delay
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.is_global_zero:
-            self.out.write_text(str(trainer.global_step))
+        if trainer.is_global_zero:  # a relative path lies in the run's folder (one per array task)
+            out = self.out if self.out.is_absolute() else Path(trainer.default_root_dir) / self.out
+            out.write_text(str(trainer.global_step))
         if os.environ.get("SLURM_RESTART_COUNT", "0") == "0":
             time.sleep(self.delay)

@@ -101,7 +101,7 @@ def _hyperparams(logger, config: dict, prov: dict, stage: str, fit: dict | None)
     if not isinstance(logger, WandbLogger):
         return {**config, "provenance": prov}
     if stage != "fit" and compat.wandb_init_args(logger).get("resume"):
-        return {f"provenance_{stage}": prov}  # the fit's own run: keep its config
+        return {f"provenance_{getattr(stage, 'value', stage)}": prov}  # the fit's own run: keep its config
     extra = {"fit_run_id": fit["wandb"]["id"]} if fit and fit.get("wandb") else {}
     return {**config, "provenance": prov, **extra}
 
