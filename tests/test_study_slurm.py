@@ -148,3 +148,40 @@ def test_vae_compare_tables_and_plots_the_study(study, tmp_path):
     grouped = [line for line in lines if "±" in line]
     assert len(grouped) == 2 and all("2" in line for line in grouped), result.stdout  # mean ± sd, n = 2
     assert len(list(out.glob("*.png"))) == 3, sorted(out.iterdir())
+
+
+def test_a_grid_larger_than_max_array_size_is_refused_before_submission(cluster, tmp_path):  # noqa: F811
+    limit = int(__import__("re").search(r"MaxArraySize\s*=\s*(\d+)", subprocess.run(
+        ["scontrol", "show", "config"], capture_output=True, text=True).stdout).group(1))
+    values = ",".join(str(v) for v in range(limit + 1))
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    result = run_vae("slurm", "submit", "--config", str(REPO / "configs/base.yaml"), "--gpus-per-node", "0",
+                     "--study", "huge", "--array", f"model.init_args.beta={values}", cwd=tmp_path, env=ENV)
+    assert result.returncode == 2
+    assert f"the grid has {limit + 1} tasks" in result.stderr and f"MaxArraySize is {limit}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    assert not set(after) - set(before), "a job was submitted"
+
+
+def test_a_job_preempted_during_its_test_requeues_and_runs_only_the_test(cluster, tmp_path):  # noqa: F811
+    fit = [a for a in FIT if "Progress" not in a and "callbacks." not in a]
+    result = run_vae("slurm", "submit", "--config", str(REPO / "configs/base.yaml"), "--gpus-per-node", "0",
+                     "--study", "late", "--seeds", "0", "--test", "--", *fit,
+                     "--trainer.callbacks+=tests.probe.TestProgress", "--trainer.callbacks.out=tested",
+                     "--trainer.callbacks.delay=3", cwd=tmp_path, env=ENV)
+    assert result.returncode == 0, result.stderr
+    job = f"{result.stdout.strip()}_0"
+    folder = tmp_path / "runs/late/seed_everything=0"
+    end = time.monotonic() + 300
+    while not (folder / "tested").exists():
+        assert time.monotonic() < end, f"the test never started: {job_info(job)}"
+        time.sleep(0.1)
+    subprocess.run(["scancel", "--signal=USR1", job])
+    info = wait_for(job, timeout=400)
+    log = next(tmp_path.glob("slurm-late-*.out")).read_text()
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", (info, log[-3000:])
+    assert log.count("`Trainer.fit` stopped") == 1, log[-3000:]  # the fit ran once, the test twice
+    run = merged(folder / "wandb")
+    assert len(run["ids"]) == 1 and len(run["folders"]) == 3, run["folders"]  # fit, interrupted test, test
+    assert len([row for row in run["history"] if "test/elbo" in row]) == 1  # the requeued test adds no rows
