@@ -4,12 +4,11 @@ provenance in every run, and evaluations that continue their fit's W&B run."""
 from __future__ import annotations
 
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-
-import sys
-from pathlib import Path
 
 from conftest import REPO, write_mnist_raw
 from vae_lightning.cli.slurm import job_from_args, render
@@ -38,8 +37,11 @@ def test_two_seeds_see_identical_mnist_val_and_test_tensors_but_train_differentl
         data = MNISTDataModule(data_dir=str(root), seed=seed, val_size=50, batch_size=25)
         data.setup("fit")
         data.setup("test")
-        seen[seed] = (_batches(data.val_dataloader()), _batches(data.test_dataloader()),
-                      _batches(data.train_dataloader()))
+        seen[seed] = (
+            _batches(data.val_dataloader()),
+            _batches(data.test_dataloader()),
+            _batches(data.train_dataloader()),
+        )
     assert torch.equal(seen[0][0], seen[1][0]), "validation images differ between seeds"
     assert torch.equal(seen[0][1], seen[1][1]), "test images differ between seeds"
     assert set(seen[0][1].unique().tolist()) == {0.0, 1.0}  # the fixed binarization did run
@@ -73,19 +75,36 @@ def test_grid_is_the_cartesian_product_in_key_order():
     assert len({folder(c) for c in combos}) == 12
 
 
-@pytest.mark.parametrize("arrays, seeds, words", [
-    (["model.init_args.beta=1,2", "model.init_args.beta=3"], None, "'model.init_args.beta' is swept twice"),
-    (["seed_everything=1"], "0,1", "--seeds sets it"),
-    (["model.init_args.beta"], None, "--array takes KEY=V1,V2"),
-])
+@pytest.mark.parametrize(
+    "arrays, seeds, words",
+    [
+        (["model.init_args.beta=1,2", "model.init_args.beta=3"], None, "'model.init_args.beta' is swept twice"),
+        (["seed_everything=1"], "0,1", "--seeds sets it"),
+        (["model.init_args.beta"], None, "--array takes KEY=V1,V2"),
+    ],
+)
 def test_bad_grids_are_refused_in_one_sentence(arrays, seeds, words):
     with pytest.raises(UserError, match=words):
         grid_from(arrays, seeds)
 
 
 def test_dry_run_of_a_study_gives_each_array_task_its_folder_name_and_tags(tmp_path):
-    job, _ = job_from_args(["--config", str(REPO / "configs/base.yaml"), "--gpus-per-node", "0", "--study", "betas",
-                            "--array", "model.init_args.beta=1,4", "--seeds", "0,1", "--test", "--dry-run"])
+    job, _ = job_from_args(
+        [
+            "--config",
+            str(REPO / "configs/base.yaml"),
+            "--gpus-per-node",
+            "0",
+            "--study",
+            "betas",
+            "--array",
+            "model.init_args.beta=1,4",
+            "--seeds",
+            "0,1",
+            "--test",
+            "--dry-run",
+        ]
+    )
     script = render(job)
     assert "#SBATCH --array=0-3\n" in script
     path = tmp_path / "job.sbatch"
@@ -93,32 +112,71 @@ def test_dry_run_of_a_study_gives_each_array_task_its_folder_name_and_tags(tmp_p
     assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
     # run the script's task-selection lines as bash would in array task 2
     lines = script.splitlines()
-    head = "\n".join(lines[lines.index("I=$SLURM_ARRAY_TASK_ID") : next(i for i, line in enumerate(lines)
-                                                                         if line.startswith("ROOT=")) + 1])
+    head = "\n".join(
+        lines[
+            lines.index("I=$SLURM_ARRAY_TASK_ID") : next(i for i, line in enumerate(lines) if line.startswith("ROOT="))
+            + 1
+        ]
+    )
     show = 'echo "$ROOT|${NAMES[$I]}|${TAGS[$I]}|${V0[$I]}|${V1[$I]}"'
-    out = subprocess.run(["bash", "-c", f"{head}\n{show}"], env={"SLURM_ARRAY_TASK_ID": "2"}, capture_output=True,
-                         text=True, check=True).stdout.strip()
-    assert out == ("runs/betas/model.init_args.beta=4,seed_everything=0|beta=4,seed_everything=0|"
-                   "[slurm, study, beta=4, seed_everything=0]|4|0")
+    out = subprocess.run(
+        ["bash", "-c", f"{head}\n{show}"], env={"SLURM_ARRAY_TASK_ID": "2"}, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == (
+        "runs/betas/model.init_args.beta=4,seed_everything=0|beta=4,seed_everything=0|"
+        "[slurm, study, beta=4, seed_everything=0]|4|0"
+    )
     assert '--model.init_args.beta "${V0[$I]}"' in script and '--seed_everything "${V1[$I]}"' in script
     assert "--trainer.logger.init_args.group betas" in script
     # the test runs after the fit, on the best checkpoint; a requeued job with the fit done only tests
-    fit, test = script.index('srun vae fit "${ARGS[@]}" --preemption.done_file "$DONE"'), script.index(
-        'srun vae test "${ARGS[@]}" --ckpt_path best')
+    fit, test = (
+        script.index('srun vae fit "${ARGS[@]}" --preemption.done_file "$DONE"'),
+        script.index('srun vae test "${ARGS[@]}" --ckpt_path best'),
+    )
     assert fit < script.index("[[ -f $DONE ]] || exit 0") < test
 
 
 # ---- provenance (item 6) and evaluations in their fit's run (items 1, 2) ----------------------------
 
 TINY = [
-    "--config", str(REPO / "configs/base.yaml"),
-    "--model", "vae_lightning.VAE", "--model.init_args.latent_dim", "3",
-    "--model.init_args.encoder", "vae_lightning.MLPEncoder", "--model.init_args.encoder.init_args.hidden", "[16]",
-    "--model.init_args.decoder", "vae_lightning.MLPDecoder", "--model.init_args.decoder.init_args.hidden", "[16]",
-    "--data.init_args.num_images", "200", "--data.init_args.val_size", "32", "--data.init_args.batch_size", "16",
-    "--trainer.enable_progress_bar", "false", "--images.every_n_val", "0", "--trainer.max_steps", "10",
-    "--trainer.val_check_interval", "5", "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "2",
-    "--model.init_args.iw_samples", "2", "--disentanglement.enabled", "false", "--collapse.every_n_val", "0",
+    "--config",
+    str(REPO / "configs/base.yaml"),
+    "--model",
+    "vae_lightning.VAE",
+    "--model.init_args.latent_dim",
+    "3",
+    "--model.init_args.encoder",
+    "vae_lightning.MLPEncoder",
+    "--model.init_args.encoder.init_args.hidden",
+    "[16]",
+    "--model.init_args.decoder",
+    "vae_lightning.MLPDecoder",
+    "--model.init_args.decoder.init_args.hidden",
+    "[16]",
+    "--data.init_args.num_images",
+    "200",
+    "--data.init_args.val_size",
+    "32",
+    "--data.init_args.batch_size",
+    "16",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--images.every_n_val",
+    "0",
+    "--trainer.max_steps",
+    "10",
+    "--trainer.val_check_interval",
+    "5",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.log_every_n_steps",
+    "2",
+    "--model.init_args.iw_samples",
+    "2",
+    "--disentanglement.enabled",
+    "false",
+    "--collapse.every_n_val",
+    "0",
 ]
 
 
@@ -159,8 +217,12 @@ def test_a_fit_records_its_provenance_in_its_folder_and_wandb_config(fitted):
     record = json.loads((fitted / "checkpoints/version_0/provenance.json").read_text())
     assert (fitted / "checkpoints/version_0/vae_config.yaml").is_file()
     assert record["versions"]["torch"] == torch.__version__.split("+")[0] or record["versions"]["torch"]
-    assert record["data"] == {"class": "vae_lightning.data.sprites.SpritesDataModule",
-                              "checksum_or_version": "sprites-generator-v1", "split_seed": 0, "binarize": "none"}
+    assert record["data"] == {
+        "class": "vae_lightning.data.sprites.SpritesDataModule",
+        "checksum_or_version": "sprites-generator-v1",
+        "split_seed": 0,
+        "binarize": "none",
+    }
     assert (record["device"], record["precision"], record["world_size"]) == ("cpu", "32-true", 1)
     assert len(record["config_hash"]) == 16 and record["code_version"]
     import yaml

@@ -13,40 +13,74 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_slurm import ENV, cluster, job_info, wait_for  # noqa: F401  (cluster: the fixture)
 
 from conftest import REPO, TINY_MODEL, run_vae
-from test_slurm import ENV, cluster, job_info, wait_for  # noqa: F401  (cluster: the fixture)
 from vae_lightning.cli import SUBCOMMANDS
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wandb_offline import merged  # noqa: E402
+from wandb_offline import merged
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 # 360 training images at batch 16: 22 steps an epoch; 40 steps in all
 FIT = [
-    "--model", "vae_lightning.BetaVAE", *TINY_MODEL[2:],
-    "--data.init_args.num_images", "400",
-    "--data.init_args.val_size", "40",
-    "--data.init_args.batch_size", "16",
-    "--trainer.max_steps", "40",
-    "--trainer.val_check_interval", "20",
-    "--trainer.limit_val_batches", "2",
-    "--trainer.log_every_n_steps", "5",
-    "--trainer.deterministic", "true",
-    "--trainer.enable_progress_bar", "false",
-    "--images.every_n_val", "0",
-    "--model.init_args.iw_samples", "4",
-    "--disentanglement.enabled", "false",
-    "--trainer.callbacks+=tests.probe.Progress", "--trainer.callbacks.out=progress", "--trainer.callbacks.delay=0.1",
+    "--model",
+    "vae_lightning.BetaVAE",
+    *TINY_MODEL[2:],
+    "--data.init_args.num_images",
+    "400",
+    "--data.init_args.val_size",
+    "40",
+    "--data.init_args.batch_size",
+    "16",
+    "--trainer.max_steps",
+    "40",
+    "--trainer.val_check_interval",
+    "20",
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.log_every_n_steps",
+    "5",
+    "--trainer.deterministic",
+    "true",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--images.every_n_val",
+    "0",
+    "--model.init_args.iw_samples",
+    "4",
+    "--disentanglement.enabled",
+    "false",
+    "--trainer.callbacks+=tests.probe.Progress",
+    "--trainer.callbacks.out=progress",
+    "--trainer.callbacks.delay=0.1",
 ]
-TASKS = ["model.init_args.beta=1,seed_everything=0", "model.init_args.beta=1,seed_everything=1",
-         "model.init_args.beta=4,seed_everything=0", "model.init_args.beta=4,seed_everything=1"]
+TASKS = [
+    "model.init_args.beta=1,seed_everything=0",
+    "model.init_args.beta=1,seed_everything=1",
+    "model.init_args.beta=4,seed_everything=0",
+    "model.init_args.beta=4,seed_everything=1",
+]
 
 
 def submit(tmp: Path, study: str, *grid: str) -> str:
-    result = run_vae("slurm", "submit", "--config", str(REPO / "configs/base.yaml"), "--gpus-per-node", "0",
-                     "--study", study, *grid, "--test", "--", *FIT, cwd=tmp, env=ENV)
+    result = run_vae(
+        "slurm",
+        "submit",
+        "--config",
+        str(REPO / "configs/base.yaml"),
+        "--gpus-per-node",
+        "0",
+        "--study",
+        study,
+        *grid,
+        "--test",
+        "--",
+        *FIT,
+        cwd=tmp,
+        env=ENV,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().isdigit(), result.stdout
     return result.stdout.strip()
@@ -79,13 +113,14 @@ def _ckpt(folder: Path, name: str = "last.ckpt") -> dict:
 
 
 def _test_numbers(run: dict) -> dict:
-    return {k: v for row in run["history"] for k, v in row.items() if k.startswith("test/") and
-            isinstance(v, (int, float))}
+    return {
+        k: v for row in run["history"] for k, v in row.items() if k.startswith("test/") and isinstance(v, (int, float))
+    }
 
 
 def test_every_task_fits_and_tests_in_its_own_folder(study):
-    tmp, array, _, infos, _ = study
-    for task, info in zip(TASKS, infos):
+    tmp, _, _, infos, _ = study
+    for task, info in zip(TASKS, infos, strict=True):
         assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", (task, info)
         folder = _folder(tmp, "betas", task)
         assert (folder / "fit.done").read_text().strip() == "40"
@@ -96,11 +131,12 @@ def test_every_task_fits_and_tests_in_its_own_folder(study):
         config = (next((folder / "checkpoints").glob("slurm-*")) / "vae_config.yaml").read_text()
         assert f"seed_everything: {seed}\n" in config
         assert {"config_hash", "code_version", "versions", "data", "device", "precision", "world_size"} <= set(
-            __import__("json").loads(next((folder / "checkpoints").glob("slurm-*/provenance.json")).read_text()))
+            __import__("json").loads(next((folder / "checkpoints").glob("slurm-*/provenance.json")).read_text())
+        )
 
 
 def test_the_preempted_task_requeues_and_ends_bitwise_equal_to_the_task_run_alone(study):
-    tmp, array, signalled_at, infos, alone = study
+    tmp, _, signalled_at, infos, alone = study
     assert infos[0]["Restarts"] == "1", infos[0]
     assert [i["Restarts"] for i in infos[1:]] == ["0", "0", "0"]
     assert alone["JobState"] == "COMPLETED" and alone["Restarts"] == "0", alone
@@ -134,8 +170,11 @@ def test_each_task_has_one_wandb_run_with_config_history_and_test_metrics(study)
         assert "test/elbo" in _test_numbers(run)
 
 
-@pytest.mark.xfail("compare" not in SUBCOMMANDS, strict=True,
-                   reason="NEEDS `vae compare` from branch study-compare: runs for real once both branches are merged")
+@pytest.mark.xfail(
+    "compare" not in SUBCOMMANDS,
+    strict=True,
+    reason="NEEDS `vae compare` from branch study-compare: runs for real once both branches are merged",
+)
 def test_vae_compare_tables_and_plots_the_study(study, tmp_path):
     tmp = study[0]
     out = tmp_path / "compare"
@@ -151,12 +190,30 @@ def test_vae_compare_tables_and_plots_the_study(study, tmp_path):
 
 
 def test_a_grid_larger_than_max_array_size_is_refused_before_submission(cluster, tmp_path):  # noqa: F811
-    limit = int(__import__("re").search(r"MaxArraySize\s*=\s*(\d+)", subprocess.run(
-        ["scontrol", "show", "config"], capture_output=True, text=True).stdout).group(1))
+    limit = int(
+        __import__("re")
+        .search(
+            r"MaxArraySize\s*=\s*(\d+)",
+            subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout,
+        )
+        .group(1)
+    )
     values = ",".join(str(v) for v in range(limit + 1))
     before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
-    result = run_vae("slurm", "submit", "--config", str(REPO / "configs/base.yaml"), "--gpus-per-node", "0",
-                     "--study", "huge", "--array", f"model.init_args.beta={values}", cwd=tmp_path, env=ENV)
+    result = run_vae(
+        "slurm",
+        "submit",
+        "--config",
+        str(REPO / "configs/base.yaml"),
+        "--gpus-per-node",
+        "0",
+        "--study",
+        "huge",
+        "--array",
+        f"model.init_args.beta={values}",
+        cwd=tmp_path,
+        env=ENV,
+    )
     assert result.returncode == 2
     assert f"the grid has {limit + 1} tasks" in result.stderr and f"MaxArraySize is {limit}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -166,10 +223,26 @@ def test_a_grid_larger_than_max_array_size_is_refused_before_submission(cluster,
 
 def test_a_job_preempted_during_its_test_requeues_and_runs_only_the_test(cluster, tmp_path):  # noqa: F811
     fit = [a for a in FIT if "Progress" not in a and "callbacks." not in a]
-    result = run_vae("slurm", "submit", "--config", str(REPO / "configs/base.yaml"), "--gpus-per-node", "0",
-                     "--study", "late", "--seeds", "0", "--test", "--", *fit,
-                     "--trainer.callbacks+=tests.probe.TestProgress", "--trainer.callbacks.out=tested",
-                     "--trainer.callbacks.delay=3", cwd=tmp_path, env=ENV)
+    result = run_vae(
+        "slurm",
+        "submit",
+        "--config",
+        str(REPO / "configs/base.yaml"),
+        "--gpus-per-node",
+        "0",
+        "--study",
+        "late",
+        "--seeds",
+        "0",
+        "--test",
+        "--",
+        *fit,
+        "--trainer.callbacks+=tests.probe.TestProgress",
+        "--trainer.callbacks.out=tested",
+        "--trainer.callbacks.delay=3",
+        cwd=tmp_path,
+        env=ENV,
+    )
     assert result.returncode == 0, result.stderr
     job = f"{result.stdout.strip()}_0"
     folder = tmp_path / "runs/late/seed_everything=0"

@@ -51,6 +51,10 @@ class WandbSummaries(Callback):
         rows = [[u, float(kl)] for u, kl in enumerate(stats["kl_per_dim"])]
         table = wandb.Table(columns=["dim", "kl"], data=rows)
         for run in runs:
-            run.log({"test/kl_per_dim": table,
-                     "test/kl_per_dim_bar": wandb.plot.bar(table, "dim", "kl", title="KL per latent dimension (nats)"),
-                     STEP: trainer.global_step})
+            run.log(
+                {
+                    "test/kl_per_dim": table,
+                    "test/kl_per_dim_bar": wandb.plot.bar(table, "dim", "kl", title="KL per latent dimension (nats)"),
+                    STEP: trainer.global_step,
+                }
+            )

@@ -51,7 +51,7 @@ def grid_from(arrays: list[str] | None, seeds: str | None) -> Grid:
 def tasks(grid: Grid) -> list[list[tuple[str, str]]]:
     """Every combination of the values, as [(key, value), ...] in the grid's key order."""
     keys = [k for k, _ in grid]
-    return [list(zip(keys, combo)) for combo in itertools.product(*(values for _, values in grid))]
+    return [list(zip(keys, combo, strict=True)) for combo in itertools.product(*(values for _, values in grid))]
 
 
 def folder(task: list[tuple[str, str]]) -> str:
@@ -84,16 +84,20 @@ def check_size(grid: Grid) -> None:
     n, limit = len(tasks(grid)), max_array_size()
     if limit is not None and n > limit:
         sizes = " x ".join(f"{len(v)} {k}" for k, v in grid)
-        raise UserError(f"the grid has {n} tasks ({sizes}) but this cluster's MaxArraySize is {limit}; "
-                        "sweep fewer values or split the study into several submissions.")
+        raise UserError(
+            f"the grid has {n} tasks ({sizes}) but this cluster's MaxArraySize is {limit}; "
+            "sweep fewer values or split the study into several submissions."
+        )
 
 
 def array_lines(grid: Grid, root: str) -> list[str]:
     """Bash lines that set, for ``$SLURM_ARRAY_TASK_ID``: ``V0``, ``V1``, ... (the swept values),
     ``ROOT`` (the task's folder), ``NAME`` (W&B run name) and ``TAGS`` (W&B tags)."""
     combos = tasks(grid)
-    lines = ["# array task i: the i-th combination of the swept values (the last key varies fastest)",
-             "I=$SLURM_ARRAY_TASK_ID"]
+    lines = [
+        "# array task i: the i-th combination of the swept values (the last key varies fastest)",
+        "I=$SLURM_ARRAY_TASK_ID",
+    ]
     for n, (key, _) in enumerate(grid):
         lines.append(f"V{n}=({' '.join(shlex.quote(task[n][1]) for task in combos)})  # {key}")
     lines.append(f"TASKS=({' '.join(shlex.quote(folder(t)) for t in combos)})")

@@ -21,8 +21,13 @@ from typing import Any
 from vae_lightning.runtime.atomic import atomic_open
 
 FILENAME = "provenance.json"
-PACKAGES = {"torch": "torch", "lightning": "lightning", "torchmetrics": "torchmetrics", "wandb": "wandb",
-            "sklearn": "scikit-learn"}
+PACKAGES = {
+    "torch": "torch",
+    "lightning": "lightning",
+    "torchmetrics": "torchmetrics",
+    "wandb": "wandb",
+    "sklearn": "scikit-learn",
+}
 #: above this many bytes a data folder's checksum covers file names and sizes, not contents
 CONTENT_LIMIT = 512 * 2**20
 
@@ -38,8 +43,9 @@ def code_version() -> str:
     root = Path(__file__).resolve().parents[2]
     if (root / ".git").exists():
         try:
-            out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True,
-                                 text=True, timeout=10)
+            out = subprocess.run(
+                ["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+            )
             if out.returncode == 0 and out.stdout.strip():
                 return out.stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
@@ -95,8 +101,12 @@ def data_identity(datamodule) -> dict[str, Any]:
     else:
         path = data_folder(datamodule)
         ident = folder_checksum(path) if path is not None and path.is_dir() else None
-    return {"class": f"{cls.__module__}.{cls.__qualname__}", "checksum_or_version": ident,
-            "split_seed": getattr(datamodule, "split_seed", None), "binarize": getattr(datamodule, "binarize", None)}
+    return {
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "checksum_or_version": ident,
+        "split_seed": getattr(datamodule, "split_seed", None),
+        "binarize": getattr(datamodule, "binarize", None),
+    }
 
 
 def record(config: dict, trainer, datamodule, wandb: dict | None = None) -> dict[str, Any]:
