@@ -51,7 +51,22 @@ class Progress(Callback):
         self.out, self.delay = Path(out), delay
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.is_global_zero:  # a relative path lies in the run's folder (one per array task)
+            out = self.out if self.out.is_absolute() else Path(trainer.default_root_dir) / self.out
+            out.write_text(str(trainer.global_step))
+        if os.environ.get("SLURM_RESTART_COUNT", "0") == "0":
+            time.sleep(self.delay)
+
+
+class TestProgress(Callback):
+    """Writes the number of test batches done to ``<default_root_dir>/<out>`` and sleeps ``delay``
+    seconds after each (in the first start of a SLURM job only), so a test can signal a job mid-test."""
+
+    def __init__(self, out: str, delay: float = 0.0) -> None:
+        self.out, self.delay = Path(out), delay
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if trainer.is_global_zero:
-            self.out.write_text(str(trainer.global_step))
+            (Path(trainer.default_root_dir) / self.out).write_text(str(batch_idx + 1))
         if os.environ.get("SLURM_RESTART_COUNT", "0") == "0":
             time.sleep(self.delay)

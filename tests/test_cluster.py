@@ -119,10 +119,10 @@ def test_dry_run_of_every_template_shape_is_valid_bash_with_the_directives(name,
     assert directives["ntasks-per-node"] == gpus == directives["gpus-per-node"]
     assert directives["nodes"] == nodes
     assert directives["signal"] == "USR1@120" and directives["open-mode"] == "append" and "requeue" in directives
-    assert f"--trainer.devices {gpus} \\" in script and f"--trainer.num_nodes {nodes} \\" in script
-    assert "\nsrun vae fit \\\n" in script
+    assert f"\n    --trainer.devices {gpus}\n" in script and f"\n    --trainer.num_nodes {nodes}\n" in script
+    assert '\nsrun vae fit "${ARGS[@]}"\n' in script
     if "--array" in args:
-        assert directives["array"] == "0-4" and '--model.init_args.beta "$VALUE"' in script
+        assert directives["array"] == "0-4" and '--model.init_args.beta "${V0[$I]}"' in script
 
 
 @pytest.mark.parametrize("name", list(TEMPLATES))

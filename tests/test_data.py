@@ -62,9 +62,12 @@ def test_sprites_module_is_deterministic_and_split_is_disjoint():
     assert torch.equal(xa, xb) and torch.equal(fa, fb)
     assert xa.shape == (16, 1, 64, 64) and fa.shape == (16, 5)
     assert torch.equal(xa, sprites.render(fa))  # the factors are the image's ground truth
-    c = SpritesDataModule(batch_size=16, val_size=100, num_images=1000, seed=1)
+    c = SpritesDataModule(batch_size=16, val_size=100, num_images=1000, split_seed=1)
     c.setup("fit")
     assert not torch.equal(c.val_idx, a.val_idx)
+    d = SpritesDataModule(batch_size=16, val_size=100, num_images=1000, seed=1)  # the held-out split is fixed
+    d.setup("fit")
+    assert torch.equal(d.val_idx, a.val_idx)
 
 
 def test_sprites_full_size_holds_no_images_in_memory():

@@ -23,6 +23,7 @@ from typing_extensions import override
 
 from vae_lightning.cli.slurm import slurm_job_id
 from vae_lightning.runtime import compat
+from vae_lightning.runtime.atomic import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,18 @@ class SLURMPreemption(Callback):
     ``<default_root_dir>/hpc_ckpt_<n>.ckpt`` (all ranks agree on the step), requeue the job with
     ``scontrol requeue`` and stop. The requeued job runs the same command; Lightning finds the
     ``hpc_ckpt`` and resumes from it. Outside SLURM, or with ``auto_requeue: false`` in a
-    ``SLURMEnvironment`` plugin, it does nothing."""
+    ``SLURMEnvironment`` plugin, it does nothing.
 
-    def __init__(self) -> None:
+    Args:
+        done_file: a file written when the fit ends without a preemption (``vae slurm submit
+            --test`` uses it so that a job requeued during its test re-runs only the test).
+    """
+
+    def __init__(self, done_file: str | None = None) -> None:
         self._signalled = False
         self._active = False
         self.preempted = False  # read by RunRecord: a requeued run is still running
+        self.done_file = done_file
 
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -95,6 +102,12 @@ class SLURMPreemption(Callback):
         if self._active:
             signal.signal(self._signum, self._previous)
             self._active = False
+
+    @override
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.done_file and not self.preempted and trainer.is_global_zero:
+            with atomic_open(self.done_file, "w") as f:
+                f.write(f"{trainer.global_step}\n")
 
     def requeue(self, job: str | None) -> None:
         try:

@@ -30,15 +30,16 @@ from vae_lightning.callbacks import (
     RNGState,
     RunRecord,
     SLURMPreemption,
+    WandbSummaries,
 )
-from vae_lightning.cli import explain, preflight
+from vae_lightning.cli import continuation, explain, preflight
 from vae_lightning.cli.console import plain
 from vae_lightning.cli.slurm import set_wandb_resume
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
 from vae_lightning.models import VAE
-from vae_lightning.runtime import compat
+from vae_lightning.runtime import compat, provenance
 from vae_lightning.runtime.atomic import atomic_open
 from vae_lightning.runtime.checkpoint import AtomicCheckpointIO, check_fits_model, resolve_ckpt_path, run_checkpoint_dir
 from vae_lightning.runtime.wandb_guard import start_wandb
@@ -72,8 +73,11 @@ def run_dir(trainer: Trainer) -> Path:
 
 
 class LogConfig(SaveConfigCallback):
-    """Saves the resolved config as ``config.yaml`` in the run's own directory and sends it to
-    every logger as plain nested values, so W&B can filter and group runs by any key."""
+    """Saves the resolved config as ``vae_config.yaml`` in the run's own directory and sends it to
+    every logger as plain nested values, so W&B can filter and group runs by any key; with it the
+    run's provenance (``runtime/provenance.py``), also written as ``provenance.json``. A fit
+    writes both into its checkpoint folder too. An evaluation that continues its fit's W&B run
+    adds only ``provenance_<stage>`` there, so the fit's config stays what the run shows."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **{**kwargs, "save_to_log_dir": False, "config_filename": "vae_config.yaml"})
@@ -84,17 +88,44 @@ class LogConfig(SaveConfigCallback):
             return
         config = plain_config(self.parser, self.config)
         config.pop("config", None)  # the list of --config paths, not a setting
+        prov = provenance.record(config, trainer, trainer.datamodule)
+        prov.update(wandb=_wandb_run(trainer), loggers=_file_loggers(trainer))
+        fit = continuation.fit_record(config.get("ckpt_path")) if stage != "fit" else None
         for logger in trainer.loggers:
-            logger.log_hyperparams(config)
-        text = yaml.safe_dump(config, sort_keys=False)
-        directory = run_dir(trainer)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / self.config_filename).write_text(text)
-        ckpt_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
-        if stage == "fit" and ckpt_dir and Path(ckpt_dir) != directory:
-            # also beside the checkpoints and run records, where `vae compare` looks
-            with atomic_open(Path(ckpt_dir) / self.config_filename, "w") as fh:
-                fh.write(text)
+            logger.log_hyperparams(_hyperparams(logger, config, prov, stage, fit))
+        folders = [run_dir(trainer)]
+        if stage == "fit" and getattr(trainer.checkpoint_callback, "dirpath", None):
+            folders.append(Path(trainer.checkpoint_callback.dirpath))
+        for directory in dict.fromkeys(folders):
+            directory.mkdir(parents=True, exist_ok=True)
+            with atomic_open(directory / self.config_filename, "w") as fh:
+                fh.write(yaml.safe_dump(config, sort_keys=False))
+            provenance.write(directory, prov)
+
+
+def _hyperparams(logger, config: dict, prov: dict, stage: str, fit: dict | None) -> dict:
+    if not isinstance(logger, WandbLogger):
+        return {**config, "provenance": prov}
+    if stage != "fit" and compat.wandb_init_args(logger).get("resume"):
+        return {f"provenance_{getattr(stage, 'value', stage)}": prov}  # the fit's own run: keep its config
+    extra = {"fit_run_id": fit["wandb"]["id"]} if fit and fit.get("wandb") else {}
+    return {**config, "provenance": prov, **extra}
+
+
+def _wandb_run(trainer: Trainer) -> dict | None:
+    """The W&B run of this process (id, project, group, save_dir), for evaluations to continue."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            run = logger.experiment
+            return {"id": run.id, "project": getattr(run, "project", None), "group": run.group or None,
+                    "save_dir": str(Path(logger.save_dir or ".").resolve())}
+    return None
+
+
+def _file_loggers(trainer: Trainer) -> dict:
+    """Where each CSV/TensorBoard logger writes: an evaluation writes below the same folder."""
+    return {type(lg).__name__: {"save_dir": str(Path(lg.save_dir).resolve()), "name": lg.name, "version": lg.version}
+            for lg in trainer.loggers if type(lg).__name__ in continuation.FILE_LOGGERS}
 
 
 class PlainHelpFormatter(DefaultHelpFormatter):
@@ -184,6 +215,10 @@ class VAECLI(LightningCLI):
         parser.add_lightning_class_args(RNGState, "rng_state")  # exact resume: noise continues
         parser.add_lightning_class_args(SLURMPreemption, "preemption")  # USR1 on SLURM: save, requeue
         parser.add_lightning_class_args(RunRecord, "record")  # history.csv, summary.json for `vae compare`
+        parser.add_lightning_class_args(WandbSummaries, "wandb_summaries")  # best val/elbo, KL table
+        parser.add_argument("--eval_run", choices=continuation.EVAL_RUN, default="continue",
+                            help="validate/test/predict of a fit's checkpoint: continue the fit's W&B run, or make "
+                                 "a separate run (job_type eval, the fit's group, fit_run_id in its config)")
         parser.set_defaults(
             {
                 "model": lazy_instance(VAE),
@@ -222,6 +257,7 @@ class VAECLI(LightningCLI):
                     config.images.dirpath = os.path.join(root, "images", Path(config.checkpoint.dirpath).name)
             else:
                 config.checkpoint.dirpath = str(checkpoints)
+        continuation.apply(config, self.subcommand)  # an evaluation logs into its fit's run
         loggers = config.trainer.logger
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             init = getattr(logger, "init_args", None)

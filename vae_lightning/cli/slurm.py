@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from vae_lightning.cli import study
 from vae_lightning.errors import UserError
 
 SIGNAL_SECONDS = 120  # time to finish a step and write a checkpoint before SLURM's time limit
@@ -109,9 +110,10 @@ class Job:
     time: str | None = None
     partition: str | None = None
     account: str | None = None
-    sweep: tuple[str, list[str]] | None = None  # (config key, values): one array task per value
+    grid: list[tuple[str, list[str]]] = field(default_factory=list)  # swept (key, values): one task per combination
     name: str = "vae"
-    root: str = "runs/default"
+    root: str = "runs/default"  # a study's tasks train in <root>/<key=value,...>
+    test: bool = False  # after the fit, `vae test` the best checkpoint in the same job and W&B run
     wandb: bool = False  # the logger is a WandbLogger: set group, job_type and tags
     fit_args: list[str] = field(default_factory=list)
     command: str = ""  # the `vae slurm submit` line, for the script's header
@@ -140,8 +142,10 @@ def render(job: Job, vae: str = "vae") -> str:
         if value is not None:
             sbatch.append((None, f"--{flag}={value}"))
     log = "slurm-%x-%j.out"
-    if job.sweep:
-        sbatch.append((f"one array task per value of {job.sweep[0]}", f"--array=0-{len(job.sweep[1]) - 1}"))
+    if job.grid:
+        keys = " x ".join(k for k, _ in job.grid)
+        sbatch.append((f"one array task per combination of {keys}",
+                       f"--array=0-{len(study.tasks(job.grid)) - 1}"))
         log = "slurm-%x-%A_%a.out"
     sbatch += [
         ("a preempted or requeued job starts again and resumes from its hpc_ckpt", "--requeue"),
@@ -150,33 +154,43 @@ def render(job: Job, vae: str = "vae") -> str:
         ("the restarted job appends to the same log", "--open-mode=append"),
         (None, f"--output={log}"),
     ]
-    lines = ["#!/bin/bash", f"# vae fit on {devices}. Written by:", f"#   {job.command}"]
+    lines = ["#!/bin/bash", f"# vae fit{' + vae test' if job.test else ''} on {devices}. Written by:",
+             f"#   {job.command}"]
     for comment, directive in sbatch:
         lines += ([f"# {comment}"] if comment else []) + [f"#SBATCH {directive}"]
     lines += ["", "set -euo pipefail",
               "# torch's CPU threads per task: the cores SLURM gave it, not every core of the node",
               "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"]
-    args = [a for c in job.configs for a in ("--config", _q(c))]
-    args += ["--trainer.accelerator", "gpu" if gpus else "cpu", "--trainer.devices", str(job.tasks_per_node),
-             "--trainer.num_nodes", str(job.nodes)]
-    tags = _q("[slurm]")
-    if job.sweep:
-        key, values = job.sweep
-        short = key.rsplit(".", 1)[-1]
-        lines += [f"VALUES=({' '.join(_q(v) for v in values)})", 'VALUE="${VALUES[$SLURM_ARRAY_TASK_ID]}"']
-        args += [f"--{key}", '"$VALUE"', "--trainer.default_root_dir", f'"{job.root}/{short}=$VALUE"']
-        tags = f'"[slurm, sweep, {short}=$VALUE]"'
-        if job.wandb:
-            args += ["--trainer.logger.init_args.name", f'"{short}=$VALUE"']
-    if job.wandb:  # W&B groups the runs of one submission and can compare them by tag
-        args += ["--trainer.logger.init_args.group", _q(job.name), "--trainer.logger.init_args.job_type", "fit",
-                 "--trainer.logger.init_args.tags", tags]
-    args += [_q(a) for a in job.fit_args]
-    lines += ["", f"srun {vae} fit \\"] + [f"    {a} {b} \\" for a, b in zip(args[::2], args[1::2])]
-    if len(args) % 2:
-        lines.append(f"    {args[-1]} \\")
-    lines[-1] = lines[-1].removesuffix(" \\")
+    lines += study.array_lines(job.grid, job.root) if job.grid else [f"ROOT={_q(job.root)}"]
+    lines += ["", "ARGS=(", *(f"    {a}" for a in _args(job)), ")"]
+    if not job.test:
+        return "\n".join([*lines, f'srun {vae} fit "${{ARGS[@]}}"']) + "\n"
+    lines += ["# the fit writes $DONE when it ends without a preemption: a requeued job then only tests",
+              f'DONE="$ROOT/{study.DONE_FILE}"',
+              'if [[ ! -f $DONE ]]; then',
+              f'    srun {vae} fit "${{ARGS[@]}}" --preemption.done_file "$DONE"',
+              "fi",
+              "[[ -f $DONE ]] || exit 0  # preempted: the job is being requeued",
+              "# the checkpoint with the best val/loss of this job's fit (its last.ckpt if none), same W&B run",
+              f'srun {vae} test "${{ARGS[@]}}" --ckpt_path best']
     return "\n".join(lines) + "\n"
+
+
+def _args(job: Job) -> list[str]:
+    """The ``vae fit`` (and ``vae test``) arguments, one flag and value a line. The arguments after
+    ``--`` come before the task's folder and swept values, so that those win."""
+    args = [a for c in job.configs for a in ("--config", _q(c))]
+    args += ["--trainer.accelerator", "gpu" if job.gpus_per_node else "cpu", "--trainer.devices",
+             str(job.tasks_per_node), "--trainer.num_nodes", str(job.nodes)]
+    lines = [f"{a} {b}" for a, b in zip(args[::2], args[1::2])]
+    lines += [" ".join(_q(a) for a in job.fit_args)] if job.fit_args else []
+    args = ["--trainer.default_root_dir", '"$ROOT"', *study.array_args(job.grid)]
+    if job.wandb:  # W&B groups the runs of one submission and can compare them by tag
+        if job.grid:
+            args += ["--trainer.logger.init_args.name", '"${NAMES[$I]}"']
+        args += ["--trainer.logger.init_args.group", _q(job.name), "--trainer.logger.init_args.job_type", "fit",
+                 "--trainer.logger.init_args.tags", '"${TAGS[$I]}"' if job.grid else _q("[slurm]")]
+    return lines + [f"{a} {b}" for a, b in zip(args[::2], args[1::2])]
 
 
 def _config_settings(configs: list[str], fit_args: list[str]) -> dict:
@@ -213,8 +227,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--time", help="time limit, e.g. 24:00:00; USR1 comes 120 s before it")
     p.add_argument("--partition")
     p.add_argument("--account")
-    p.add_argument("--array", metavar="KEY=V1,V2,...",
-                   help="a job array with one task per value, e.g. model.init_args.beta=1,2,4,8")
+    p.add_argument("--array", metavar="KEY=V1,V2,...", action="append",
+                   help="swept config key and values, e.g. model.init_args.beta=1,2,4,8; repeatable: one array "
+                        "task per combination, in runs/<study>/<key=value,...>/")
+    p.add_argument("--seeds", metavar="S1,S2,...", help="shorthand for --array seed_everything=S1,S2,...")
+    p.add_argument("--study", help="the study's name: tasks train in runs/<study>/..., W&B group = the name "
+                                   "(default: trainer.default_root_dir and its folder name)")
+    p.add_argument("--test", action="store_true",
+                   help="after the fit, `vae test` its best checkpoint (by val/loss; last.ckpt if none) in the "
+                        "same job and W&B run; a job requeued after the fit re-runs only the test")
     p.add_argument("--job-name", help="default: the name of trainer.default_root_dir (the run's folder)")
     p.add_argument("--dry-run", action="store_true", help="print the script instead of submitting it")
     return p
@@ -242,18 +263,14 @@ def job_from_args(argv: list[str]) -> tuple[Job, bool]:
                         "bf16-mixed on the CPU.")
     if opts.cpus_per_task is not None and opts.cpus_per_task < 1:
         raise UserError(f"--cpus-per-task must be >= 1, got {opts.cpus_per_task}.")
-    sweep = None
-    if opts.array:
-        key, _, values = opts.array.partition("=")
-        sweep = (key.strip().removeprefix("--"), [v.strip() for v in values.split(",") if v.strip()])
-        if not sweep[0] or not sweep[1]:
-            raise UserError(f"--array takes KEY=V1,V2,..., e.g. model.init_args.beta=1,2,4; got {opts.array!r}.")
-    root = str(trainer.get("default_root_dir") or "runs/default")
+    grid = study.grid_from(opts.array, opts.seeds)
+    root = f"runs/{opts.study}" if opts.study else str(trainer.get("default_root_dir") or "runs/default")
     logger = trainer.get("logger")
     wandb = isinstance(logger, dict) and "WandbLogger" in str(logger.get("class_path", ""))
     job = Job(configs=opts.config, nodes=opts.nodes, gpus_per_node=gpus, tasks_per_node=tasks,
               cpus_per_task=opts.cpus_per_task, time=opts.time, partition=opts.partition, account=opts.account,
-              sweep=sweep, name=opts.job_name or Path(root).name or "vae", root=root, wandb=wandb, fit_args=fit_args,
+              grid=grid, name=opts.job_name or opts.study or Path(root).name or "vae", root=root, wandb=wandb,
+              test=opts.test, fit_args=fit_args,
               command=shlex.join(["vae", "slurm", "submit", *argv]))
     return job, opts.dry_run
 
@@ -291,6 +308,7 @@ def main(argv: list[str]) -> None:
     if dry_run:
         print(script, end="")
         return
+    study.check_size(job.grid)
     print(submit(script))
 
 

@@ -53,7 +53,9 @@ class VAEDataModule(L.LightningDataModule):
 
     Args:
         batch_size: examples per batch on each device.
-        seed: seed of the train/val split, the shuffling and the binarization.
+        seed: seed of the shuffling and of dynamic binarization (the training stream).
+        split_seed: seed of the train/val split and of the fixed binarization of evaluation
+            images; independent of ``seed``, so runs of every seed are scored on the same images.
         binarize: ``none``; ``dynamic``: training pixels are drawn x ~ Bernoulli(intensity)
             anew every time, evaluation uses one fixed draw; ``fixed``: one fixed draw for all.
         on_device: hold (or render) the data on the training device and batch it there: None
@@ -66,10 +68,11 @@ class VAEDataModule(L.LightningDataModule):
     factor_sizes: tuple[int, ...] | None = None
 
     def __init__(self, batch_size: int = 128, seed: int = 0, binarize: str = "none", val_size: int | float = 0,
-                 on_device: bool | None = None) -> None:
+                 on_device: bool | None = None, split_seed: int = 0) -> None:
         super().__init__()
         check_common(batch_size, binarize, val_size)
         self.batch_size, self.seed, self.binarize, self.val_size = batch_size, seed, binarize, val_size
+        self.split_seed = split_seed
         self.on_device = on_device
         self.train_source: Source | None = None
         self.val_source: Source | None = None

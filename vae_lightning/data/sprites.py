@@ -22,6 +22,8 @@ FACTOR_SIZES = (3, 6, 40, 32, 32)
 NUM_IMAGES = math.prod(FACTOR_SIZES)  # 737,280
 SIZE = 64
 RADIUS = 9.0  # half-extent of a shape at scale 1, in pixels
+#: bump when the image rendered for an index changes (runs record it as their data version)
+GENERATOR_VERSION = 1
 MARGIN = 13.0  # the centre stays this far from the border, so a rotated shape stays inside
 
 _STRIDES = torch.tensor([math.prod(FACTOR_SIZES[i + 1 :]) for i in range(5)])
@@ -118,10 +120,12 @@ class SpritesDataModule(VAEDataModule):
 
     Args:
         batch_size: examples per batch on each device.
-        seed: seed of the train/val split and the shuffling.
+        seed: seed of the shuffling.
         val_size: examples held out for validation (a fraction if < 1).
         num_images: use a seeded random subset of this many images (None: all 737,280).
         on_device: render on the training device (None: on a CUDA GPU).
+        split_seed: seed of the subset and of the train/val split (the held-out split is also
+            the test set): the same for every ``seed``.
     """
 
     image_shape = (1, SIZE, SIZE)
@@ -131,9 +135,10 @@ class SpritesDataModule(VAEDataModule):
 
     def __init__(
         self, batch_size: int = 64, seed: int = 0, val_size: int | float = 10_000, num_images: int | None = None,
-        on_device: bool | None = None,
+        on_device: bool | None = None, split_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed, binarize="none", val_size=val_size, on_device=on_device)
+        super().__init__(batch_size=batch_size, seed=seed, binarize="none", val_size=val_size, on_device=on_device,
+                         split_seed=split_seed)
         if num_images is not None and not 1 < num_images <= NUM_IMAGES:
             raise UserError(f"data.init_args.num_images must be in [2, {NUM_IMAGES}], got {num_images}.")
         self.num_images = num_images
@@ -146,9 +151,9 @@ class SpritesDataModule(VAEDataModule):
         source = SpritesSource()
         ids = torch.arange(NUM_IMAGES)
         if self.num_images is not None:
-            g = torch.Generator().manual_seed(self.seed + 1)
+            g = torch.Generator().manual_seed(self.split_seed + 1)
             ids = torch.randperm(NUM_IMAGES, generator=g)[: self.num_images].sort().values
-        train, val = split(len(ids), self.val_size, self.seed)
+        train, val = split(len(ids), self.val_size, self.split_seed)
         self.train_source = self.val_source = self.test_source = source
         # no separate test set exists for a synthetic grid: test uses the held-out split
         self.train_idx, self.val_idx, self.test_idx = ids[train], ids[val], ids[val]

@@ -51,8 +51,10 @@ class _InMemoryVision(VAEDataModule):
         binarize: str = "dynamic",
         val_size: int | float = 5000,
         on_device: bool | None = None,
+        split_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed, binarize=binarize, val_size=val_size, on_device=on_device)
+        super().__init__(batch_size=batch_size, seed=seed, binarize=binarize, val_size=val_size, on_device=on_device,
+                         split_seed=split_seed)
         self.data_dir, self.download = os.path.expanduser(data_dir), download
 
     def prepare_data(self) -> None:
@@ -68,12 +70,12 @@ class _InMemoryVision(VAEDataModule):
 
     def _fixed(self, images: Tensor, salt: int) -> Tensor:
         # evaluation always sees one fixed draw; training too when binarize is "fixed"
-        return images if self.binarize == "none" else fixed_binarization(images, self.seed + salt)
+        return images if self.binarize == "none" else fixed_binarization(images, self.split_seed + salt)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_source is None:
             images, targets = self._images(train=True)
-            self.train_idx, self.val_idx = split(len(images), self.val_size, self.seed)
+            self.train_idx, self.val_idx = split(len(images), self.val_size, self.split_seed)
             self.val_source = TensorSource(self._fixed(images, 0), targets)
             # dynamic binarization draws from the gray images at every batch
             self.train_source = TensorSource(images, targets) if self.binarize == "dynamic" else self.val_source
@@ -90,10 +92,12 @@ class MNISTDataModule(_InMemoryVision):
         data_dir: folder that holds (or will hold) ``MNIST/raw``.
         download: fetch the files if missing (needs internet).
         batch_size: examples per batch on each device.
-        seed: seed of the split, the shuffling and the binarization.
+        seed: seed of the shuffling and of dynamic binarization.
         binarize: ``dynamic`` (default, for the Bernoulli likelihood), ``fixed`` or ``none``.
         val_size: training images held out for validation (a fraction if < 1).
         on_device: keep the images on the training device (None: on a CUDA GPU).
+        split_seed: seed of the train/val split and of the fixed draws of val/test images (the
+            same for every ``seed``).
     """
 
     image_shape = (1, 28, 28)
@@ -254,14 +258,16 @@ class ImageFolderDataModule(_FileBacked):
         image_size: side of the square images the model sees, in pixels.
         channels: 1 (gray) or 3 (RGB).
         batch_size: examples per batch on each device.
-        seed: seed of the split and the shuffling.
+        seed: seed of the shuffling.
         val_size: images held out for validation (a fraction if < 1).
         num_workers: DataLoader worker processes.
+        split_seed: seed of the val/test split (the same for every ``seed``).
     """
 
     def __init__(self, data_dir: str = "images", image_size: int = 64, channels: int = 3, batch_size: int = 128,
-                 seed: int = 0, val_size: int | float = 0.1, num_workers: int = 2) -> None:
+                 seed: int = 0, val_size: int | float = 0.1, num_workers: int = 2, split_seed: int = 0) -> None:
         super().__init__(batch_size, seed, num_workers, val_size=val_size)
+        self.split_seed = split_seed
         if channels not in (1, 3):
             raise UserError(f"data.init_args.channels must be 1 (gray) or 3 (RGB), got {channels}.")
         if image_size < 1:
@@ -273,7 +279,7 @@ class ImageFolderDataModule(_FileBacked):
             return
         files = ImageFiles(self.data_dir, self.image_shape[1], self.image_shape[0])
         files.check()
-        train, val = split(len(files), self.val_size, self.seed)
+        train, val = split(len(files), self.val_size, self.split_seed)
         self.train_set, self.val_set = Subset(files, train.tolist()), Subset(files, val.tolist())
         self.test_set = self.val_set
 

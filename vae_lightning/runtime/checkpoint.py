@@ -102,6 +102,22 @@ def find_last(checkpoints: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+def find_best(checkpoints: Path) -> Path:
+    """For ``vae test|validate|predict --ckpt_path best``: the ``best-*.ckpt`` (by the checkpoint
+    monitor, val/loss by default) of this SLURM job's run folder, else of the newest run; that
+    run's ``last.ckpt`` when it saved no best one."""
+    job = slurm_job_id() if in_slurm_job() else None
+    run = checkpoints / f"slurm-{job}" if job else None
+    if run is None or not (run / "last.ckpt").is_file():
+        last = find_last(checkpoints)
+        if last is None:
+            raise UserError(f"--ckpt_path best: no run with a last.ckpt under {str(checkpoints)!r}; train first or "
+                            "give a checkpoint file.")
+        run = last.parent
+    best = sorted(run.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return best[-1] if best else run / "last.ckpt"
+
+
 # ---- refusing checkpoints that do not fit -------------------------------------------------
 
 
@@ -134,6 +150,8 @@ def resolve_ckpt_path(config, subcommand: str) -> None:
         if last is None:
             return  # a first fit with "last" starts fresh (Lightning warns), so job scripts can always pass it
         path = config.ckpt_path = str(last)
+    if path == "best" and subcommand != "fit":
+        path = config.ckpt_path = str(find_best(checkpoints))
     if path in (None, "best", "hpc") or "://" in str(path):
         return
     if not os.path.isfile(path):

@@ -1,0 +1,260 @@
+"""The study acceptance on a real SLURM cluster (`slurm/local-cluster.sh up`): one `vae slurm submit`
+line runs beta in {1, 4} x seed in {0, 1} on tiny sprites, each task fits and then tests; array task 0
+is sent USR1 mid-fit, requeues, resumes and ends bitwise equal to the same task submitted alone and
+never interrupted; every task's W&B offline run holds config, history and test/* under one id;
+`vae compare --study` then tables and plots the four runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_slurm import ENV, cluster, job_info, wait_for  # noqa: F401  (cluster: the fixture)
+
+from conftest import REPO, TINY_MODEL, run_vae
+from vae_lightning.cli import SUBCOMMANDS
+
+sys.path.insert(0, str(Path(__file__).parent))
+from wandb_offline import merged
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+# 360 training images at batch 16: 22 steps an epoch; 40 steps in all
+FIT = [
+    "--model",
+    "vae_lightning.BetaVAE",
+    *TINY_MODEL[2:],
+    "--data.init_args.num_images",
+    "400",
+    "--data.init_args.val_size",
+    "40",
+    "--data.init_args.batch_size",
+    "16",
+    "--trainer.max_steps",
+    "40",
+    "--trainer.val_check_interval",
+    "20",
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.log_every_n_steps",
+    "5",
+    "--trainer.deterministic",
+    "true",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--images.every_n_val",
+    "0",
+    "--model.init_args.iw_samples",
+    "4",
+    "--disentanglement.enabled",
+    "false",
+    "--trainer.callbacks+=tests.probe.Progress",
+    "--trainer.callbacks.out=progress",
+    "--trainer.callbacks.delay=0.1",
+]
+TASKS = [
+    "model.init_args.beta=1,seed_everything=0",
+    "model.init_args.beta=1,seed_everything=1",
+    "model.init_args.beta=4,seed_everything=0",
+    "model.init_args.beta=4,seed_everything=1",
+]
+
+
+def submit(tmp: Path, study: str, *grid: str) -> str:
+    result = run_vae(
+        "slurm",
+        "submit",
+        "--config",
+        str(REPO / "configs/base.yaml"),
+        "--gpus-per-node",
+        "0",
+        "--study",
+        study,
+        *grid,
+        "--test",
+        "--",
+        *FIT,
+        cwd=tmp,
+        env=ENV,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().isdigit(), result.stdout
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def study(cluster, tmp_path_factory):  # noqa: F811
+    tmp = tmp_path_factory.mktemp("study")
+    array = submit(tmp, "betas", "--array", "model.init_args.beta=1,4", "--seeds", "0,1")
+    reference = submit(tmp, "alone", "--array", "model.init_args.beta=1", "--seeds", "0")  # task 0, never signalled
+    progress = tmp / "runs/betas" / TASKS[0] / "progress"
+    end = time.monotonic() + 180
+    while not (progress.exists() and progress.read_text().strip().isdigit() and int(progress.read_text()) >= 10):
+        assert time.monotonic() < end, f"array task 0 never reached step 10: {job_info(f'{array}_0')}"
+        time.sleep(0.1)
+    signalled_at = int(progress.read_text())
+    # on an array task scancel may answer "Job can not be altered now" after delivering the signal;
+    # the requeue it causes is asserted below (Restarts=1)
+    subprocess.run(["scancel", "--signal=USR1", f"{array}_0"])
+    infos = [wait_for(f"{array}_{i}", timeout=600) for i in range(4)]
+    return tmp, array, signalled_at, infos, wait_for(f"{reference}_0", timeout=600)
+
+
+def _folder(tmp: Path, study: str, task: str) -> Path:
+    return tmp / "runs" / study / task
+
+
+def _ckpt(folder: Path, name: str = "last.ckpt") -> dict:
+    return torch.load(next((folder / "checkpoints").glob(f"slurm-*/{name}")), weights_only=False, map_location="cpu")
+
+
+def _test_numbers(run: dict) -> dict:
+    return {
+        k: v for row in run["history"] for k, v in row.items() if k.startswith("test/") and isinstance(v, (int, float))
+    }
+
+
+def test_every_task_fits_and_tests_in_its_own_folder(study):
+    tmp, _, _, infos, _ = study
+    for task, info in zip(TASKS, infos, strict=True):
+        assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", (task, info)
+        folder = _folder(tmp, "betas", task)
+        assert (folder / "fit.done").read_text().strip() == "40"
+        assert _ckpt(folder)["global_step"] == 40
+        beta, seed = (v.split("=")[1] for v in task.split(","))
+        hparams = _ckpt(folder)["hyper_parameters"]
+        assert hparams["beta"] == float(beta), (task, hparams["beta"])
+        config = (next((folder / "checkpoints").glob("slurm-*")) / "vae_config.yaml").read_text()
+        assert f"seed_everything: {seed}\n" in config
+        assert {"config_hash", "code_version", "versions", "data", "device", "precision", "world_size"} <= set(
+            __import__("json").loads(next((folder / "checkpoints").glob("slurm-*/provenance.json")).read_text())
+        )
+
+
+def test_the_preempted_task_requeues_and_ends_bitwise_equal_to_the_task_run_alone(study):
+    tmp, _, signalled_at, infos, alone = study
+    assert infos[0]["Restarts"] == "1", infos[0]
+    assert [i["Restarts"] for i in infos[1:]] == ["0", "0", "0"]
+    assert alone["JobState"] == "COMPLETED" and alone["Restarts"] == "0", alone
+    preempted, reference = _folder(tmp, "betas", TASKS[0]), _folder(tmp, "alone", TASKS[0])
+    hpc = torch.load(preempted / "hpc_ckpt_1.ckpt", weights_only=False)
+    assert signalled_at <= hpc["global_step"] < 40 and hpc["global_step"] % 22, hpc["global_step"]  # mid-epoch
+    final, ref = _ckpt(preempted)["state_dict"], _ckpt(reference)["state_dict"]
+    assert final.keys() == ref.keys()
+    assert not [k for k in final if not torch.equal(final[k], ref[k])], "resumed weights differ from the task's alone"
+    ours, theirs = _test_numbers(merged(preempted / "wandb")), _test_numbers(merged(reference / "wandb"))
+    assert {"test/elbo", "test/kl", "test/recon", "test/nll_iw", "test/active_units"} <= set(ours), sorted(ours)
+    assert ours == theirs  # bitwise: the same floats, through the same JSON
+
+
+def test_each_task_has_one_wandb_run_with_config_history_and_test_metrics(study):
+    tmp, array, _, _, _ = study
+    for i, task in enumerate(TASKS):
+        run = merged(_folder(tmp, "betas", task) / "wandb")
+        assert run["ids"] == {f"slurm-{array}_{i}"}, (task, run["folders"])
+        assert len(run["folders"]) == (3 if i == 0 else 2), run["folders"]  # fit (+ its restart), then the test
+        beta, seed = (v.split("=")[1] for v in task.split(","))
+        assert run["config"]["model"]["init_args"]["beta"] == float(beta)
+        assert run["config"]["seed_everything"] == int(seed)
+        assert run["config"]["provenance"]["data"]["checksum_or_version"].startswith("sprites-generator-v")
+        assert "provenance_test" in run["config"]
+        assert {r.run_group for r in run["runs"]} == {"betas"}
+        assert {r.display_name for r in run["runs"]} == {f"beta={beta},seed_everything={seed}"}
+        assert {tuple(r.tags) for r in run["runs"]} == {("slurm", "study", f"beta={beta}", f"seed_everything={seed}")}
+        steps = [row["trainer/global_step"] for row in run["history"] if "train/loss" in row]
+        assert steps and max(steps) >= 35, steps
+        assert "test/elbo" in _test_numbers(run)
+
+
+@pytest.mark.xfail(
+    "compare" not in SUBCOMMANDS,
+    strict=True,
+    reason="NEEDS `vae compare` from branch study-compare: runs for real once both branches are merged",
+)
+def test_vae_compare_tables_and_plots_the_study(study, tmp_path):
+    tmp = study[0]
+    out = tmp_path / "compare"
+    result = run_vae("compare", "--study", str(tmp / "runs/betas"), "--out", str(out), cwd=tmp, env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    for beta in ("1", "4"):
+        for seed in ("0", "1"):
+            assert any(beta in line and seed in line for line in lines), (beta, seed, result.stdout)
+    grouped = [line for line in lines if "±" in line]
+    assert len(grouped) == 2 and all("2" in line for line in grouped), result.stdout  # mean ± sd, n = 2
+    assert len(list(out.glob("*.png"))) == 3, sorted(out.iterdir())
+
+
+def test_a_grid_larger_than_max_array_size_is_refused_before_submission(cluster, tmp_path):  # noqa: F811
+    limit = int(
+        __import__("re")
+        .search(
+            r"MaxArraySize\s*=\s*(\d+)",
+            subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout,
+        )
+        .group(1)
+    )
+    values = ",".join(str(v) for v in range(limit + 1))
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    result = run_vae(
+        "slurm",
+        "submit",
+        "--config",
+        str(REPO / "configs/base.yaml"),
+        "--gpus-per-node",
+        "0",
+        "--study",
+        "huge",
+        "--array",
+        f"model.init_args.beta={values}",
+        cwd=tmp_path,
+        env=ENV,
+    )
+    assert result.returncode == 2
+    assert f"the grid has {limit + 1} tasks" in result.stderr and f"MaxArraySize is {limit}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    assert not set(after) - set(before), "a job was submitted"
+
+
+def test_a_job_preempted_during_its_test_requeues_and_runs_only_the_test(cluster, tmp_path):  # noqa: F811
+    fit = [a for a in FIT if "Progress" not in a and "callbacks." not in a]
+    result = run_vae(
+        "slurm",
+        "submit",
+        "--config",
+        str(REPO / "configs/base.yaml"),
+        "--gpus-per-node",
+        "0",
+        "--study",
+        "late",
+        "--seeds",
+        "0",
+        "--test",
+        "--",
+        *fit,
+        "--trainer.callbacks+=tests.probe.TestProgress",
+        "--trainer.callbacks.out=tested",
+        "--trainer.callbacks.delay=3",
+        cwd=tmp_path,
+        env=ENV,
+    )
+    assert result.returncode == 0, result.stderr
+    job = f"{result.stdout.strip()}_0"
+    folder = tmp_path / "runs/late/seed_everything=0"
+    end = time.monotonic() + 300
+    while not (folder / "tested").exists():
+        assert time.monotonic() < end, f"the test never started: {job_info(job)}"
+        time.sleep(0.1)
+    subprocess.run(["scancel", "--signal=USR1", job])
+    info = wait_for(job, timeout=400)
+    log = next(tmp_path.glob("slurm-late-*.out")).read_text()
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", (info, log[-3000:])
+    assert log.count("`Trainer.fit` stopped") == 1, log[-3000:]  # the fit ran once, the test twice
+    run = merged(folder / "wandb")
+    assert len(run["ids"]) == 1 and len(run["folders"]) == 3, run["folders"]  # fit, interrupted test, test
+    assert len([row for row in run["history"] if "test/elbo" in row]) == 1  # the requeued test adds no rows

@@ -1,0 +1,112 @@
+"""Studies for ``vae slurm submit``: a grid of swept config values as one job array.
+
+    vae slurm submit --config ... --study betas --array model.init_args.beta=1,4 --seeds 0,1 --test
+
+makes one array task per element of the Cartesian product of the ``--array`` values (``--seeds`` is
+``seed_everything``), in the order the keys are given (the last key varies fastest). Task ``i``
+trains in ``runs/<study>/<key=value,...>/``; its W&B run has group = the study, name and tags = the
+swept values. Imports neither torch nor lightning (it runs on a login node).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shlex
+import shutil
+import subprocess
+
+from vae_lightning.errors import UserError
+
+SEED_KEY = "seed_everything"
+#: written by the fit (``--preemption.done_file``) when it ends without a preemption; a requeued
+#: ``--test`` job that finds it runs only the test
+DONE_FILE = "fit.done"
+
+Grid = list[tuple[str, list[str]]]  # (config key, values) in the order given
+
+
+def parse_array(text: str) -> tuple[str, list[str]]:
+    """``KEY=V1,V2,...`` -> (key, values); ``UserError`` naming the text when malformed."""
+    key, _, values = text.partition("=")
+    key, parts = key.strip().removeprefix("--"), [v.strip() for v in values.split(",") if v.strip()]
+    if not key or not parts or not re.fullmatch(r"[\w.]+", key):
+        raise UserError(f"--array takes KEY=V1,V2,..., e.g. model.init_args.beta=1,2,4; got {text!r}.")
+    return key, parts
+
+
+def grid_from(arrays: list[str] | None, seeds: str | None) -> Grid:
+    """The swept keys and values of ``--array`` (repeatable) and ``--seeds``; refuses a key twice."""
+    grid = [parse_array(a) for a in arrays or []]
+    if seeds is not None:
+        grid.append(parse_array(f"{SEED_KEY}={seeds}"))
+    keys = [k for k, _ in grid]
+    for key in keys:
+        if keys.count(key) > 1:
+            hint = " (--seeds sets it)" if key == SEED_KEY else ""
+            raise UserError(f"--array key {key!r} is swept twice{hint}; give each key once with all its values.")
+    return grid
+
+
+def tasks(grid: Grid) -> list[list[tuple[str, str]]]:
+    """Every combination of the values, as [(key, value), ...] in the grid's key order."""
+    keys = [k for k, _ in grid]
+    return [list(zip(keys, combo, strict=True)) for combo in itertools.product(*(values for _, values in grid))]
+
+
+def folder(task: list[tuple[str, str]]) -> str:
+    """The task's folder under the study: ``model.init_args.beta=4,seed_everything=1``."""
+    return ",".join(f"{k}={v}" for k, v in task)
+
+
+def short(task: list[tuple[str, str]]) -> list[str]:
+    """The swept values with the last part of each key: ``["beta=4", "seed_everything=1"]``."""
+    return [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in task]
+
+
+def max_array_size() -> int | None:
+    """The cluster's ``MaxArraySize`` from ``scontrol show config`` (None: no scontrol or no answer)."""
+    if shutil.which("scontrol") is None:
+        return None
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def check_size(grid: Grid) -> None:
+    """Refuse, before submission, a grid with more tasks than the cluster's array indices allow
+    (task ids run 0..n-1 and must stay below ``MaxArraySize``)."""
+    if not grid:
+        return
+    n, limit = len(tasks(grid)), max_array_size()
+    if limit is not None and n > limit:
+        sizes = " x ".join(f"{len(v)} {k}" for k, v in grid)
+        raise UserError(
+            f"the grid has {n} tasks ({sizes}) but this cluster's MaxArraySize is {limit}; "
+            "sweep fewer values or split the study into several submissions."
+        )
+
+
+def array_lines(grid: Grid, root: str) -> list[str]:
+    """Bash lines that set, for ``$SLURM_ARRAY_TASK_ID``: ``V0``, ``V1``, ... (the swept values),
+    ``ROOT`` (the task's folder), ``NAME`` (W&B run name) and ``TAGS`` (W&B tags)."""
+    combos = tasks(grid)
+    lines = [
+        "# array task i: the i-th combination of the swept values (the last key varies fastest)",
+        "I=$SLURM_ARRAY_TASK_ID",
+    ]
+    for n, (key, _) in enumerate(grid):
+        lines.append(f"V{n}=({' '.join(shlex.quote(task[n][1]) for task in combos)})  # {key}")
+    lines.append(f"TASKS=({' '.join(shlex.quote(folder(t)) for t in combos)})")
+    lines.append(f"NAMES=({' '.join(shlex.quote(','.join(short(t))) for t in combos)})")
+    lines.append(f"TAGS=({' '.join(shlex.quote('[slurm, study, ' + ', '.join(short(t)) + ']') for t in combos)})")
+    lines.append(f'ROOT="{root}/${{TASKS[$I]}}"')
+    return lines
+
+
+def array_args(grid: Grid) -> list[str]:
+    """``vae`` arguments that set each swept key to this task's value."""
+    return [a for n, (key, _) in enumerate(grid) for a in (f"--{key}", f'"${{V{n}[$I]}}"')]
