@@ -180,6 +180,15 @@ class VAECLI(LightningCLI):
         config = self._run_config
         root = config.trainer.default_root_dir
         preflight.check_config(config, self.subcommand)
+        loggers = config.trainer.logger
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init = getattr(logger, "init_args", None)
+            if init is not None and init.get("save_dir") in (None, ".", ""):
+                init["save_dir"] = root  # loggers write beside the checkpoints unless told otherwise
+            if init is not None:  # every output path is checked before a folder is made
+                preflight.check_output("trainer.logger.init_args.save_dir", init.get("save_dir"), "dir")
+            if init is not None and "WandbLogger" in str(getattr(logger, "class_path", "")):
+                set_wandb_resume(init)  # a requeued SLURM job continues its W&B run
         checkpoints = Path(root) / "checkpoints"
         # every fit gets its own checkpoint and image folders; a resumed fit keeps its run's
         if config.checkpoint.dirpath is None:
@@ -194,13 +203,6 @@ class VAECLI(LightningCLI):
                     config.images.dirpath = os.path.join(root, "images", Path(config.checkpoint.dirpath).name)
             else:
                 config.checkpoint.dirpath = str(checkpoints)
-        loggers = config.trainer.logger
-        for logger in loggers if isinstance(loggers, list) else [loggers]:
-            init = getattr(logger, "init_args", None)
-            if init is not None and init.get("save_dir") in (None, ".", ""):
-                init["save_dir"] = root  # loggers write beside the checkpoints unless told otherwise
-            if init is not None and "WandbLogger" in str(getattr(logger, "class_path", "")):
-                set_wandb_resume(init)  # a requeued SLURM job continues its W&B run
 
     @override
     def instantiate_classes(self) -> None:

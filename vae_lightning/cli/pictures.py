@@ -80,11 +80,14 @@ def _influence_order(model, z, span: float):
 def _run(name: str, args: argparse.Namespace) -> Path:
     import torch
 
+    from vae_lightning.cli.preflight import check_output
     from vae_lightning.evaluation import pictures
     from vae_lightning.runtime.checkpoint import load_model
+    from vae_lightning.runtime.fallback import write_or_keep
 
     if not str(args.out).lower().endswith(".png"):
         raise UserError(f"--out must be a .png file, got {args.out!r}.")
+    check_output("--out", args.out)
     model = load_model(args.checkpoint, map_location=args.device)
     g = torch.Generator().manual_seed(args.seed)
     if name == "sample":
@@ -111,7 +114,8 @@ def _run(name: str, args: argparse.Namespace) -> Path:
                 raise UserError(f"--rows must be >= 1, got {args.rows}.")
             z = torch.randn(2 * args.rows, model.latent_dim, generator=g)
             grid = pictures.interpolation_grid(model, z[0::2], z[1::2], args.steps)
-    return pictures.save_png(grid, args.out)
+    # a failed write keeps the grid beside the checkpoint
+    return write_or_keep(lambda path: pictures.save_png(grid, path), args.out, "--out", Path(args.checkpoint).parent)
 
 
 def main(argv: list[str]) -> None:

@@ -39,6 +39,7 @@ from vae_lightning.data.base import images
 from vae_lightning.errors import UserError
 from vae_lightning.evaluation.metrics import PixelMarginals, iw_log_likelihood
 from vae_lightning.runtime.atomic import atomic_open
+from vae_lightning.runtime.fallback import write_or_keep
 
 SCORES = ("neg_elbo", "nll_iw", "recon", "kl", "sq_error", "log_pz")
 BACKGROUND_SCORES = ("nll_pixels", "neg_llr")
@@ -143,10 +144,14 @@ class AnomalyScores(BasePredictionWriter):
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._rows:
             return
-        path = self._target(trainer)
-        with atomic_open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(self._rows[0]))
-            writer.writeheader()
-            writer.writerows(self._rows)
-        print(f"vae: wrote {len(self._rows)} rows of anomaly scores to {path}")
-        self._rows = []
+        rows, self._rows = self._rows, []
+
+        def write(path: Path) -> None:
+            with atomic_open(path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+
+        # the scores cost the whole run: a failed write keeps them in the run folder
+        path = write_or_keep(write, self._target(trainer), "scores.path", trainer.default_root_dir)
+        print(f"vae: wrote {len(rows)} rows of anomaly scores to {path}")
