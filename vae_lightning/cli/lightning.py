@@ -29,12 +29,14 @@ from vae_lightning.callbacks import (
     SLURMPreemption,
 )
 from vae_lightning.cli import explain, preflight
+from vae_lightning.cli.saved_config import SAVED_CONFIG, with_saved_config
 from vae_lightning.cli.slurm import set_wandb_resume
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
 from vae_lightning.models import VAE
 from vae_lightning.runtime import compat
+from vae_lightning.runtime.atomic import atomic_open
 from vae_lightning.runtime.checkpoint import AtomicCheckpointIO, check_fits_model, resolve_ckpt_path, run_checkpoint_dir
 from vae_lightning.runtime.wandb_guard import start_wandb
 
@@ -71,7 +73,7 @@ class LogConfig(SaveConfigCallback):
     every logger as plain nested values, so W&B can filter and group runs by any key."""
 
     def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **{**kwargs, "save_to_log_dir": False, "config_filename": "vae_config.yaml"})
+        super().__init__(*args, **{**kwargs, "save_to_log_dir": False, "config_filename": SAVED_CONFIG})
 
     @override
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -81,9 +83,12 @@ class LogConfig(SaveConfigCallback):
         config.pop("config", None)  # the list of --config paths, not a setting
         for logger in trainer.loggers:
             logger.log_hyperparams(config)
-        directory = run_dir(trainer)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / self.config_filename).write_text(yaml.safe_dump(config, sort_keys=False))
+        text = yaml.safe_dump(config, sort_keys=False)
+        # beside the checkpoints too: `vae test --ckpt_path X` alone reads it (cli/saved_config.py)
+        checkpoints = getattr(trainer.checkpoint_callback, "dirpath", None) if stage == "fit" else None
+        for directory in {run_dir(trainer), *([Path(checkpoints)] if checkpoints else [])}:
+            with atomic_open(directory / self.config_filename, "w") as f:
+                f.write(text)
 
 
 class VAECLI(LightningCLI):
@@ -124,11 +129,11 @@ class VAECLI(LightningCLI):
 
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        argv = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:] if args is None else None
         try:
-            super().parse_arguments(parser, args)
+            super().parse_arguments(parser, with_saved_config(argv) if argv is not None else args)
         except ArgumentError as err:
-            argv = list(args) if args is not None else sys.argv[1:]
-            raise UserError(explain.explain(err, argv, _known_keys(parser, argv))) from None
+            raise UserError(explain.explain(err, argv or [], _known_keys(parser, argv or []))) from None
 
     @override  # a private LightningCLI hook: listed in runtime/compat.py's PRIVATE, tested there
     def _parse_ckpt_path(self) -> None:
