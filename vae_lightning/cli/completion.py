@@ -1,6 +1,11 @@
-"""``vae --print_completion bash|zsh|tcsh``: a shell completion script, written by jsonargparse
-with shtab from the same parser that ``vae fit|validate|test|predict`` use, so every option and
-every class_path choice (our encoders, likelihoods, …) completes.
+"""``vae --print_completion bash|zsh|tcsh``: a shell completion script, written by shtab from the
+same parser that ``vae fit|validate|test|predict`` use, so the subcommands and their options
+(``--trainer.*``, ``--model``, ``--data``, ``--ckpt_path``, ``--scores.path``, …) complete.
+
+shtab runs on the parser itself, not through jsonargparse's ``get_completion_script``: that one
+also enumerates every class a typed option could take, which on this stack did not finish in
+minutes of CPU. Options under a class_path (``--model.init_args.*``) are resolved at parse time,
+so they do not complete; ``vae fit --model.help CLASS`` lists them.
 
     vae --print_completion bash > ~/.local/share/bash-completion/completions/vae
     vae --print_completion zsh > ~/.zfunc/_vae     # a folder on $fpath
@@ -33,5 +38,7 @@ def completion_script(shell: str) -> str:
         ParserOnly(args=[])
     except _Built as built:
         parser = built.parser
+    import shtab
+
     parser.prog = "vae"
-    return parser.get_completion_script(f"shtab-{shell}")
+    return shtab.complete(parser, shell)
