@@ -130,8 +130,11 @@ class VAECLI(LightningCLI):
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         argv = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:] if args is None else None
+        given = with_saved_config(argv) if argv is not None else None
         try:
-            super().parse_arguments(parser, with_saved_config(argv) if argv is not None else args)
+            with warnings.catch_warnings():  # the argv with the saved config is the command line, not a mix
+                warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+                super().parse_arguments(parser, args if given is None or given == argv and args is None else given)
         except ArgumentError as err:
             raise UserError(explain.explain(err, argv or [], _known_keys(parser, argv or []))) from None
 
