@@ -47,18 +47,35 @@ CSV_LOGGER = ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger"]
 
 # (command, name in the message, arguments before the output, the output's arguments)
 OUTPUTS = [
-    *[(cmd, "trainer.default_root_dir", RUN if cmd == "fit" else EVAL, ["--trainer.default_root_dir", "{out}"])
-      for cmd in ("fit", "validate", "test", "predict")],
-    *[(cmd, "checkpoint.dirpath", RUN if cmd == "fit" else EVAL, ["--checkpoint.dirpath", "{out}"])
-      for cmd in ("fit", "validate", "test", "predict")],
-    *[(cmd, "images.dirpath", RUN if cmd == "fit" else EVAL, ["--images.dirpath", "{out}"])
-      for cmd in ("fit", "validate", "test", "predict")],
-    *[(cmd, "trainer.logger.init_args.save_dir", (RUN if cmd == "fit" else EVAL) + CSV_LOGGER,
-       ["--trainer.logger.init_args.save_dir", "{out}"]) for cmd in ("fit", "validate", "test", "predict")],
+    *[
+        (cmd, "trainer.default_root_dir", RUN if cmd == "fit" else EVAL, ["--trainer.default_root_dir", "{out}"])
+        for cmd in ("fit", "validate", "test", "predict")
+    ],
+    *[
+        (cmd, "checkpoint.dirpath", RUN if cmd == "fit" else EVAL, ["--checkpoint.dirpath", "{out}"])
+        for cmd in ("fit", "validate", "test", "predict")
+    ],
+    *[
+        (cmd, "images.dirpath", RUN if cmd == "fit" else EVAL, ["--images.dirpath", "{out}"])
+        for cmd in ("fit", "validate", "test", "predict")
+    ],
+    *[
+        (
+            cmd,
+            "trainer.logger.init_args.save_dir",
+            (RUN if cmd == "fit" else EVAL) + CSV_LOGGER,
+            ["--trainer.logger.init_args.save_dir", "{out}"],
+        )
+        for cmd in ("fit", "validate", "test", "predict")
+    ],
     ("predict", "scores.path", EVAL, ["--scores.path", "{out}/scores.csv"]),
     *[(cmd, "--out", ["{ckpt}"], ["--out", "{out}/grid.png"]) for cmd in ("sample", "traverse", "interpolate")],
-    ("slurm submit", "trainer.default_root_dir", ["--config", "{config}", "--dry-run"],
-     ["--", "--trainer.default_root_dir", "{out}"]),
+    (
+        "slurm submit",
+        "trainer.default_root_dir",
+        ["--config", "{config}", "--dry-run"],
+        ["--", "--trainer.default_root_dir", "{out}"],
+    ),
 ]
 
 
@@ -85,8 +102,9 @@ def tree(root: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("command, name, before, output", OUTPUTS, ids=[f"{r[0]} {r[1]}" for r in OUTPUTS])
-def test_an_output_under_a_regular_file_is_one_line_before_any_work(command, name, before, output, tiny_run,
-                                                                     tmp_path, capsys, monkeypatch):
+def test_an_output_under_a_regular_file_is_one_line_before_any_work(
+    command, name, before, output, tiny_run, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setattr("sys.argv", ["vae"])
     monkeypatch.delenv("VAE_DEBUG", raising=False)
     # building classes, loading a checkpoint's model or calling sbatch is the work: none may start

@@ -134,7 +134,7 @@ class VAECLI(LightningCLI):
         try:
             with warnings.catch_warnings():  # the argv with the saved config is the command line, not a mix
                 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-                super().parse_arguments(parser, args if given is None or given == argv and args is None else given)
+                super().parse_arguments(parser, args if given is None or (given == argv and args is None) else given)
         except ArgumentError as err:
             raise UserError(explain.explain(err, argv or [], _known_keys(parser, argv or []))) from None
 

@@ -41,6 +41,8 @@ def with_saved_config(argv: list[str]) -> list[str]:
     if saved.is_file():
         return [argv[0], "--config", str(saved), *argv[1:]]
     if flag_value(argv, "--config") is None:
-        raise UserError(f"checkpoint {ckpt!r} has no {SAVED_CONFIG} beside it to say which model and data it needs; "
-                        f"pass the run's config: vae {argv[0]} --config <its YAML> --ckpt_path {ckpt}.")
+        raise UserError(
+            f"checkpoint {ckpt!r} has no {SAVED_CONFIG} beside it to say which model and data it needs; "
+            f"pass the run's config: vae {argv[0]} --config <its YAML> --ckpt_path {ckpt}."
+        )
     return argv

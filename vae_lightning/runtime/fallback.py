@@ -29,6 +29,8 @@ def write_or_keep(write: Callable[[Path], None], path: str | Path, flag: str, fo
     try:
         write(spare)
     except OSError as err:
-        raise UserError(f"{flag} {str(path)!r} could not be written ({reason}), nor the fallback {str(spare)!r} "
-                        f"({err.strerror or type(err).__name__}); free disk space and run the command again.") from None
+        raise UserError(
+            f"{flag} {str(path)!r} could not be written ({reason}), nor the fallback {str(spare)!r} "
+            f"({err.strerror or type(err).__name__}); free disk space and run the command again."
+        ) from None
     raise UserError(f"{flag} {str(path)!r} could not be written ({reason}); the result is kept in {str(spare)!r}.")
