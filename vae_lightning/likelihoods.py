@@ -8,6 +8,7 @@ C·H·W pixels. It is computed in float32 whatever the autocast precision.
 from __future__ import annotations
 
 import math
+from abc import ABCMeta, abstractmethod
 
 import torch
 from torch import Tensor, nn
@@ -15,8 +16,9 @@ from torch.distributions import Bernoulli as _Bernoulli
 from torch.distributions import Independent, Normal
 
 
-class Likelihood(nn.Module):
-    """Base class. Subclasses implement ``dist(out)``; a distribution over one example's pixels."""
+class Likelihood(nn.Module, metaclass=ABCMeta):
+    """Base class, and the type of ``model.init_args.likelihood``. Subclasses implement
+    ``dist(out)``, a distribution over one example's pixels (abstract, so help lists only them)."""
 
     #: True when the likelihood is a probability mass over {0, 1} pixels (needs binary data).
     discrete: bool = False
@@ -24,8 +26,9 @@ class Likelihood(nn.Module):
     def build(self, image_shape: tuple[int, int, int]) -> None:
         """Called by the model with the data's (C, H, W) before training; sizes parameters."""
 
+    @abstractmethod
     def dist(self, out: Tensor) -> Independent:
-        raise NotImplementedError
+        """The distribution p(x|z) of a batch, from the decoder's output ``out`` (B, C, H, W)."""
 
     def log_prob(self, out: Tensor, x: Tensor) -> Tensor:
         return self.dist(out).log_prob(x.float())  # (B,)

@@ -38,12 +38,13 @@ from vae_lightning.data.base import images
 from vae_lightning.errors import UserError
 from vae_lightning.evaluation.metrics import IWBound, LatentMetrics, iw_log_likelihood
 from vae_lightning.likelihoods import Bernoulli, Likelihood
-from vae_lightning.nets import ConvDecoder, ConvEncoder, Shape
+from vae_lightning.nets import ConvDecoder, ConvEncoder, Decoder, Encoder, Shape
 from vae_lightning.objectives import Constant, KLSchedule, gaussian_kl, posterior
 from vae_lightning.runtime import compat
 
-EncoderFactory = Callable[[Shape, int], nn.Module]
-DecoderFactory = Callable[[Shape, int], nn.Module]
+# typed by role, so that help and errors list the encoders (decoders) that fit, not every nn.Module
+EncoderFactory = Callable[[Shape, int], Encoder]
+DecoderFactory = Callable[[Shape, int], Decoder]
 
 
 _COMPILED: dict[Callable, Callable] = {}

@@ -13,6 +13,7 @@ repeated in a config:
 from __future__ import annotations
 
 import math
+from abc import ABCMeta, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -56,7 +57,28 @@ def _mlp(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class MLPEncoder(nn.Module):
+class Encoder(nn.Module, metaclass=ABCMeta):
+    """The role of an encoder, and the type of ``model.init_args.encoder``: a subclass is built as
+    ``Encoder(image_shape, latent_dim, **init_args)`` and maps images x (B, C, H, W) to the
+    posterior's parameters (mu, logvar), each (B, D). A user's encoder subclasses this, so that
+    help and error messages list our encoders and the user's, not every ``nn.Module``."""
+
+    @abstractmethod
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, C, H, W) -> mu, logvar (B, D)."""
+
+
+class Decoder(nn.Module, metaclass=ABCMeta):
+    """The role of a decoder, and the type of ``model.init_args.decoder``: a subclass is built as
+    ``Decoder(image_shape, latent_dim, **init_args)`` and maps latents z (B, D) to the
+    likelihood's parameter (B, C, H, W)."""
+
+    @abstractmethod
+    def forward(self, z: Tensor) -> Tensor:
+        """z (B, D) -> the likelihood's parameter (B, C, H, W)."""
+
+
+class MLPEncoder(Encoder):
     """Fully connected encoder: x (B, C, H, W) -> mu, logvar (B, D).
 
     Args:
@@ -74,7 +96,7 @@ class MLPEncoder(nn.Module):
         return self.net(x.flatten(1)).chunk(2, dim=1)  # (B, D), (B, D)
 
 
-class MLPDecoder(nn.Module):
+class MLPDecoder(Decoder):
     """Fully connected decoder: z (B, D) -> likelihood parameter (B, C, H, W).
 
     Args:
@@ -92,7 +114,7 @@ class MLPDecoder(nn.Module):
         return self.net(z).view(-1, *self.image_shape)  # (B, C, H, W)
 
 
-class ConvEncoder(nn.Module):
+class ConvEncoder(Encoder):
     """DCGAN-style encoder: 4x4 stride-2 convolutions, then a linear layer to (mu, logvar).
 
     Args:
@@ -123,7 +145,7 @@ class ConvEncoder(nn.Module):
         return self.head(self.conv(x)).chunk(2, dim=1)  # (B, D), (B, D)
 
 
-class ConvDecoder(nn.Module):
+class ConvDecoder(Decoder):
     """DCGAN-style decoder, the mirror of ``ConvEncoder``: linear layer, then 4x4 stride-2
     transposed convolutions. 28 px images are generated at 32 px and center-cropped.
 

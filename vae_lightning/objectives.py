@@ -7,6 +7,7 @@ KL(q(z|x) || p(z)); summing over D gives the per-example KL used in the ELBO.
 from __future__ import annotations
 
 import math
+from abc import ABCMeta, abstractmethod
 
 import torch
 from torch import Tensor
@@ -37,11 +38,13 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (var_ratio + q.loc.pow(2) - 1 - var_ratio.log())
 
 
-class KLSchedule:
-    """Weight w(step) that multiplies the KL term of the objective."""
+class KLSchedule(metaclass=ABCMeta):
+    """Weight w(step) that multiplies the KL term of the objective; the type of
+    ``model.init_args.kl_schedule`` (abstract, so help lists only its subclasses)."""
 
+    @abstractmethod
     def __call__(self, step: int) -> float:
-        raise NotImplementedError
+        """The weight at optimizer step ``step``."""
 
 
 class Constant(KLSchedule):

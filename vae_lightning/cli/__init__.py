@@ -32,14 +32,15 @@ SUBCOMMANDS = {
 # picture commands take a checkpoint, not a config; they do not go through LightningCLI
 PICTURE_COMMANDS = ("sample", "traverse", "interpolate")
 
-HELP = """usage: vae [-h] [--version] {{{names}}} ...
+HELP = """usage: vae [-h] [--version] [--print_completion SHELL] {{{names}}} ...
 
 Train and evaluate Variational Autoencoders (VAE, beta-VAE, free-bits VAE) with Lightning.
 
 subcommands:
 {lines}
 
-Run `vae SUBCOMMAND --help` for the options of one subcommand, and
+Run `vae SUBCOMMAND --help` for the options of one subcommand,
+`vae --print_completion bash|zsh` for a shell completion script, and
 `vae fit --config configs/sprites/vae.yaml --print_config` to see a whole run's config.
 Errors in your config or files are printed as one line; set VAE_DEBUG=1 for tracebacks.
 """
@@ -73,12 +74,18 @@ def main(args: list[str] | None = None) -> None:
     if argv[0] == "--version":
         print(f"vae-lightning {_version()}")
         return
-    if argv[0].startswith("-") or argv[0] not in SUBCOMMANDS:
+    completion = argv[0] in ("--print_completion", "--print_shtab")  # --print_shtab: jsonargparse's older name
+    if not completion and (argv[0].startswith("-") or argv[0] not in SUBCOMMANDS):
         _fail(f"unknown subcommand {argv[0]!r}; choose one of {', '.join(SUBCOMMANDS)} (see `vae --help`).")
     from vae_lightning.cli import console
     from vae_lightning.errors import UserError
 
     try:
+        if completion:
+            from vae_lightning.cli.completion import completion_script
+
+            print(completion_script(argv[1] if len(argv) > 1 else ""))
+            return None
         if argv[0] == "slurm":  # no torch or lightning import: fast on a login node
             from vae_lightning.cli.slurm import main as slurm_main
 

@@ -34,6 +34,7 @@ from vae_lightning.callbacks import (
 )
 from vae_lightning.cli import continuation, explain, preflight
 from vae_lightning.cli.console import plain
+from vae_lightning.cli.saved_config import SAVED_CONFIG, with_saved_config
 from vae_lightning.cli.slurm import set_wandb_resume
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
@@ -80,7 +81,7 @@ class LogConfig(SaveConfigCallback):
     adds only ``provenance_<stage>`` there, so the fit's config stays what the run shows."""
 
     def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **{**kwargs, "save_to_log_dir": False, "config_filename": "vae_config.yaml"})
+        super().__init__(*args, **{**kwargs, "save_to_log_dir": False, "config_filename": SAVED_CONFIG})
 
     @override
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -182,11 +183,14 @@ class VAECLI(LightningCLI):
 
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        argv = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:] if args is None else None
+        given = with_saved_config(argv) if argv is not None else None
         try:
-            super().parse_arguments(parser, args)
+            with warnings.catch_warnings():  # the argv with the saved config is the command line, not a mix
+                warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+                super().parse_arguments(parser, args if given is None or (given == argv and args is None) else given)
         except ArgumentError as err:
-            argv = list(args) if args is not None else sys.argv[1:]
-            raise UserError(explain.explain(err, argv, _known_keys(parser, argv))) from None
+            raise UserError(explain.explain(err, argv or [], _known_keys(parser, argv or []))) from None
 
     @override  # a private LightningCLI hook: listed in runtime/compat.py's PRIVATE, tested there
     def _parse_ckpt_path(self) -> None:
@@ -243,6 +247,16 @@ class VAECLI(LightningCLI):
         config = self._run_config
         root = config.trainer.default_root_dir
         preflight.check_config(config, self.subcommand)
+        continuation.apply(config, self.subcommand)  # an evaluation logs into its fit's run
+        loggers = config.trainer.logger
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init = getattr(logger, "init_args", None)
+            if init is not None and init.get("save_dir") in (None, ".", ""):
+                init["save_dir"] = root  # loggers write beside the checkpoints unless told otherwise
+            if init is not None:  # every output path is checked before a folder is made
+                preflight.check_output("trainer.logger.init_args.save_dir", init.get("save_dir"), "dir")
+            if init is not None and "WandbLogger" in str(getattr(logger, "class_path", "")):
+                set_wandb_resume(init)  # a requeued SLURM job continues its W&B run
         checkpoints = Path(root) / "checkpoints"
         # every fit gets its own checkpoint and image folders; a resumed fit keeps its run's
         if config.checkpoint.dirpath is None:
@@ -257,14 +271,6 @@ class VAECLI(LightningCLI):
                     config.images.dirpath = os.path.join(root, "images", Path(config.checkpoint.dirpath).name)
             else:
                 config.checkpoint.dirpath = str(checkpoints)
-        continuation.apply(config, self.subcommand)  # an evaluation logs into its fit's run
-        loggers = config.trainer.logger
-        for logger in loggers if isinstance(loggers, list) else [loggers]:
-            init = getattr(logger, "init_args", None)
-            if init is not None and init.get("save_dir") in (None, ".", ""):
-                init["save_dir"] = root  # loggers write beside the checkpoints unless told otherwise
-            if init is not None and "WandbLogger" in str(getattr(logger, "class_path", "")):
-                set_wandb_resume(init)  # a requeued SLURM job continues its W&B run
 
     @override
     def instantiate_classes(self) -> None:

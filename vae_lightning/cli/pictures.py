@@ -137,6 +137,7 @@ def _run(name: str, args: argparse.Namespace) -> Path:
 
     from vae_lightning.evaluation import pictures
     from vae_lightning.runtime.checkpoint import load_model
+    from vae_lightning.runtime.fallback import write_or_keep
     from vae_lightning.runtime.outputs import check_out
 
     if name == "sample":
@@ -165,7 +166,8 @@ def _run(name: str, args: argparse.Namespace) -> Path:
                 raise UserError(f"--rows must be >= 1, got {args.rows}.")
             z = torch.randn(2 * args.rows, model.latent_dim, generator=g)
             grid = pictures.interpolation_grid(model, z[0::2], z[1::2], args.steps)
-    return pictures.save_png(grid, args.out)
+    # a failed write keeps the grid beside the checkpoint
+    return write_or_keep(lambda path: pictures.save_png(grid, path), args.out, "--out", Path(args.checkpoint).parent)
 
 
 def main(argv: list[str]) -> None:

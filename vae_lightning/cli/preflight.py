@@ -8,12 +8,18 @@ Every sentence here comes from a check of our own values, not from another libra
 from __future__ import annotations
 
 import os
-import uuid
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from vae_lightning.cli.slurm import check_allocation
 from vae_lightning.errors import UserError
+
+
+# every output path of `vae fit|validate|test|predict` (config key, kind); None values take a
+# default under trainer.default_root_dir, which is checked first
+OUTPUTS = (("trainer.default_root_dir", "dir"), ("checkpoint.dirpath", "dir"), ("images.dirpath", "dir"))
+PREDICT_OUTPUTS = (("scores.path", "file"),)
 
 
 def _get(ns: Any, dotted: str, default: Any = None) -> Any:
@@ -29,8 +35,8 @@ def check_config(config: Any, subcommand: str) -> None:
     devices = _get(config, "trainer.devices", "auto")
     check_hardware(_get(config, "trainer.accelerator", "auto"), devices, _get(config, "trainer.precision"))
     check_allocation(requested_devices(devices), int(_get(config, "trainer.num_nodes", 1) or 1))
-    check_writable("trainer.default_root_dir", _get(config, "trainer.default_root_dir"))
-    check_writable("checkpoint.dirpath", _get(config, "checkpoint.dirpath"))
+    for flag, kind in OUTPUTS + (PREDICT_OUTPUTS if subcommand == "predict" else ()):
+        check_output(flag, _get(config, flag), kind)
     clip = _get(config, "trainer.gradient_clip_val")
     if isinstance(clip, (int, float)) and clip < 0:
         raise UserError(f"trainer.gradient_clip_val must be >= 0 (or null for no clipping), got {clip}.")
@@ -105,18 +111,37 @@ def check_hardware(accelerator: Any, devices: Any, precision: Any) -> None:
         raise UserError(f"trainer.precision={prec} needs NVIDIA Transformer Engine, which vae does not support; use bf16-mixed or 32-true.")
 
 
-def check_writable(key: str, folder: Any) -> None:
-    """``folder`` exists or can be made, and a file can be written in it."""
-    if not folder or "://" in str(folder):
+def check_output(flag: str, path: Any, kind: str = "file") -> None:
+    """The one rule for an output path (``kind`` "file" or "dir"), run before any data is loaded
+    or model built: the folder that will hold it exists or can be made, and a file can be
+    created there (proved with a temporary file; permission bits alone prove nothing to root).
+    Folders made for the proof are removed again, so a refused command leaves nothing behind.
+    Raises ``UserError`` naming ``flag`` and ``path``."""
+    if not path or "://" in str(path):
         return  # remote file systems are checked by fsspec when they are used
-    path = Path(str(folder)).expanduser()
-    probe = path / f".vae-write-test-{uuid.uuid4().hex}"
+    target = Path(str(path)).expanduser()
+    if kind == "file" and target.is_dir():
+        raise UserError(f"{flag} {str(path)!r} is a folder; give a file name.")
+    folder = target if kind == "dir" else target.parent
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".vae-write-test-"):
+            pass  # created, then removed on closing
     except OSError as err:
-        raise UserError(f"{key} {str(folder)!r} cannot be written ({err.strerror or err}); choose a folder you can write to.") from None
+        reason = err.strerror or type(err).__name__
+        raise UserError(f"{flag} {str(path)!r} cannot be written ({reason}); choose a path you can write to.") from None
+    finally:
+        for made_dir in made:  # the command makes them when it writes; a refused one leaves none
+            try:
+                made_dir.rmdir()
+            except OSError:
+                break
+
+
+def check_writable(key: str, folder: Any) -> None:
+    """``check_output`` for a folder (the name older callers use)."""
+    check_output(key, folder, "dir")
 
 
 def check_built(model: Any, subcommand: str, trainer: Any = None) -> None:

@@ -304,6 +304,10 @@ def main(argv: list[str]) -> None:
     if argv[0] != "submit":
         raise UserError(f"unknown slurm command {argv[0]!r}; use `vae slurm submit` (see `vae slurm submit --help`).")
     job, dry_run = job_from_args(argv[1:])
+    from vae_lightning.cli.preflight import check_output  # preflight imports this module
+
+    check_output("trainer.default_root_dir", job.root, "dir")
+    check_output("the SLURM log folder (the current directory)", os.getcwd(), "dir")  # --output is relative
     script = render(job, _vae_command())
     if dry_run:
         print(script, end="")

@@ -41,6 +41,7 @@ from vae_lightning.errors import UserError
 from vae_lightning.evaluation import decisions
 from vae_lightning.evaluation.metrics import PixelMarginals, iw_log_likelihood
 from vae_lightning.runtime.atomic import atomic_open
+from vae_lightning.runtime.fallback import write_or_keep
 
 SCORES = ("neg_elbo", "nll_iw", "recon", "kl", "sq_error", "log_pz")
 BACKGROUND_SCORES = ("nll_pixels", "neg_llr")
@@ -221,16 +222,21 @@ class AnomalyScores(BasePredictionWriter):
         if not self._rows:
             return
         record = self._decision(trainer)
+        rows, self._rows = self._rows, []
         path = self._target(trainer)
         if record is not None:
             with atomic_open(path.with_suffix(".json"), "w") as f:
                 f.write(json.dumps(record, indent=2) + "\n")
-        with atomic_open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(self._rows[0]))
-            writer.writeheader()
-            writer.writerows(self._rows)
-        print(f"vae: wrote {len(self._rows)} rows of anomaly scores to {path}")
+
+        def write(target: Path) -> None:
+            with atomic_open(target, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+
+        # the scores cost the whole run: a failed write keeps them in the run folder
+        path = write_or_keep(write, path, "scores.path", trainer.default_root_dir)
+        print(f"vae: wrote {len(rows)} rows of anomaly scores to {path}")
         if record is not None:
             shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
             print(f"vae: decision ({path.with_suffix('.json')}): {shown}")
-        self._rows = []
