@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "traverse": "latent traversals of a checkpoint as a PNG grid",
     "interpolate": "latent interpolations of a checkpoint as a PNG grid",
     "slurm": "write and submit a SLURM batch script for `vae fit` (vae slurm submit --help)",
+    "data": "prepare a data set for streaming: vae data prepare SRC DST (vae data prepare --help)",
 }
 # picture commands take a checkpoint, not a config; they do not go through LightningCLI
 PICTURE_COMMANDS = ("sample", "traverse", "interpolate")
@@ -76,6 +77,10 @@ def main(args: list[str] | None = None) -> None:
             from vae_lightning.slurm import main as slurm_main
 
             return slurm_main(argv[1:])
+        if argv[0] == "data":  # argument parsing imports neither torch nor litdata
+            from vae_lightning.prepare import main as data_main
+
+            return data_main(argv[1:])
         if argv[0] in PICTURE_COMMANDS:
             from vae_lightning.commands import main as picture_command
 

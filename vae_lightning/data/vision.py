@@ -150,14 +150,16 @@ class CIFAR10DataModule(_InMemoryVision):
 # ---- file-backed data ------------------------------------------------------------------------
 
 
-def _transform(image_size: int, channels: int, crop: int | None = None):
+def _transform(image_size: int, channels: int, crop: int | None = None, scale: bool = True):
+    """PIL image -> (C, H, W): float in [0, 1], or uint8 when ``scale`` is False (vae data prepare)."""
     from torchvision.transforms import v2
 
     steps = [v2.CenterCrop(crop)] if crop else []
     steps += [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
     if channels == 1:
         steps.append(v2.Grayscale())
-    return v2.Compose([v2.ToImage(), *steps, v2.ToDtype(torch.float32, scale=True)])
+    steps += [v2.ToDtype(torch.float32, scale=True)] if scale else [v2.ToPureTensor()]
+    return v2.Compose([v2.ToImage(), *steps])
 
 
 class ImageFiles(Dataset):
