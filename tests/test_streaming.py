@@ -179,3 +179,22 @@ def test_a_bad_prepared_folder_is_one_sentence_and_exit_2_before_training(tmp_pa
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("vae: error: ") and re.search(BAD[how], err), err
     assert not list(tmp_path.rglob("*.ckpt"))  # refused before training
+
+
+@pytest.mark.parametrize("case", ["dst under a file", "dst exists", "dst is a url", "no src"])
+def test_prepare_refuses_a_bad_dst_or_src_with_one_line_before_any_work(tmp_path, capsys, case):
+    write_labelled_images(tmp_path / "images", 2)
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "done").mkdir()
+    src, dst, match = str(tmp_path / "images"), str(tmp_path / "a_file" / "sub" / "dst"), "cannot be written"
+    if case == "dst exists":
+        dst, match = str(tmp_path / "done"), "already exists"
+    elif case == "dst is a url":
+        dst, match = "s3://bucket/dst", "is a URL; prepare into a local folder"
+    elif case == "no src":
+        src, dst, match = str(tmp_path / "nowhere"), str(tmp_path / "dst"), "is not a folder"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "prepare", src, dst])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and match in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "done", "images"]  # nothing written
