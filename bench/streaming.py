@@ -10,14 +10,14 @@ and the streaming loader's peak RSS over one epoch of 10k and of 100k images.
 - Model: images/s of ``vae fit`` with ``configs/celeba/vae.yaml`` fed by the streaming module,
   timed by ``bench.throughput.Throughput`` after a warm-up.
 - RSS: a fresh process iterates one epoch of synthetic prepared chunks of each size; peak RSS of
-  the process and, separately, of its loader workers (``RUSAGE_CHILDREN``: the largest child).
+  the process plus its loader workers, sampled at every batch. ``--model-steps 0`` skips the model.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import time
@@ -38,15 +38,49 @@ def write_jpegs(folder: Path, n: int) -> None:
         Image.fromarray(small).resize((178, 218), Image.BILINEAR).save(folder / f"{i:06d}.jpg", quality=90)
 
 
-def rate(loader, seconds: float) -> float:
-    """Images/s of ``loader`` over at least ``seconds`` (and at least 5 batches)."""
+def _family(pid: int) -> list[int]:
+    """``pid`` and its descendants (loader workers), from /proc."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return [pid]
+    return [pid] + [q for c in children for q in _family(int(c))]
+
+
+def family_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by this process and its live workers."""
+    total = 0
+    for pid in _family(os.getpid()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def family_rss_mb() -> float:
+    """Resident memory of this process plus its workers now, in MB."""
+    total = 0
+    for pid in _family(os.getpid()):
+        try:
+            line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS"))
+            total += int(line.split()[1])
+        except (OSError, StopIteration):
+            pass
+    return total / 1024
+
+
+def rate(loader, seconds: float) -> tuple[float, float]:
+    """Images/s and images per CPU-second (process + workers: on a shared machine the fairer
+    number) of ``loader`` over at least ``seconds`` (and at least 5 batches)."""
     n = batches = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), family_cpu_s()
     while True:
         for x, _ in loader:
             n, batches = n + len(x), batches + 1
             if batches >= 5 and time.perf_counter() - t0 >= seconds:
-                return n / (time.perf_counter() - t0)
+                return n / (time.perf_counter() - t0), n / max(family_cpu_s() - c0, 1e-9)
 
 
 def model_rate(dst: Path, workdir: Path, warmup: int, steps: int, num_workers: int) -> dict:
@@ -92,13 +126,17 @@ class Random:
 
 
 def rss_epoch(dst: str, num_workers: int) -> dict:
-    """Run in a fresh process: one epoch of the streaming train loader; peak RSS in MB."""
+    """Run in a fresh process: one epoch of the streaming train loader; the peak of (this process
+    + its workers) resident memory, sampled every batch, in MB. (Not ru_maxrss: Linux carries it
+    over exec from the parent.)"""
     from vae_lightning.data import StreamingDataModule
 
     loader = StreamingDataModule(dst, batch_size=128, num_workers=num_workers).train_dataloader()
-    images = sum(len(x) for x, _ in loader)
-    return {"images": images, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    images, peak = 0, family_rss_mb()
+    for x, _ in loader:
+        images += len(x)
+        peak = max(peak, family_rss_mb())
+    return {"images": images, "peak_rss_mb": peak}
 
 
 def main() -> None:
@@ -125,14 +163,19 @@ def main() -> None:
         prepare(str(jpegs), str(dst), image_size=64, crop=148, val_size=0.05, num_workers=a.num_workers)
     folder = ImageFolderDataModule(str(jpegs), image_size=64, batch_size=128, val_size=0.05, num_workers=a.num_workers)
     folder.setup("fit")
-    result = {"images": a.images, "num_workers": a.num_workers, "batch_size": 128,
-              "image_folder_images_per_s": rate(folder.train_dataloader(), a.seconds),
-              "streaming_images_per_s": rate(StreamingDataModule(str(dst), batch_size=128,
-                                                                 num_workers=a.num_workers).train_dataloader(), a.seconds)}
+    result = {"images": a.images, "num_workers": a.num_workers, "batch_size": 128}
+    streaming = StreamingDataModule(str(dst), batch_size=128, num_workers=a.num_workers)
+    for name, module in (("image_folder", folder), ("streaming", streaming)):
+        loader = module.train_dataloader()  # built here, dropped after: one loader's workers at a time
+        result[f"{name}_images_per_s"], result[f"{name}_images_per_cpu_s"] = rate(loader, a.seconds)
+        del loader
     result["speedup"] = result["streaming_images_per_s"] / result["image_folder_images_per_s"]
-    model = model_rate(dst, work, warmup=5, steps=a.model_steps, num_workers=a.num_workers)
-    result["celeba_model_images_per_s"] = model["images_per_s"]
-    result["streaming_over_model"] = result["streaming_images_per_s"] / model["images_per_s"]
+    result["speedup_per_cpu_s"] = result["streaming_images_per_cpu_s"] / result["image_folder_images_per_cpu_s"]
+    if a.model_steps:
+        model = model_rate(dst, work, warmup=5, steps=a.model_steps, num_workers=a.num_workers)
+        result["celeba_model_images_per_s"] = model["images_per_s"]
+        result["celeba_model_images_per_cpu_s"] = model["images_per_cpu_s"]
+        result["streaming_over_model"] = result["streaming_images_per_s"] / model["images_per_s"]
     result["rss"] = {}
     for n in (int(s) for s in a.rss_sizes.split(",")):
         prepared = synthetic_prepared(work / f"synthetic-{n}", n, a.num_workers)

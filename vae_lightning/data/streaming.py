@@ -21,7 +21,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
+from typing_extensions import override
 
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.errors import UserError
@@ -164,14 +166,20 @@ class StreamingDataModule(VAEDataModule):
         except (ValueError, RuntimeError, OSError) as err:
             raise UserError(f"{KEY}: LitData cannot open the {name} split of {self.data_dir!r} ({err}); "
                             "run `vae data prepare` again.") from None
-        return StreamingBatches(StreamingDataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                                                    drop_last=train))
+        # its own generator: a DataLoader iterator otherwise draws its workers' base seed from
+        # torch's global RNG, which would shift the training noise after a resume
+        loader = StreamingDataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                                     drop_last=train, generator=torch.Generator().manual_seed(self.seed))
+        return StreamingBatches(loader)
 
+    @override
     def train_dataloader(self):
         return self._loader("train", train=True)
 
+    @override
     def val_dataloader(self):
         return self._loader("val", train=False)
 
+    @override
     def test_dataloader(self):
         return self._loader("test" if "test" in self.splits else "val", train=False)
