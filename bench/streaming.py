@@ -84,16 +84,41 @@ def rate(loader, seconds: float) -> tuple[float, float]:
 
 
 def model_rate(dst: Path, workdir: Path, warmup: int, steps: int, num_workers: int) -> dict:
-    from vae_lightning.lightning_cli import VAECLI
     from bench.throughput import Throughput
+    from vae_lightning.cli.lightning import VAECLI
 
     out = workdir / "model.json"
-    cli = VAECLI(["--config", str(REPO / "configs/base.yaml"), "--config", str(REPO / "configs/celeba/vae.yaml"),
-                  "--data", "vae_lightning.data.StreamingDataModule", "--data.init_args.data_dir", str(dst),
-                  "--data.init_args.num_workers", str(num_workers), "--trainer.default_root_dir", str(workdir / "run"),
-                  "--trainer.max_steps", str(warmup + steps), "--trainer.logger", "false",
-                  "--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "0",
-                  "--trainer.accelerator", "cpu", "--images.every_n_val", "0", "--checkpoint.monitor", "null"], run=False)
+    cli = VAECLI(
+        [
+            "--config",
+            str(REPO / "configs/base.yaml"),
+            "--config",
+            str(REPO / "configs/celeba/vae.yaml"),
+            "--data",
+            "vae_lightning.data.StreamingDataModule",
+            "--data.init_args.data_dir",
+            str(dst),
+            "--data.init_args.num_workers",
+            str(num_workers),
+            "--trainer.default_root_dir",
+            str(workdir / "run"),
+            "--trainer.max_steps",
+            str(warmup + steps),
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.limit_val_batches",
+            "0",
+            "--trainer.accelerator",
+            "cpu",
+            "--images.every_n_val",
+            "0",
+            "--checkpoint.monitor",
+            "null",
+        ],
+        run=False,
+    )
     cli.trainer.callbacks.append(Throughput(str(out), warmup=warmup, steps=steps))
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return json.loads(out.read_text())
@@ -101,14 +126,21 @@ def model_rate(dst: Path, workdir: Path, warmup: int, steps: int, num_workers: i
 
 def synthetic_prepared(dst: Path, n: int, num_workers: int) -> Path:
     """A prepared folder of n random 64×64 RGB images (train) and 128 (val), as vae data prepare writes."""
-    from vae_lightning.prepare import FORMAT, FORMAT_VERSION, META, _litdata_version, _optimize
+    from vae_lightning.cli.prepare import FORMAT, FORMAT_VERSION, META, _litdata_version, _optimize
 
     if (dst / META).exists():
         return dst
     for name, count in (("train", n), ("val", 128)):
         _optimize(Random(count), list(range(0, count, 1000)), dst / name, num_workers, "64MB")
-    meta = {"format": FORMAT, "version": FORMAT_VERSION, "litdata": _litdata_version(), "image_shape": [3, 64, 64],
-            "target": "label", "target_names": None, "splits": {"train": n, "val": 128}}
+    meta = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "litdata": _litdata_version(),
+        "image_shape": [3, 64, 64],
+        "target": "label",
+        "target_names": None,
+        "splits": {"train": n, "val": 128},
+    }
     (dst / META).write_text(json.dumps(meta))
     return dst
 
@@ -153,8 +185,8 @@ def main() -> None:
     if a.rss_epoch:
         Path(a.out).write_text(json.dumps(rss_epoch(a.rss_epoch, a.num_workers)))
         return
+    from vae_lightning.cli.prepare import prepare
     from vae_lightning.data import ImageFolderDataModule, StreamingDataModule
-    from vae_lightning.prepare import prepare
 
     work = Path(a.workdir)
     jpegs, dst = work / "jpegs", work / f"stream-{a.images}"
@@ -180,8 +212,23 @@ def main() -> None:
     for n in (int(s) for s in a.rss_sizes.split(",")):
         prepared = synthetic_prepared(work / f"synthetic-{n}", n, a.num_workers)
         out = work / f"rss-{n}.json"
-        subprocess.run([sys.executable, "-m", "bench.streaming", "--workdir", str(work), "--rss-epoch", str(prepared),
-                        "--num-workers", str(a.num_workers), "--out", str(out)], check=True, cwd=REPO)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.streaming",
+                "--workdir",
+                str(work),
+                "--rss-epoch",
+                str(prepared),
+                "--num-workers",
+                str(a.num_workers),
+                "--out",
+                str(out),
+            ],
+            check=True,
+            cwd=REPO,
+        )
         result["rss"][n] = json.loads(out.read_text())
     Path(a.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

@@ -158,12 +158,14 @@ def write_celeba(tmp_path: Path, monkeypatch, parts=(0, 0, 0, 0, 1, 1, 2, 2), no
         image = Image.fromarray(pixels) if noise else Image.new("RGB", (178, 218), (40 * i % 256, 100, 200))
         image.save(root / "img_align_celeba" / name)
     count = len(names)
-    (root / "list_eval_partition.txt").write_text("".join(f"{n} {p}\n" for n, p in zip(names, parts)))
+    (root / "list_eval_partition.txt").write_text("".join(f"{n} {p}\n" for n, p in zip(names, parts, strict=True)))
     (root / "list_attr_celeba.txt").write_text(f"{count}\nSmiling Young\n" + "".join(f"{n} 1 -1\n" for n in names))
     (root / "identity_CelebA.txt").write_text("".join(f"{n} {i}\n" for i, n in enumerate(names)))
-    (root / "list_bbox_celeba.txt").write_text(f"{count}\nimage_id x_1 y_1 width height\n" + "".join(f"{n} 1 2 3 4\n" for n in names))
+    bbox = "".join(f"{n} 1 2 3 4\n" for n in names)
+    (root / "list_bbox_celeba.txt").write_text(f"{count}\nimage_id x_1 y_1 width height\n" + bbox)
     (root / "list_landmarks_align_celeba.txt").write_text(
-        f"{count}\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y\n"
+        f"{count}\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y "
+        "leftmouth_x leftmouth_y rightmouth_x rightmouth_y\n"
         + "".join(f"{n} 1 2 3 4 5 6 7 8 9 10\n" for n in names)
     )
     monkeypatch.setattr(CelebA, "file_list", [(fid, _md5(root / f) if (root / f).exists() else md5, f)

@@ -10,7 +10,7 @@ import torch
 
 from conftest import REPO, TINY_MODEL, run_vae
 from probe import RecordIndices
-from vae_lightning.lightning_cli import VAECLI
+from vae_lightning.cli.lightning import VAECLI
 
 # 45 held-out sprites at batch 16: ranks test 23 and 22 examples in batches of 16+7 and 16+6, so
 # averaging per-rank means would differ from the mean over all 45.

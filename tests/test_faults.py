@@ -67,7 +67,7 @@ def test_nan_stops_with_the_step_and_terms_after_saving_the_last_good_state(tiny
 
 
 def test_the_finite_check_sees_every_nan_and_inf_and_lets_huge_finite_gradients_through():
-    from vae_lightning.nonfinite import NonFiniteGuard
+    from vae_lightning.callbacks import NonFiniteGuard
 
     guard = NonFiniteGuard()
     guard._loss = torch.tensor(1.0)

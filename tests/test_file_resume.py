@@ -10,24 +10,32 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from conftest import TINY_MODEL
 from test_data import write_celeba
 from test_resume import assert_same
+
+from conftest import TINY_MODEL
+from vae_lightning.cli.lightning import VAECLI
 from vae_lightning.data.files import FileBatchLoader
 from vae_lightning.data.vision import ImageFiles
-from vae_lightning.lightning_cli import VAECLI
 
 RUN = [
     *TINY_MODEL,
-    "--model.init_args.likelihood", "vae_lightning.Gaussian",
-    "--trainer.accelerator", "cpu",
-    "--trainer.deterministic", "true",
-    "--trainer.logger", "false",
-    "--trainer.enable_progress_bar", "false",
-    "--trainer.enable_model_summary", "false",
-    "--trainer.limit_val_batches", "1",
-    "--images.every_n_val", "0",
+    "--model.init_args.likelihood",
+    "vae_lightning.Gaussian",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.deterministic",
+    "true",
+    "--trainer.logger",
+    "false",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.limit_val_batches",
+    "1",
+    "--images.every_n_val",
+    "0",
 ]
 
 
@@ -39,8 +47,9 @@ def write_noise_images(folder, n: int, size: int = 12) -> None:
 
 
 def fit(root, data: list[str], max_steps: int, ckpt_path=None) -> tuple[int, dict]:
-    cli = VAECLI([*RUN, *data, "--trainer.default_root_dir", str(root), "--trainer.max_steps", str(max_steps)],
-                 run=False)
+    cli = VAECLI(
+        [*RUN, *data, "--trainer.default_root_dir", str(root), "--trainer.max_steps", str(max_steps)], run=False
+    )
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
     return cli.trainer.global_step, {k: v.detach().clone() for k, v in cli.model.state_dict().items()}
 
@@ -59,22 +68,43 @@ def resume_matches_straight(tmp_path, data: list[str]) -> None:
 @pytest.mark.slow
 def test_image_folder_resumes_mid_epoch_to_bitwise_equal_weights(tmp_path):
     write_noise_images(tmp_path / "images", 46)  # 40 train at batch 6: 6 steps an epoch, 17 is mid-epoch
-    resume_matches_straight(tmp_path, [
-        "--data", "vae_lightning.data.ImageFolderDataModule",
-        "--data.init_args.data_dir", str(tmp_path / "images"),
-        "--data.init_args.image_size", "8", "--data.init_args.val_size", "6",
-        "--data.init_args.batch_size", "6", "--data.init_args.num_workers", "1",
-    ])
+    resume_matches_straight(
+        tmp_path,
+        [
+            "--data",
+            "vae_lightning.data.ImageFolderDataModule",
+            "--data.init_args.data_dir",
+            str(tmp_path / "images"),
+            "--data.init_args.image_size",
+            "8",
+            "--data.init_args.val_size",
+            "6",
+            "--data.init_args.batch_size",
+            "6",
+            "--data.init_args.num_workers",
+            "1",
+        ],
+    )
 
 
 @pytest.mark.slow
 def test_celeba_resumes_mid_epoch_to_bitwise_equal_weights(tmp_path, monkeypatch):
     write_celeba(tmp_path, monkeypatch, parts=[0] * 20 + [1, 1, 2, 2], noise=True)  # 5 steps an epoch at batch 4
-    resume_matches_straight(tmp_path, [
-        "--data", "vae_lightning.data.CelebADataModule",
-        "--data.init_args.data_dir", str(tmp_path),
-        "--data.init_args.image_size", "8", "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-    ])
+    resume_matches_straight(
+        tmp_path,
+        [
+            "--data",
+            "vae_lightning.data.CelebADataModule",
+            "--data.init_args.data_dir",
+            str(tmp_path),
+            "--data.init_args.image_size",
+            "8",
+            "--data.init_args.batch_size",
+            "4",
+            "--data.init_args.num_workers",
+            "0",
+        ],
+    )
 
 
 def _files(loader, n=None):
@@ -86,12 +116,24 @@ def _files(loader, n=None):
 def test_file_loader_resumes_to_the_same_next_batch_with_workers(tmp_path, world_size):
     write_noise_images(tmp_path / "images", 23, size=4)
     files = ImageFiles(str(tmp_path / "images"), image_size=4, channels=3)
-    make = lambda rank: FileBatchLoader(files, torch.arange(len(files)), 4, shuffle=True, drop_last=True,  # noqa: E731
-                                        seed=5, rank=rank, world_size=world_size, num_workers=2)
+
+    def make(rank):
+        return FileBatchLoader(
+            files,
+            torch.arange(len(files)),
+            4,
+            shuffle=True,
+            drop_last=True,
+            seed=5,
+            rank=rank,
+            world_size=world_size,
+            num_workers=2,
+        )
+
     for rank in range(world_size):
         reference = make(rank)
         epochs = [_files(reference) for _ in range(2)]
-        assert not all(torch.equal(a, b) for a, b in zip(*epochs))  # a new order every epoch
+        assert not all(torch.equal(a, b) for a, b in zip(*epochs, strict=True))  # a new order every epoch
         flat = [b for e in epochs for b in e]
         for stop in range(1, len(flat)):
             first = make(rank)
@@ -103,4 +145,4 @@ def test_file_loader_resumes_to_the_same_next_batch_with_workers(tmp_path, world
             rest = []
             while len(seen) + len(rest) < len(flat):
                 rest += _files(resumed)
-            assert all(torch.equal(a, b) for a, b in zip(seen + rest, flat)), (rank, stop)
+            assert all(torch.equal(a, b) for a, b in zip(seen + rest, flat, strict=True)), (rank, stop)

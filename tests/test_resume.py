@@ -13,8 +13,8 @@ import torch
 from lightning.pytorch import Callback
 
 from conftest import TINY_MODEL
-from vae_lightning.lightning_cli import VAECLI
-from vae_lightning.resume import SLURMPreemption
+from vae_lightning.cli.lightning import VAECLI
+from vae_lightning.callbacks import SLURMPreemption
 from vae_lightning.data.loader import BatchLoader, TensorSource
 
 # 200 training images at batch 16: an epoch is 12 steps (drop_last); validate every 10 steps.

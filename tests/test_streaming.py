@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from conftest import REPO, write_mnist_raw
 from test_data import write_celeba
 from test_file_resume import RUN, resume_matches_straight
+
+from conftest import REPO, write_mnist_raw
 from vae_lightning.cli import main
+from vae_lightning.cli.prepare import prepare
 from vae_lightning.data import StreamingDataModule
 from vae_lightning.data.vision import _transform
 from vae_lightning.errors import UserError
-from vae_lightning.prepare import prepare
 
 
 def write_labelled_images(folder, n: int) -> dict[bytes, int]:
@@ -67,7 +67,7 @@ def test_prepare_writes_every_image_at_the_target_size_with_its_label(prepared):
     for loader in (dm.train_dataloader(), dm.val_dataloader()):
         for x, y in all_batches(loader):
             assert x.shape[1:] == (3, 8, 8) and x.dtype == torch.float32
-            for image, label in zip(x, y):
+            for image, label in zip(x, y, strict=True):
                 seen[(image * 255).round().to(torch.uint8).numpy().tobytes()] = int(label)
     # train drops its last incomplete batch (46 = 9 × 5 + 1): all but one image, each with its label
     assert len(seen) >= 51 and all(expected[key] == label for key, label in seen.items())
@@ -87,10 +87,19 @@ def test_streaming_shuffles_by_seed_with_a_new_order_each_epoch(prepared):
 @pytest.mark.slow
 def test_streamed_run_resumes_mid_epoch_to_bitwise_equal_weights(tmp_path, prepared):
     dst, _ = prepared  # 46 train images at batch 6: 7 steps an epoch, 17 is mid-epoch
-    resume_matches_straight(tmp_path, [
-        "--data", "vae_lightning.data.StreamingDataModule", "--data.init_args.data_dir", str(dst),
-        "--data.init_args.batch_size", "6", "--data.init_args.num_workers", "1",
-    ])
+    resume_matches_straight(
+        tmp_path,
+        [
+            "--data",
+            "vae_lightning.data.StreamingDataModule",
+            "--data.init_args.data_dir",
+            str(dst),
+            "--data.init_args.batch_size",
+            "6",
+            "--data.init_args.num_workers",
+            "1",
+        ],
+    )
 
 
 def test_prepare_of_a_broken_image_names_it_and_leaves_nothing(tmp_path):
@@ -105,9 +114,27 @@ def test_prepare_of_a_broken_image_names_it_and_leaves_nothing(tmp_path):
 def test_a_killed_prepare_never_leaves_a_folder_that_looks_complete(tmp_path):
     write_labelled_images(tmp_path / "images", 400)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "vae_lightning", "data", "prepare", str(tmp_path / "images"),
-                             str(tmp_path / "dst"), "--image-size", "8", "--num-workers", "2", "--chunk-bytes", "2KB"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vae_lightning",
+            "data",
+            "prepare",
+            str(tmp_path / "images"),
+            str(tmp_path / "dst"),
+            "--image-size",
+            "8",
+            "--num-workers",
+            "2",
+            "--chunk-bytes",
+            "2KB",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         # kill it while it writes chunks: the first chunk file appears in the hidden partial folder
         while proc.poll() is None and not list(tmp_path.glob(".dst.partial-*/train/*.bin")):
@@ -129,11 +156,14 @@ def test_prepare_reads_a_torchvision_set_and_celeba(tmp_path, monkeypatch, mnist
     dst = prepare(str(tmp_path / "tv"), str(tmp_path / "mnist"), kind="mnist", val_size=100, num_workers=2)
     dm = StreamingDataModule(str(dst), batch_size=200, num_workers=0)
     assert dm.image_shape == (1, 28, 28) and dm.meta["splits"] == {"train": 1000, "val": 100, "test": 200}
-    images, labels = (torch.cat(t) for t in zip(*all_batches(dm.test_dataloader())))
-    order = torch.tensor([next(i for i in range(1100, 1300) if torch.equal(x[i], (im[0] * 255).round().byte()))
-                          for im in images[:5]])  # the test split's images, unchanged, with their labels
+    images, labels = (torch.cat(t) for t in zip(*all_batches(dm.test_dataloader()), strict=True))
+    order = torch.tensor(
+        [next(i for i in range(1100, 1300) if torch.equal(x[i], (im[0] * 255).round().byte())) for im in images[:5]]
+    )  # the test split's images, unchanged, with their labels
     assert torch.equal(labels[:5], y[order])
-    write_celeba(tmp_path / "cel", monkeypatch, parts=[0] * 5 + [1, 1, 2, 2], noise=True)  # torchvision needs two per split
+    write_celeba(
+        tmp_path / "cel", monkeypatch, parts=[0] * 5 + [1, 1, 2, 2], noise=True
+    )  # torchvision needs two per split
     dm = StreamingDataModule(str(prepare(str(tmp_path / "cel"), str(tmp_path / "celeba"), image_size=8)), batch_size=5)
     assert dm.image_shape == (3, 8, 8) and dm.meta["splits"] == {"train": 5, "val": 2, "test": 2}
     _, attrs = next(iter(dm.train_dataloader()))
@@ -161,10 +191,15 @@ def _damage(dst, how: str) -> list[str]:
     return []
 
 
-BAD = {"no index": "train/index.json is missing", "corrupt index": "chunk index .* is corrupt",
-       "truncated chunk": r"chunk .*\.bin is \d+ bytes, the index says", "format version": "format version 0",
-       "litdata version": "prepared with litdata 0.1.9", "data image size": "image_size is 16 but .* holds 8×8",
-       "model image size": r"image_shape is \(3, 16, 16\) but StreamingDataModule yields \(3, 8, 8\)"}
+BAD = {
+    "no index": "train/index.json is missing",
+    "corrupt index": "chunk index .* is corrupt",
+    "truncated chunk": r"chunk .*\.bin is \d+ bytes, the index says",
+    "format version": "format version 0",
+    "litdata version": "prepared with litdata 0.1.9",
+    "data image size": "image_size is 16 but .* holds 8×8",
+    "model image size": r"image_shape is \(3, 16, 16\) but StreamingDataModule yields \(3, 8, 8\)",
+}
 
 
 @pytest.mark.parametrize("how", list(BAD))
@@ -173,8 +208,21 @@ def test_a_bad_prepared_folder_is_one_sentence_and_exit_2_before_training(tmp_pa
     shutil.copytree(prepared[0], dst)
     extra = _damage(dst, how)
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", *RUN, "--data", "vae_lightning.data.StreamingDataModule", "--data.init_args.data_dir", str(dst),
-              "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "2", *extra])
+        main(
+            [
+                "fit",
+                *RUN,
+                "--data",
+                "vae_lightning.data.StreamingDataModule",
+                "--data.init_args.data_dir",
+                str(dst),
+                "--trainer.default_root_dir",
+                str(tmp_path / "run"),
+                "--trainer.max_steps",
+                "2",
+                *extra,
+            ]
+        )
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("vae: error: ") and re.search(BAD[how], err), err

@@ -2,6 +2,11 @@
 
 The public classes are importable from here, e.g. ``vae_lightning.VAE``; imports are lazy so
 that ``vae --help`` does not pay for torch and lightning.
+
+Layout: the core (``models``, ``objectives``, ``nets``, ``likelihoods``, ``data``, ``errors``) is
+flat; ``cli/`` is the ``vae`` command, ``callbacks/`` every Lightning callback, ``evaluation/`` the
+metrics and pictures, ``runtime/`` checkpoint IO, atomic writes, the W&B guard and the one
+module that touches private Lightning/W&B attributes (``runtime.compat``). See docs/architecture.md.
 """
 
 from importlib import import_module
@@ -11,6 +16,7 @@ __all__ = [
     "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder",
     "Bernoulli", "Gaussian", "LearnedGaussian",
     "Constant", "LinearWarmup", "Cyclical",
+    "load_model",
 ]
 
 _WHERE = {
@@ -19,6 +25,7 @@ _WHERE = {
     **dict.fromkeys(["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"], "vae_lightning.nets"),
     **dict.fromkeys(["Bernoulli", "Gaussian", "LearnedGaussian"], "vae_lightning.likelihoods"),
     **dict.fromkeys(["Constant", "LinearWarmup", "Cyclical"], "vae_lightning.objectives"),
+    "load_model": "vae_lightning.runtime.checkpoint",
 }
 
 

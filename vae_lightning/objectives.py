@@ -12,8 +12,9 @@ import torch
 from torch import Tensor
 from torch.distributions import Normal, kl_divergence
 
-# log σ² is clamped before exp(): an encoder that drifts to |logvar| > 30 would overflow
-# exp() in bf16/fp16 and turn the KL into inf. e^±30 covers any σ a VAE needs.
+# log σ² is clamped to [LOGVAR_MIN, LOGVAR_MAX] before exp(): an encoder that drifts further
+# would overflow exp() in bf16/fp16 and turn the KL into inf. σ² from e^-30 to e^20 covers
+# any σ a VAE needs.
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 
 

@@ -42,17 +42,39 @@ class FileBatchLoader(BatchLoader):
         other arguments: as ``BatchLoader`` (``binarize`` stays ``none``: file data is gray).
     """
 
-    def __init__(self, dataset: Dataset, indices: Tensor, batch_size: int, shuffle: bool = False,
-                 drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 num_workers: int = 0) -> None:
-        super().__init__(dataset, indices, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
-                         rank=rank, world_size=world_size)
+    def __init__(
+        self,
+        dataset: Dataset,
+        indices: Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(
+            dataset,
+            indices,
+            batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
         self._sampler = _Batches()
         # its own generator: a DataLoader iterator otherwise draws its workers' base seed from
         # torch's global RNG, which would shift the training noise after a resume
-        self._loader = DataLoader(dataset, batch_sampler=self._sampler, num_workers=num_workers,
-                                  pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
-                                  generator=torch.Generator().manual_seed(seed))
+        self._loader = DataLoader(
+            dataset,
+            batch_sampler=self._sampler,
+            num_workers=num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=num_workers > 0,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         # as BatchLoader: the body runs at the first next()
@@ -61,7 +83,9 @@ class FileBatchLoader(BatchLoader):
         else:
             self.epoch, start = self.epoch + 1, 0
         order = self._order(self.epoch).tolist()
-        self._sampler.batches = [order[b * self.batch_size : (b + 1) * self.batch_size] for b in range(start, len(self))]
+        self._sampler.batches = [
+            order[b * self.batch_size : (b + 1) * self.batch_size] for b in range(start, len(self))
+        ]
         for b, batch in enumerate(self._loader, start=start):
             self.batch = b + 1
             yield batch

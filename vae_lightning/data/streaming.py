@@ -25,9 +25,9 @@ import torch
 from torch import Tensor
 from typing_extensions import override
 
+from vae_lightning.cli.prepare import FORMAT, FORMAT_VERSION, META
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.errors import UserError
-from vae_lightning.prepare import FORMAT, FORMAT_VERSION, META
 
 SPLITS = ("train", "val", "test")
 KEY = "data.init_args.data_dir"
@@ -39,8 +39,10 @@ def _minor(text: str) -> tuple[str, ...]:
 
 def _read_json(path: Path, what: str) -> dict:
     if not path.is_file():
-        raise UserError(f"{KEY}: {path} is missing, so this is not a complete prepared data set; "
-                        "run `vae data prepare SRC DST` (again) and point data_dir at DST.")
+        raise UserError(
+            f"{KEY}: {path} is missing, so this is not a complete prepared data set; "
+            "run `vae data prepare SRC DST` (again) and point data_dir at DST."
+        )
     try:
         loaded = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -56,12 +58,19 @@ def _fetch(data_dir: str, name: str, cache_dir: str | None) -> Path:
         return Path(data_dir).expanduser() / name
     from litdata.streaming.downloader import get_downloader
 
-    local = Path(cache_dir or tempfile.gettempdir()) / "vae-streaming-meta" / hashlib.sha1(data_dir.encode()).hexdigest()[:16] / name
+    local = (
+        Path(cache_dir or tempfile.gettempdir())
+        / "vae-streaming-meta"
+        / hashlib.sha1(data_dir.encode()).hexdigest()[:16]
+        / name
+    )
     local.parent.mkdir(parents=True, exist_ok=True)
     try:
         get_downloader(data_dir, str(local.parent), []).download_file(f"{data_dir.rstrip('/')}/{name}", str(local))
     except Exception as err:  # boto3, gcsfs and obstore raise their own types
-        raise UserError(f"{KEY}: cannot read {data_dir.rstrip('/')}/{name} ({err}); check the URL and credentials.") from None
+        raise UserError(
+            f"{KEY}: cannot read {data_dir.rstrip('/')}/{name} ({err}); check the URL and credentials."
+        ) from None
     return local
 
 
@@ -71,12 +80,16 @@ def read_meta(data_dir: str, cache_dir: str | None = None) -> dict:
     if meta.get("format") != FORMAT or not isinstance(meta.get("image_shape"), list):
         raise UserError(f"{KEY}: {data_dir!r} does not hold data written by `vae data prepare`; prepare it first.")
     if meta.get("version") != FORMAT_VERSION:
-        raise UserError(f"{KEY}: {data_dir!r} was prepared in format version {meta.get('version')}, this vae reads "
-                        f"version {FORMAT_VERSION}; run `vae data prepare` again.")
+        raise UserError(
+            f"{KEY}: {data_dir!r} was prepared in format version {meta.get('version')}, this vae reads "
+            f"version {FORMAT_VERSION}; run `vae data prepare` again."
+        )
     have = version("litdata")
     if _minor(str(meta.get("litdata", ""))) != _minor(have):
-        raise UserError(f"{KEY}: {data_dir!r} was prepared with litdata {meta.get('litdata')}, this is litdata {have}; "
-                        f"install litdata {meta.get('litdata')} or run `vae data prepare` again.")
+        raise UserError(
+            f"{KEY}: {data_dir!r} was prepared with litdata {meta.get('litdata')}, this is litdata {have}; "
+            f"install litdata {meta.get('litdata')} or run `vae data prepare` again."
+        )
     return meta
 
 
@@ -85,7 +98,9 @@ def check_chunks(folder: Path) -> None:
     index = _read_json(folder / "index.json", "chunk index")
     chunks = index.get("chunks")
     if not isinstance(chunks, list) or not chunks or "config" not in index:
-        raise UserError(f"{KEY}: the chunk index {folder / 'index.json'} is corrupt (no chunks); run `vae data prepare` again.")
+        raise UserError(
+            f"{KEY}: the chunk index {folder / 'index.json'} is corrupt (no chunks); run `vae data prepare` again."
+        )
     for chunk in chunks:
         path = folder / str(chunk.get("filename"))
         size = path.stat().st_size if path.is_file() else None
@@ -131,8 +146,15 @@ class StreamingDataModule(VAEDataModule):
         seed: seed of the shuffling (LitData draws a new order every epoch from it).
     """
 
-    def __init__(self, data_dir: str = "data/stream", cache_dir: str | None = None, image_size: int | None = None,
-                 batch_size: int = 128, num_workers: int = 4, seed: int = 0) -> None:
+    def __init__(
+        self,
+        data_dir: str = "data/stream",
+        cache_dir: str | None = None,
+        image_size: int | None = None,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        seed: int = 0,
+    ) -> None:
         super().__init__(batch_size=batch_size, seed=seed)
         if num_workers < 0:
             raise UserError(f"data.init_args.num_workers must be >= 0, got {num_workers}.")
@@ -140,9 +162,11 @@ class StreamingDataModule(VAEDataModule):
         self.meta = read_meta(data_dir, cache_dir)
         self.image_shape = tuple(self.meta["image_shape"])
         if image_size is not None and image_size != self.image_shape[-1]:
-            raise UserError(f"data.init_args.image_size is {image_size} but {data_dir!r} holds "
-                            f"{self.image_shape[-2]}×{self.image_shape[-1]} images; prepare it at {image_size} "
-                            f"(`vae data prepare --image-size {image_size}`) or set image_size: {self.image_shape[-1]}.")
+            raise UserError(
+                f"data.init_args.image_size is {image_size} but {data_dir!r} holds "
+                f"{self.image_shape[-2]}×{self.image_shape[-1]} images; prepare it at {image_size} "
+                f"(`vae data prepare --image-size {image_size}`) or set image_size: {self.image_shape[-1]}."
+            )
         self.splits = [s for s in SPLITS if s in self.meta.get("splits", {})]
         if "train" not in self.splits or "val" not in self.splits:
             raise UserError(f"{KEY}: {data_dir!r} lacks a train or val split; run `vae data prepare` again.")
@@ -155,7 +179,11 @@ class StreamingDataModule(VAEDataModule):
         return self.meta["splits"]["train"]
 
     def _url(self, name: str) -> str:
-        return f"{self.data_dir.rstrip('/')}/{name}" if "://" in self.data_dir else str(Path(self.data_dir).expanduser() / name)
+        return (
+            f"{self.data_dir.rstrip('/')}/{name}"
+            if "://" in self.data_dir
+            else str(Path(self.data_dir).expanduser() / name)
+        )
 
     def _loader(self, name: str, train: bool) -> StreamingBatches:
         from litdata import StreamingDataLoader, StreamingDataset
@@ -164,12 +192,19 @@ class StreamingDataModule(VAEDataModule):
         try:
             dataset = StreamingDataset(self._url(name), cache_dir=cache, shuffle=train, drop_last=train, seed=self.seed)
         except (ValueError, RuntimeError, OSError) as err:
-            raise UserError(f"{KEY}: LitData cannot open the {name} split of {self.data_dir!r} ({err}); "
-                            "run `vae data prepare` again.") from None
+            raise UserError(
+                f"{KEY}: LitData cannot open the {name} split of {self.data_dir!r} ({err}); "
+                "run `vae data prepare` again."
+            ) from None
         # its own generator: a DataLoader iterator otherwise draws its workers' base seed from
         # torch's global RNG, which would shift the training noise after a resume
-        loader = StreamingDataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                                     drop_last=train, generator=torch.Generator().manual_seed(self.seed))
+        loader = StreamingDataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            drop_last=train,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
         return StreamingBatches(loader)
 
     @override

@@ -23,8 +23,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from vae_lightning.cli.preflight import check_writable
 from vae_lightning.errors import UserError
-from vae_lightning.validate import check_writable
 
 FORMAT = "vae-lightning-streaming"
 FORMAT_VERSION = 1  # bump when the items or vae_data.json change; StreamingDataModule checks it
@@ -35,18 +35,33 @@ _MARK = "vae-prepare-error: "  # a worker's UserError crosses LitData's process 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vae data prepare", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="vae data prepare",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("src", help="folder of images, the CelebA folder, or a torchvision root (with --kind)")
     p.add_argument("dst", help="new local folder for the chunks (must not exist yet)")
-    p.add_argument("--kind", choices=KINDS, default="auto",
-                   help="what SRC is (auto: celeba when SRC holds list_eval_partition.txt, else folder)")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="side of the square images in pixels (default 64 for folders and CelebA, native for torchvision)")
+    p.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="auto",
+        help="what SRC is (auto: celeba when SRC holds list_eval_partition.txt, else folder)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="side of the square images in pixels (default 64 for folders and CelebA, native for torchvision)",
+    )
     p.add_argument("--channels", type=int, choices=(1, 3), default=3, help="1 gray or 3 RGB (folders only)")
     p.add_argument("--crop", type=int, default=None, help="center crop in pixels before the resize (CelebA: 148)")
-    p.add_argument("--val-size", type=float, default=0.1,
-                   help="images held out for validation, a fraction if < 1 (folders and torchvision train splits)")
+    p.add_argument(
+        "--val-size",
+        type=float,
+        default=0.1,
+        help="images held out for validation, a fraction if < 1 (folders and torchvision train splits)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     p.add_argument("--num-workers", type=int, default=os.cpu_count() or 1, help="worker processes")
     p.add_argument("--chunk-bytes", default="64MB", help="size of one chunk file (LitData's chunk_bytes)")
@@ -56,14 +71,26 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> None:
     """``vae data ...``: one subcommand, ``prepare``."""
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: vae data prepare SRC DST [options]\n\nConvert a data set into LitData chunks for "
-              "StreamingDataModule; see `vae data prepare --help`.")
+        print(
+            "usage: vae data prepare SRC DST [options]\n\nConvert a data set into LitData chunks for "
+            "StreamingDataModule; see `vae data prepare --help`."
+        )
         return
     if argv[0] != "prepare":
         raise UserError(f"unknown command `vae data {argv[0]}`; the only one is `vae data prepare SRC DST`.")
     a = _parser().parse_args(argv[1:])
-    prepare(a.src, a.dst, kind=a.kind, image_size=a.image_size, channels=a.channels, crop=a.crop,
-            val_size=a.val_size, seed=a.seed, num_workers=a.num_workers, chunk_bytes=a.chunk_bytes)
+    prepare(
+        a.src,
+        a.dst,
+        kind=a.kind,
+        image_size=a.image_size,
+        channels=a.channels,
+        crop=a.crop,
+        val_size=a.val_size,
+        seed=a.seed,
+        num_workers=a.num_workers,
+        chunk_bytes=a.chunk_bytes,
+    )
 
 
 def _check_args(src: Path, dst: str, kind: str, image_size: int | None, val_size: float, num_workers: int) -> None:
@@ -73,7 +100,9 @@ def _check_args(src: Path, dst: str, kind: str, image_size: int | None, val_size
         raise UserError(f"DST {dst!r} already exists; choose a new folder or delete it first.")
     check_writable("DST's parent folder", Path(dst).expanduser().absolute().parent)
     if not src.is_dir():
-        raise UserError(f"SRC {str(src)!r} is not a folder; give a folder of images, the CelebA folder or a torchvision root.")
+        raise UserError(
+            f"SRC {str(src)!r} is not a folder; give a folder of images, the CelebA folder or a torchvision root."
+        )
     if image_size is not None and image_size < 1:
         raise UserError(f"--image-size must be >= 1, got {image_size}.")
     if not val_size > 0:
@@ -93,20 +122,31 @@ def _celeba_root(src: Path) -> Path | None:
     return None
 
 
-def prepare(src: str, dst: str, kind: str = "auto", image_size: int | None = None, channels: int = 3,
-            crop: int | None = None, val_size: float = 0.1, seed: int = 0, num_workers: int = 1,
-            chunk_bytes: str = "64MB") -> Path:
+def prepare(
+    src: str,
+    dst: str,
+    kind: str = "auto",
+    image_size: int | None = None,
+    channels: int = 3,
+    crop: int | None = None,
+    val_size: float = 0.1,
+    seed: int = 0,
+    num_workers: int = 1,
+    chunk_bytes: str = "64MB",
+) -> Path:
     """Write the splits of SRC as LitData chunks into DST (see the module docstring); returns DST."""
     src_path = Path(src).expanduser()
     _check_args(src_path, dst, kind, image_size, val_size, num_workers)  # before torch is imported
-    from vae_lightning import prepare_sources as sources
+    from vae_lightning.cli import prepare_sources as sources
 
     if kind == "auto":
         kind = "celeba" if _celeba_root(src_path) is not None else "folder"
     if kind == "celeba":
         root = _celeba_root(src_path)
         if root is None:
-            raise UserError(f"SRC {src!r} has no celeba/list_eval_partition.txt; point it at the folder that holds celeba/.")
+            raise UserError(
+                f"SRC {src!r} has no celeba/list_eval_partition.txt; point it at the folder that holds celeba/."
+            )
         splits, meta = sources.celeba(root, image_size or 64, crop or 148)
     elif kind == "folder":
         splits, meta = sources.folder(src_path, image_size or 64, channels, crop, val_size, seed)
@@ -117,15 +157,23 @@ def prepare(src: str, dst: str, kind: str = "auto", image_size: int | None = Non
     try:
         for name, (encode, inputs) in splits.items():
             _optimize(encode, inputs, partial / name, num_workers, chunk_bytes)
-        meta.update(format=FORMAT, version=FORMAT_VERSION, litdata=_litdata_version(), source=str(src_path),
-                    kind=kind, splits={name: _count(partial / name) for name in splits})
+        meta.update(
+            format=FORMAT,
+            version=FORMAT_VERSION,
+            litdata=_litdata_version(),
+            source=str(src_path),
+            kind=kind,
+            splits={name: _count(partial / name) for name in splits},
+        )
         (partial / META).write_text(json.dumps(meta, indent=1))
         os.replace(partial, final)  # the one step that makes DST exist, complete
     finally:
         if partial.exists():
             shutil.rmtree(partial, ignore_errors=True)
-    print(f"vae data prepare: wrote {', '.join(f'{k} {v}' for k, v in meta['splits'].items())} images "
-          f"of shape {tuple(meta['image_shape'])} to {final}")
+    print(
+        f"vae data prepare: wrote {', '.join(f'{k} {v}' for k, v in meta['splits'].items())} images "
+        f"of shape {tuple(meta['image_shape'])} to {final}"
+    )
     return final
 
 
@@ -144,8 +192,14 @@ def _optimize(encode, inputs: list, out: Path, num_workers: int, chunk_bytes: st
     from litdata import optimize
 
     try:
-        optimize(encode, inputs, str(out), num_workers=max(1, min(num_workers, len(inputs))),
-                 chunk_bytes=chunk_bytes, start_method="spawn")  # fork can deadlock in a process with threads
+        optimize(
+            encode,
+            inputs,
+            str(out),
+            num_workers=max(1, min(num_workers, len(inputs))),
+            chunk_bytes=chunk_bytes,
+            start_method="spawn",
+        )  # fork can deadlock in a process with threads
     except RuntimeError as err:
         text = str(err)
         if _MARK in text:

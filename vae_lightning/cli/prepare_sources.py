@@ -28,7 +28,7 @@ class FileItems:
     def __call__(self, i: int) -> dict:
         from PIL import Image
 
-        from vae_lightning.prepare import _MARK
+        from vae_lightning.cli.prepare import _MARK
 
         if self._transform is None:
             self._transform = _transform(self.image_size, self.channels, crop=self.crop, scale=False)
@@ -69,8 +69,10 @@ def load_vision(name: str, root: str, train: bool) -> tuple[torch.Tensor, torch.
     try:
         ds = getattr(torchvision.datasets, name)(root, train=train, download=False)
     except RuntimeError as err:
-        raise UserError(f"SRC {root!r} holds no complete {name} ({err}); download it first "
-                        f"(e.g. a {name} data module with download: true).") from None
+        raise UserError(
+            f"SRC {root!r} holds no complete {name} ({err}); download it first "
+            f"(e.g. a {name} data module with download: true)."
+        ) from None
     images = torch.as_tensor(ds.data)
     images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
     return images.contiguous(), torch.as_tensor(ds.targets)
@@ -101,7 +103,9 @@ def celeba(root: Path, image_size: int, crop: int):
         try:
             ds = CelebA(str(root), split=theirs, target_type="attr", download=False)
         except RuntimeError as err:
-            raise UserError(f"SRC {str(root)!r}: no complete CelebA under celeba/ ({err}); see the README's CelebA note.") from None
+            raise UserError(
+                f"SRC {str(root)!r}: no complete CelebA under celeba/ ({err}); see the README's CelebA note."
+            ) from None
         paths = [str(root / "celeba" / "img_align_celeba" / name) for name in ds.filename]
         items = FileItems(paths, ds.attr.numpy().astype(np.int64), image_size, 3, crop)
         splits[ours] = (items, list(range(len(paths))))

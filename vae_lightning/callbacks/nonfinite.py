@@ -13,8 +13,10 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+from typing_extensions import override
 
 from vae_lightning.errors import UserError
+from vae_lightning.runtime import compat
 
 
 class NonFiniteLoss(UserError):
@@ -49,9 +51,11 @@ class NonFiniteGuard(Callback):
         self.skipped = 0
         self._loss: Tensor | None = None
 
+    @override
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: Tensor) -> None:
         self._loss = loss.detach()
 
+    @override
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer) -> None:
         if not self.enabled:
             return
@@ -75,8 +79,8 @@ class NonFiniteGuard(Callback):
     def _all_finite(self, grads: list[Tensor]) -> bool:
         """One bool for the loss and all gradients. A finite sum proves a tensor finite (a NaN or
         an inf in it makes the sum NaN or inf); a sum can also overflow on huge finite values, so
-        a non-finite sum is confirmed with max |g|, which cannot. Sums: 0.10 ms a step for the
-        MNIST conv VAE on 2 CPU cores, max |g| of every tensor 0.23 ms."""
+        a non-finite sum is confirmed with max |g|, which cannot. The sums are the cheaper check of
+        the two (docs/benchmarks.md)."""
         loss = [] if self._loss is None else [self._loss.float()]
 
         def finite(per_tensor) -> bool:
@@ -111,9 +115,11 @@ class NonFiniteGuard(Callback):
             "lower the learning rate, set trainer.gradient_clip_val, or allow skips with --nonfinite.max_skips N."
         )
 
+    @override
     def state_dict(self) -> dict:
         return {"skipped": self.skipped}
 
+    @override
     def load_state_dict(self, state_dict: dict) -> None:
         self.skipped = state_dict.get("skipped", 0)
 
@@ -122,7 +128,7 @@ def _logged(trainer: Trainer, key: str) -> float | None:
     """The value the module logged under ``key`` in the current step (private Lightning state,
     read only after a failure; None when it is not there)."""
     try:
-        for name, metric in trainer._results.items():
+        for name, metric in compat.logged_values(trainer):
             if name.endswith("." + key):
                 return float(metric.value)
     except Exception:
