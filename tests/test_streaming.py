@@ -97,7 +97,7 @@ def test_streamed_run_resumes_mid_epoch_to_bitwise_equal_weights(tmp_path, prepa
             "--data.init_args.batch_size",
             "6",
             "--data.init_args.num_workers",
-            "1",
+            "0",
         ],
     )
 

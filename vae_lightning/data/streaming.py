@@ -44,11 +44,14 @@ def _read_json(path: Path, what: str) -> dict:
             "run `vae data prepare SRC DST` (again) and point data_dir at DST."
         )
     try:
-        loaded = json.loads(path.read_text())
+        loaded, problem = json.loads(path.read_text()), None
     except (OSError, ValueError) as err:
-        raise UserError(f"{KEY}: the {what} {path} is corrupt ({err}); run `vae data prepare` again.") from None
+        loaded, problem = None, str(err)
     if not isinstance(loaded, dict):
-        raise UserError(f"{KEY}: the {what} {path} is corrupt (not a JSON object); run `vae data prepare` again.")
+        # raised outside the except clause: the one-sentence reader of constructor errors
+        # (cli/explain.py) reports the innermost ValueError, which would be json's own
+        problem = problem or "not a JSON object"
+        raise UserError(f"{KEY}: the {what} {path} is corrupt ({problem}); run `vae data prepare` again.")
     return loaded
 
 
@@ -67,10 +70,11 @@ def _fetch(data_dir: str, name: str, cache_dir: str | None) -> Path:
     local.parent.mkdir(parents=True, exist_ok=True)
     try:
         get_downloader(data_dir, str(local.parent), []).download_file(f"{data_dir.rstrip('/')}/{name}", str(local))
+        problem = None
     except Exception as err:  # boto3, gcsfs and obstore raise their own types
-        raise UserError(
-            f"{KEY}: cannot read {data_dir.rstrip('/')}/{name} ({err}); check the URL and credentials."
-        ) from None
+        problem = str(err)
+    if problem is not None:  # outside the except clause, as in _read_json
+        raise UserError(f"{KEY}: cannot read {data_dir.rstrip('/')}/{name} ({problem}); check the URL and credentials.")
     return local
 
 
