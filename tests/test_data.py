@@ -147,25 +147,36 @@ def test_cifar10_reads_torchvision_batches(tmp_path, monkeypatch):
     torch.testing.assert_close(first_batch(dm.test_dataloader())[0][0], torch.tensor(first).float() / 255)
 
 
-def test_celeba_reads_torchvision_layout_at_64px(tmp_path, monkeypatch):
+def write_celeba(tmp_path: Path, monkeypatch, parts=(0, 0, 0, 0, 1, 1, 2, 2), noise: bool = False) -> None:
+    """A CelebA folder in torchvision's layout under ``tmp_path/celeba``, one image per entry of
+    ``parts`` (0 train, 1 valid, 2 test), with checksums of these files."""
     from torchvision.datasets import CelebA
 
     root = tmp_path / "celeba"
     (root / "img_align_celeba").mkdir(parents=True)
-    names = [f"{i:06d}.jpg" for i in range(1, 9)]
+    names = [f"{i:06d}.jpg" for i in range(1, len(parts) + 1)]
+    rng = np.random.default_rng(0)
     for i, name in enumerate(names):
-        Image.new("RGB", (178, 218), (40 * i, 100, 200)).save(root / "img_align_celeba" / name)
-    parts = [0, 0, 0, 0, 1, 1, 2, 2]  # torchvision cannot take a split of one image
-    (root / "list_eval_partition.txt").write_text("".join(f"{n} {p}\n" for n, p in zip(names, parts)))
-    (root / "list_attr_celeba.txt").write_text("8\nSmiling Young\n" + "".join(f"{n} 1 -1\n" for n in names))
+        pixels = rng.integers(0, 256, (218, 178, 3), dtype=np.uint8) if noise else None
+        image = Image.fromarray(pixels) if noise else Image.new("RGB", (178, 218), (40 * i % 256, 100, 200))
+        image.save(root / "img_align_celeba" / name)
+    count = len(names)
+    (root / "list_eval_partition.txt").write_text("".join(f"{n} {p}\n" for n, p in zip(names, parts, strict=True)))
+    (root / "list_attr_celeba.txt").write_text(f"{count}\nSmiling Young\n" + "".join(f"{n} 1 -1\n" for n in names))
     (root / "identity_CelebA.txt").write_text("".join(f"{n} {i}\n" for i, n in enumerate(names)))
-    (root / "list_bbox_celeba.txt").write_text("8\nimage_id x_1 y_1 width height\n" + "".join(f"{n} 1 2 3 4\n" for n in names))
+    bbox = "".join(f"{n} 1 2 3 4\n" for n in names)
+    (root / "list_bbox_celeba.txt").write_text(f"{count}\nimage_id x_1 y_1 width height\n" + bbox)
     (root / "list_landmarks_align_celeba.txt").write_text(
-        "8\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y\n"
+        f"{count}\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y "
+        "leftmouth_x leftmouth_y rightmouth_x rightmouth_y\n"
         + "".join(f"{n} 1 2 3 4 5 6 7 8 9 10\n" for n in names)
     )
     monkeypatch.setattr(CelebA, "file_list", [(fid, _md5(root / f) if (root / f).exists() else md5, f)
                                               for fid, md5, f in CelebA.file_list])
+
+
+def test_celeba_reads_torchvision_layout_at_64px(tmp_path, monkeypatch):
+    write_celeba(tmp_path, monkeypatch)
     dm = CelebADataModule(data_dir=str(tmp_path), batch_size=2, num_workers=0)
     dm.setup("fit")
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (4, 2, 2)

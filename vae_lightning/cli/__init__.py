@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "interpolate": "latent interpolations of a checkpoint as a PNG grid",
     "slurm": "write and submit a SLURM batch script for `vae fit` (vae slurm submit --help)",
     "compare": "one table and figures of many runs or a study, offline (vae compare --help)",
+    "data": "prepare a data set for streaming: vae data prepare SRC DST (vae data prepare --help)",
 }
 # picture commands take a checkpoint, not a config; they do not go through LightningCLI
 PICTURE_COMMANDS = ("sample", "traverse", "interpolate")
@@ -94,6 +95,10 @@ def main(args: list[str] | None = None) -> None:
             from vae_lightning.cli.compare import main as compare_main
 
             return compare_main(argv[1:])
+        if argv[0] == "data":  # argument parsing imports neither torch nor litdata
+            from vae_lightning.cli.prepare import main as data_main
+
+            return data_main(argv[1:])
         console.quiet(wandb=argv[0] not in (*PICTURE_COMMANDS, "encode"))
         if argv[0] == "encode":
             from vae_lightning.cli.encode import main as encode_command

@@ -2,6 +2,7 @@
 
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
+from vae_lightning.data.streaming import StreamingDataModule
 from vae_lightning.data.vision import (
     CelebADataModule,
     CIFAR10DataModule,
@@ -12,5 +13,5 @@ from vae_lightning.data.vision import (
 
 __all__ = [
     "VAEDataModule", "SpritesDataModule", "MNISTDataModule", "FashionMNISTDataModule",
-    "CIFAR10DataModule", "CelebADataModule", "ImageFolderDataModule",
+    "CIFAR10DataModule", "CelebADataModule", "ImageFolderDataModule", "StreamingDataModule",
 ]

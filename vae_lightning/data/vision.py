@@ -1,8 +1,8 @@
 """Data modules over torchvision's data sets and over any folder of images.
 
 MNIST, Fashion-MNIST and CIFAR-10 are small: their images are loaded once into a uint8
-tensor and served a batch at a time. CelebA and image folders stay on disk and are read by a
-``DataLoader`` with workers and pinned memory.
+tensor and served a batch at a time. CelebA and image folders stay on disk and are read by
+``FileBatchLoader`` (DataLoader workers, a seeded order and a position that resumes mid-epoch).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from vae_lightning.data.base import VAEDataModule, fixed_binarization, split
+from vae_lightning.data.files import FileBatchLoader
 from vae_lightning.data.loader import TensorSource
 from vae_lightning.errors import UserError
 
@@ -153,14 +154,16 @@ class CIFAR10DataModule(_InMemoryVision):
 # ---- file-backed data ------------------------------------------------------------------------
 
 
-def _transform(image_size: int, channels: int, crop: int | None = None):
+def _transform(image_size: int, channels: int, crop: int | None = None, scale: bool = True):
+    """PIL image -> (C, H, W): float in [0, 1], or uint8 when ``scale`` is False (vae data prepare)."""
     from torchvision.transforms import v2
 
     steps = [v2.CenterCrop(crop)] if crop else []
     steps += [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
     if channels == 1:
         steps.append(v2.Grayscale())
-    return v2.Compose([v2.ToImage(), *steps, v2.ToDtype(torch.float32, scale=True)])
+    steps += [v2.ToDtype(torch.float32, scale=True)] if scale else [v2.ToPureTensor()]
+    return v2.Compose([v2.ToImage(), *steps])
 
 
 class ImageFiles(Dataset):
@@ -216,19 +219,13 @@ class _FileBacked(VAEDataModule):
         self.num_workers = num_workers
         self.train_set = self.val_set = self.test_set = None
 
-    def _dl(self, ds, train: bool) -> DataLoader:
+    def _dl(self, ds, train: bool) -> FileBatchLoader:
         if ds is None:
             raise UserError(f"{type(self).__name__} has no data for this stage; call setup() first.")
-        return DataLoader(
-            ds,
-            batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+        rank, world = self._rank()
+        # a resumable loader (not a shuffling DataLoader): a mid-epoch resume sees the same images
+        return FileBatchLoader(ds, torch.arange(len(ds)), self.batch_size, shuffle=train, drop_last=train,
+                               seed=self.seed, rank=rank, world_size=world, num_workers=self.num_workers)
 
     @property
     def num_train(self) -> int | None:
