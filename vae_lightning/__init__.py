@@ -10,6 +10,7 @@ __all__ = [
     "VAE", "BetaVAE", "FreeBitsVAE", "BetaTCVAE", "ForwardRecord", "Objective",
     "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder",
     "Bernoulli", "Gaussian", "LearnedGaussian",
+    "StandardNormal", "MixtureOfGaussians", "VampPrior",
     "Constant", "LinearWarmup", "Cyclical",
 ]
 
@@ -18,6 +19,7 @@ _WHERE = {
     **dict.fromkeys(["BetaVAE", "FreeBitsVAE", "BetaTCVAE"], "vae_lightning.variants"),
     **dict.fromkeys(["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"], "vae_lightning.nets"),
     **dict.fromkeys(["Bernoulli", "Gaussian", "LearnedGaussian"], "vae_lightning.likelihoods"),
+    **dict.fromkeys(["StandardNormal", "MixtureOfGaussians", "VampPrior"], "vae_lightning.priors"),
     **dict.fromkeys(["Constant", "LinearWarmup", "Cyclical"], "vae_lightning.objectives"),
 }
 

@@ -110,7 +110,7 @@ def _run(name: str, args: argparse.Namespace) -> Path:
         else:
             if args.rows < 1:
                 raise UserError(f"--rows must be >= 1, got {args.rows}.")
-            z = torch.randn(2 * args.rows, model.latent_dim, generator=g)
+            z = model.prior.sample(2 * args.rows, generator=g)
             grid = pictures.interpolation_grid(model, z[0::2], z[1::2], args.steps)
     return pictures.save_png(grid, args.out)
 

@@ -9,7 +9,9 @@ Names used in code, logs and W&B keys (``train/…``, ``val/…``, ``test/…``)
 averaged over the batch:
 
 - ``recon``: −log p(x|z), z ~ q(z|x), summed over pixels, in nats;
-- ``kl``: KL(q(z|x) || p(z)) summed over latent dimensions, in nats;
+- ``kl``: KL(q(z|x) || p(z)) summed over latent dimensions, in nats: in closed form for the
+  standard-normal prior, a one-sample Monte Carlo estimate for learned priors
+  (``vae_lightning.priors``);
 - ``elbo``: −(recon + kl), the evidence lower bound on log p(x), in nats;
 - ``loss``: the training objective the variant returns (the VAE's: recon + w(step) · kl);
 - ``kl_weight``: the effective weight on the KL term at this step (schedule × β or γ);
@@ -29,6 +31,7 @@ from typing import Any, NamedTuple
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from typing_extensions import override
@@ -37,7 +40,8 @@ from vae_lightning.errors import UserError
 from vae_lightning.likelihoods import Bernoulli, Likelihood
 from vae_lightning.metrics import IWBound, LatentMetrics, iw_log_likelihood
 from vae_lightning.nets import ConvDecoder, ConvEncoder, Shape
-from vae_lightning.objectives import Constant, KLSchedule, gaussian_kl, posterior
+from vae_lightning.objectives import Constant, KLSchedule, posterior
+from vae_lightning.priors import Prior, StandardNormal
 
 EncoderFactory = Callable[[Shape, int], nn.Module]
 DecoderFactory = Callable[[Shape, int], nn.Module]
@@ -63,7 +67,9 @@ class ForwardRecord(NamedTuple):
 
     x: the inputs (B, C, H, W); mu, logvar: q(z|x)'s parameters (B, D), in the nets' dtype;
     z: one draw z ~ q(z|x) (B, D), float32; out: the decoder's output at z (B, C, H, W);
-    recon: −log p(x|z) (B,) in nats; kl_dims: KL(q(z_u|x) || p(z_u)) per dimension (B, D) in nats.
+    recon: −log p(x|z) (B,) in nats; kl_dims: the KL in nats, per dimension (B, D) when the prior
+    has a closed-form KL per dimension (``StandardNormal``), else one Monte Carlo column (B, 1),
+    log q(z|x) − log p(z) at z. Either way ``kl = kl_dims.sum(1)`` is the per-example KL (B,).
     """
 
     x: Tensor
@@ -89,13 +95,16 @@ class Objective(NamedTuple):
 
 class VAE(L.LightningModule):
     """Variational autoencoder (Kingma & Welling 2014) with a diagonal-Gaussian posterior,
-    a standard-normal prior and a configurable likelihood. Loss = −ELBO = recon + kl.
+    a configurable prior (standard normal by default) and a configurable likelihood.
+    Loss = −ELBO = recon + kl.
 
     Args:
         encoder: net class called as ``encoder(image_shape, latent_dim)``; returns (mu, logvar).
         decoder: net class called as ``decoder(image_shape, latent_dim)``; returns the likelihood's
             parameter of shape (B, C, H, W).
         likelihood: observation model p(x|z); None: ``Bernoulli``.
+        prior: p(z) (``vae_lightning.priors``); None: ``StandardNormal``. ``MixtureOfGaussians``
+            and ``VampPrior`` are learned with the model and use a Monte Carlo KL.
         latent_dim: number of latent dimensions D.
         kl_schedule: weight on the KL term as a function of the optimizer step; None: ``Constant(1)``.
         optimizer: optimizer class and arguments; called with the model's parameters.
@@ -115,12 +124,15 @@ class VAE(L.LightningModule):
     terms: tuple[str, ...] = ("kl_weight",)
     #: the objective needs the training-set size (``dataset_size``); checked when fitting starts
     needs_dataset_size: bool = False
+    #: the objective reads the KL per latent dimension, so the prior must have it in closed form
+    needs_kl_per_dim: bool = False
 
     def __init__(
         self,
         encoder: EncoderFactory = ConvEncoder,
         decoder: DecoderFactory = ConvDecoder,
         likelihood: Likelihood | None = None,
+        prior: Prior | None = None,
         latent_dim: int = 10,
         kl_schedule: KLSchedule | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -149,6 +161,15 @@ class VAE(L.LightningModule):
         self.decoder = decoder(self.image_shape, latent_dim)
         self.likelihood = likelihood if likelihood is not None else Bernoulli()
         self.likelihood.build(self.image_shape)
+        # built after the nets, so the default prior (no parameters, no random draws) leaves
+        # the weights, their state_dict keys and the random stream as they were before priors
+        self.prior = prior if prior is not None else StandardNormal()
+        self.prior.build(latent_dim, self.image_shape, self.encoder)
+        if self.needs_kl_per_dim and not self.prior.closed_form:
+            raise UserError(
+                f"{type(self).__name__} needs the KL per latent dimension, which {type(self.prior).__name__} does not "
+                "have in closed form; use model.init_args.prior: vae_lightning.StandardNormal or another variant."
+            )
         self.kl_schedule = kl_schedule if kl_schedule is not None else Constant()
         self.optimizer, self.lr_scheduler, self.lr_interval = optimizer, lr_scheduler, lr_interval
         self.iw_samples = iw_samples
@@ -189,7 +210,7 @@ class VAE(L.LightningModule):
         z = posterior(mu, logvar).rsample()  # (B, D), float32
         out = self.decoder(z.to(mu.dtype))
         recon = -self.likelihood.log_prob(out, x)  # (B,)
-        return ForwardRecord(x, mu, logvar, z, out, recon, gaussian_kl(mu, logvar))
+        return ForwardRecord(x, mu, logvar, z, out, recon, self.prior.kl(mu, logvar, z))
 
     def _step(self, batch, stage: str) -> tuple[Tensor, ForwardRecord]:
         f = self(images(batch))
@@ -224,13 +245,13 @@ class VAE(L.LightningModule):
     @override
     def validation_step(self, batch, batch_idx: int) -> Tensor:
         loss, f = self._step(batch, "val")
-        self.latent_metrics["val"].update(f.mu, f.logvar)
+        self.latent_metrics["val"].update(f.mu, f.logvar, f.kl)
         return loss
 
     @override
     def test_step(self, batch, batch_idx: int) -> Tensor:
         loss, f = self._step(batch, "test")
-        self.latent_metrics["test"].update(f.mu, f.logvar)
+        self.latent_metrics["test"].update(f.mu, f.logvar, f.kl)
         self.iw_bound.update(-iw_log_likelihood(self, f.x, self.iw_samples, first=f))  # k decoder passes: test only
         return loss
 
@@ -271,9 +292,8 @@ class VAE(L.LightningModule):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Means of p(x|z) for n draws z ~ N(0, I): (n, C, H, W)."""
-        z = torch.randn(n, self.latent_dim, generator=generator)
-        return self.decode_mean(z)
+        """Means of p(x|z) for n draws z ~ p(z) from the model's prior: (n, C, H, W)."""
+        return self.decode_mean(self.prior.sample(n, generator))
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
@@ -303,6 +323,7 @@ class VAE(L.LightningModule):
                 f"The Bernoulli likelihood needs binary pixels but {type(dm).__name__} yields gray values; {fix}."
             )
         if stage == "fit":
+            rank_zero_info(f"vae: prior {type(self.prior).__name__}; KL: {self.prior.kl_method}.")
             self.dataset_size = getattr(dm, "num_train", None)
             if self.needs_dataset_size and self.dataset_size is None:
                 raise UserError(

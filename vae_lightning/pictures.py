@@ -46,7 +46,7 @@ def reconstruction_grid(model, x: Tensor, nrow: int = 8) -> Tensor:
 
 @torch.no_grad()
 def sample_grid(model, n: int, nrow: int = 8, seed: int = 0) -> Tensor:
-    """E[x|z] for n seeded draws z ~ N(0, I)."""
+    """E[x|z] for n seeded draws z ~ p(z), the model's prior."""
     return _grid(model.sample(n, generator=torch.Generator().manual_seed(seed)), nrow)
 
 

@@ -1,6 +1,6 @@
 """VAE variants. Each is a small subclass of ``VAE`` that overrides ``objective(f, step, n)``:
 it reads what it needs from the batch's ``ForwardRecord`` f (x, mu, logvar, z, out, recon,
-kl_dims), the optimizer step and the training-set size n, and returns the loss plus the extra
+kl_dims; kl_dims is (B, 1), a Monte Carlo KL, under a learned prior), the optimizer step and the training-set size n, and returns the loss plus the extra
 terms it wants logged (named in its ``terms``). The KL schedule w(step) multiplies the
 regularizer of every variant.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 from torch import Tensor
-from torch.distributions import Normal
 from typing_extensions import override
 
 from vae_lightning.models import VAE, ForwardRecord, Objective
@@ -68,6 +67,8 @@ class FreeBitsVAE(VAE):
         group_size: latent dimensions per group (1: one group per dimension); must divide D.
     """
 
+    needs_kl_per_dim = True
+
     def __init__(self, *args, free_bits: float = 0.25, group_size: int = 1, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if free_bits < 0:
@@ -99,7 +100,8 @@ class BetaTCVAE(VAE):
     Args:
         alpha: weight on the index-code mutual information I_q(x; z).
         beta: weight on the total correlation KL(q(z) || Π_u q(z_u)).
-        gamma: weight on the dimension-wise KL Σ_u KL(q(z_u) || p(z_u)).
+        gamma: weight on the dimension-wise KL Σ_u KL(q(z_u) || p(z_u)); under a learned prior,
+            which does not factorise, this term is KL(Π_u q(z_u) || p(z)), with the prior's density.
     """
 
     terms = ("kl_weight", "index_mi", "tc", "dim_kl")
@@ -118,7 +120,7 @@ class BetaTCVAE(VAE):
         log_q_pairs = posterior(f.mu.unsqueeze(0), f.logvar.unsqueeze(0)).log_prob(f.z.unsqueeze(1))  # (B, B, D)
         log_qz = log_q_pairs.sum(2).logsumexp(1) - log_m  # (B,): log q(z_i)
         log_prod_qzu = (log_q_pairs.logsumexp(1) - log_m).sum(1)  # (B,): Σ_u log q(z_iu)
-        log_pz = Normal(0.0, 1.0).log_prob(f.z).sum(1)
+        log_pz = self.prior.log_prob(f.z)  # (B,)
         mi, tc = (log_q_zx - log_qz).mean(), (log_qz - log_prod_qzu).mean()
         dim_kl = (log_prod_qzu - log_pz).mean()
         weight = self.kl_schedule(step)
