@@ -179,3 +179,51 @@ def test_mi_of_a_nearly_collapsed_model_has_a_small_sd():
         mutual_information(mu0 + 1e-3 * torch.randn(4, 128), logvar0.expand(4, 128)) for _ in range(300)
     ])
     assert estimates.std() < 0.05 and abs(estimates.mean()) < 0.05
+
+
+TINY_MOG = """
+trainer:
+  max_steps: 4
+  val_check_interval: 2
+  check_val_every_n_epoch: null
+  limit_val_batches: 1
+  enable_progress_bar: false
+  enable_model_summary: false
+  logger: false
+model:
+  class_path: vae_lightning.VAE
+  init_args:
+    latent_dim: 3
+    prior: {class_path: vae_lightning.MixtureOfGaussians, init_args: {num_components: 4}}
+    encoder: {class_path: vae_lightning.MLPEncoder, init_args: {hidden: [16]}}
+    decoder: {class_path: vae_lightning.MLPDecoder, init_args: {hidden: [16]}}
+data:
+  class_path: vae_lightning.data.SpritesDataModule
+  init_args: {batch_size: 8, num_images: 200, val_size: 40}
+images:
+  every_n_val: 0
+"""
+
+
+def test_a_prior_from_yaml_trains_says_its_kl_method_and_comes_back_from_the_checkpoint(tmp_path, monkeypatch):
+    import logging
+
+    from vae_lightning.checkpoints import load_model
+
+    config = tmp_path / "mog.yaml"
+    config.write_text(TINY_MOG)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("lightning.pytorch").addHandler(handler)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    try:
+        main(["fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "run")])
+    finally:
+        logging.getLogger("lightning.pytorch").removeHandler(handler)
+    assert any("prior MixtureOfGaussians; KL: Monte Carlo" in r.getMessage() for r in records)
+    model = load_model(tmp_path / "run" / "checkpoints" / "version_0" / "last.ckpt")
+    raw = torch.load(tmp_path / "run" / "checkpoints" / "version_0" / "last.ckpt", weights_only=False)["state_dict"]
+    assert isinstance(model.prior, MixtureOfGaussians) and model.prior.means.shape == (4, 3)
+    torch.testing.assert_close(model.prior.means, raw["prior.means"], rtol=0, atol=0)
+    assert model.sample(2).shape == (2, 1, 64, 64)
