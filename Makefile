@@ -1,12 +1,13 @@
 # `make demo`: set up (first time) and train a VAE on the embedded sprites data (~5 min on 2 CPU cores).
 # `make test`: set up (first time) and run the test suite.
+# `make lint`: ruff's lint rules and formatting check (configured in pyproject.toml); changes nothing.
 # `make bench`: the benchmarks of docs/benchmarks.md.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test lint bench venv clean
 
 venv: $(VENV)/.installed
 
@@ -23,6 +24,10 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: venv  # docs/benchmarks.md (~25 min on 2 cores)
 	$(BIN)/python -m bench $(BENCH_ARGS)

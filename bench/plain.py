@@ -17,23 +17,25 @@ import torch
 from bench import workloads as w
 
 
-def train(warmup: int, steps: int, fused: bool = False) -> dict:
-    """Train ``warmup + steps`` steps; returns the timing of the last ``steps``."""
+def train(warmup: int, steps: int, fused: bool = False, tiny: bool = False) -> dict:
+    """Train ``warmup + steps`` steps; returns the timing of the last ``steps``. ``tiny``: the
+    tiny-step workload (``workloads.tiny_nets``, batch ``workloads.TINY_BATCH``)."""
     from vae_lightning.likelihoods import Bernoulli
 
     images, _, _ = w.mnist_images()
     data = w.train_images(images)
-    encoder, decoder = w.nets()
+    encoder, decoder = w.tiny_nets() if tiny else w.nets()
+    batch = w.TINY_BATCH if tiny else w.BATCH
     likelihood = Bernoulli()
     params = [*encoder.parameters(), *decoder.parameters()]
     opt = torch.optim.Adam(params, lr=w.LR, fused=fused or None)  # None: torch's default loop
     g = torch.Generator().manual_seed(w.SEED)
-    per_epoch = len(data) // w.BATCH  # drop_last, like vae fit's training loader
+    per_epoch = len(data) // batch  # drop_last, like vae fit's training loader
     done, images_seen, t0 = 0, 0, None
     while done < warmup + steps:
         perm = torch.randperm(len(data), generator=g)
         for b in range(per_epoch):
-            x = data[perm[b * w.BATCH : (b + 1) * w.BATCH]]
+            x = data[perm[b * batch : (b + 1) * batch]]
             loss = w.objective(encoder, decoder, likelihood, x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -54,7 +56,7 @@ def train(warmup: int, steps: int, fused: bool = False) -> dict:
 def main() -> None:
     a = w.runner_args()
     with open(a.out, "w") as f:
-        json.dump(train(a.warmup, a.steps, a.fused), f)
+        json.dump(train(a.warmup, a.steps, a.fused, a.tiny), f)
 
 
 if __name__ == "__main__":

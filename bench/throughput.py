@@ -6,7 +6,8 @@ run and writes them as JSON. Added from YAML by the bench (never by users):
         - class_path: bench.throughput.Throughput
           init_args: {out: /tmp/fit.json, warmup: 30, steps: 300}
 
-Only a clock read and a counter per step; nothing that syncs or allocates.
+Only a clock read and a counter per step; on a GPU it waits for the device at the two ends of
+the timed window, nothing else syncs or allocates.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Throughput(Callback):
         self.done += 1
         if self.done == 1:
             self.first_step_at = time.time()
+        if self.done in (self.warmup, self.warmup + self.steps) and pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)  # the window holds the GPU's work, not just its launch
         if self.done == self.warmup:
             self.t0, self.c0 = time.perf_counter(), time.process_time()
         elif self.warmup < self.done <= self.warmup + self.steps:

@@ -22,6 +22,9 @@ SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 N_TRAIN, BATCH, LATENT, LR, SEED = 9000, 128, 16, 1e-3, 0
 CHANNELS, HIDDEN = (32, 64), 256
 IMAGE_SHAPE = (1, 28, 28)
+# the tiny-step workload (bench/tiny.py): an MLP VAE whose step is about a millisecond, so the
+# trainer's own per-step cost shows (on a GPU every small VAE lives in this regime)
+TINY_BATCH, TINY_LATENT, TINY_HIDDEN = 32, 4, 64
 
 
 def runner_args() -> argparse.Namespace:
@@ -32,6 +35,7 @@ def runner_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--fused", action="store_true", help="Adam(fused=True), as the shipped configs use")
+    p.add_argument("--tiny", action="store_true", help="the tiny-step workload (bench/tiny.py)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(SEED)
@@ -82,6 +86,14 @@ def nets() -> tuple[torch.nn.Module, torch.nn.Module]:
 
     return (ConvEncoder(IMAGE_SHAPE, LATENT, channels=CHANNELS, hidden=HIDDEN),
             ConvDecoder(IMAGE_SHAPE, LATENT, channels=CHANNELS, hidden=HIDDEN))
+
+
+def tiny_nets() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The tiny-step workload's nets: one hidden layer of TINY_HIDDEN units each way, TINY_LATENT latents."""
+    from vae_lightning.nets import MLPDecoder, MLPEncoder
+
+    return (MLPEncoder(IMAGE_SHAPE, TINY_LATENT, hidden=(TINY_HIDDEN,)),
+            MLPDecoder(IMAGE_SHAPE, TINY_LATENT, hidden=(TINY_HIDDEN,)))
 
 
 def objective(encoder, decoder, likelihood, x: torch.Tensor) -> torch.Tensor:

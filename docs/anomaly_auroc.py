@@ -22,8 +22,8 @@ from torchmetrics.functional.classification import binary_auroc
 
 from vae_lightning import VAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from vae_lightning.data.base import fixed_binarization
-from vae_lightning.metrics import PixelMarginals
-from vae_lightning.scoring import anomaly_scores
+from vae_lightning.evaluation.metrics import PixelMarginals
+from vae_lightning.evaluation.scoring import anomaly_scores
 
 
 def read_idx(path: Path) -> torch.Tensor:

@@ -28,7 +28,7 @@ if kind == "crash_rank":
     VAE.training_step = training_step
 
 if kind in ("slow_save", "fsize_after"):
-    from vae_lightning import checkpoint_io
+    from vae_lightning.runtime import atomic
 
     saves = 0
 
@@ -54,7 +54,7 @@ if kind in ("slow_save", "fsize_after"):
             return getattr(self.f, name)
 
     def patched_open(file, mode="r", *args, **kwargs):
-        """checkpoint_io's `open`: counts the writes of last.ckpt and injects the fault."""
+        """runtime.atomic's `open`: counts the writes of last.ckpt and injects the fault."""
         global saves
         f = open(file, mode, *args, **kwargs)
         if ".last.ckpt." not in str(file):
@@ -65,7 +65,7 @@ if kind in ("slow_save", "fsize_after"):
             resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
         return Slow(f) if kind == "slow_save" and saves == params[0] else f
 
-    checkpoint_io.open = patched_open  # shadows the builtin in that module only
+    atomic.open = patched_open  # shadows the builtin in that module only
 
 from vae_lightning.cli import main  # noqa: E402
 

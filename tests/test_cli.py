@@ -6,14 +6,20 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import REPO, run_vae
 from vae_lightning import BetaVAE, FreeBitsVAE, VAE
 from vae_lightning.cli import main
-from vae_lightning.lightning_cli import VAECLI
+from vae_lightning.cli.lightning import VAECLI
 
-EXPERIMENTS = sorted(str(p.relative_to(REPO / "configs")) for p in (REPO / "configs").glob("*/*.yaml") if p.parent.name in
-                     ("sprites", "mnist", "cifar10", "celeba"))
+CONFIGS = REPO / "configs"
+# every YAML under configs/ has one role; test_every_yaml_under_configs_has_a_role fails on a file outside them
+EXPERIMENTS = sorted(p for d in CONFIGS.iterdir() if (d / "vae.yaml").is_file() for p in d.glob("*.yaml"))
+VARIANTS = [p for p in EXPERIMENTS if p.name != "vae.yaml"]  # stacked on their folder's vae.yaml
+LAYERS = sorted([*CONFIGS.glob("logger/*.yaml"), *CONFIGS.glob("trainer/*.yaml"), CONFIGS / "demo.yaml"])
+MODEL_BLOCKS = sorted(CONFIGS.glob("model/*.yaml"))  # subclass values that experiments name by path
+SWEEPS = sorted(CONFIGS.glob("sweeps/*.yaml"))  # W&B sweep files; their command is parsed below
 SPRITES = {"sprites/vae.yaml": VAE, "sprites/beta_vae.yaml": BetaVAE,
            "sprites/beta_vae_capacity.yaml": BetaVAE, "sprites/free_bits.yaml": FreeBitsVAE}
 # small and quick: a few thousand sprites, short validation, batch 16
@@ -28,31 +34,99 @@ def test_help_is_instant_and_lists_the_subcommands(capsys):
     assert all(cmd in out for cmd in ("fit", "validate", "test", "predict"))
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_shipped_config_builds_its_classes(experiment, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)  # nothing is written into the repository
-    cli = VAECLI(args=["--config", str(REPO / "configs/base.yaml"), "--config", str(REPO / "configs" / experiment)],
-                 run=False)
+def _name(path: Path) -> str:
+    return str(path.relative_to(CONFIGS))
+
+
+def stack(path: Path) -> list[str]:
+    """The ``--config`` arguments of a shipped experiment: base.yaml, its folder's vae.yaml, the file itself."""
+    files = dict.fromkeys([CONFIGS / "base.yaml", path.parent / "vae.yaml", path])
+    return [arg for file in files for arg in ("--config", str(file))]
+
+
+def printed_config(args: list[str], capsys) -> dict:
+    """The whole run config that `vae fit ... --print_config` prints, as a dict."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", *args, "--print_config"])
+    assert exit_.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def _contains(whole, part) -> bool:
+    """Whether every value set in ``part`` (a parsed YAML file) has the same value in ``whole``."""
+    if isinstance(part, dict):
+        return isinstance(whole, dict) and all(k in whole and _contains(whole[k], v) for k, v in part.items())
+    return whole == part
+
+
+def test_every_yaml_under_configs_has_a_role():
+    roles = {CONFIGS / "base.yaml", *EXPERIMENTS, *LAYERS, *MODEL_BLOCKS, *SWEEPS}
+    strays = [_name(p) for p in sorted(CONFIGS.rglob("*.y*ml")) if p not in roles]
+    assert not strays, f"{strays}: give each file a role (and so a test) at the top of tests/test_cli.py"
+    assert {p.parent.name for p in EXPERIMENTS} >= {"sprites", "mnist", "cifar10", "celeba"}
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=_name)
+def test_every_shipped_experiment_builds_its_classes(experiment, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # nothing is written into the repository; paths in configs are file-relative
+    cli = VAECLI(args=stack(experiment), run=False)
     assert isinstance(cli.model, VAE) and cli.model.image_shape == tuple(cli.datamodule.image_shape)
+    model = yaml.safe_load(experiment.read_text()).get("model")
+    if isinstance(model, dict):  # a variant names its class; the nets come from its folder's vae.yaml
+        assert f"{type(cli.model).__module__.split('.')[0]}.{type(cli.model).__name__}" == model["class_path"]
 
 
-@pytest.mark.parametrize("extra", ["logger/csv.yaml", "logger/tensorboard.yaml", "trainer/bf16.yaml", "demo.yaml"])
-def test_stackable_configs_compose(extra, monkeypatch, tmp_path):
+@pytest.mark.parametrize("variant", VARIANTS, ids=_name)
+def test_a_variant_keeps_the_model_block_of_its_vae_yaml(variant, capsys):
+    """jsonargparse keeps init_args when a later --config changes only the class_path."""
+    base = printed_config(stack(variant.parent / "vae.yaml"), capsys)["model"]["init_args"]
+    model = printed_config(stack(variant), capsys)["model"]["init_args"]
+    for key in ("encoder", "decoder", "likelihood", "optimizer", "latent_dim"):
+        assert model[key] == base[key], key
+
+
+def test_every_model_block_is_named_by_an_experiment():
+    for block in MODEL_BLOCKS:
+        assert any(f"model: ../model/{block.name}" in p.read_text() for p in EXPERIMENTS), _name(block)
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=_name)
+def test_stackable_layers_compose(layer, capsys):
+    whole = printed_config([*stack(CONFIGS / "sprites/vae.yaml"), "--config", str(layer)], capsys)
+    assert _contains(whole, yaml.safe_load(layer.read_text()))
+
+
+@pytest.mark.parametrize("sweep", SWEEPS, ids=_name)
+def test_every_sweep_command_names_configs_that_parse(sweep, capsys):
+    spec = yaml.safe_load(sweep.read_text())
+    words = " ".join(spec["command"]).split()
+    configs = [words[i + 1] for i, word in enumerate(words) if word == "--config"]
+    assert configs and all((REPO / c).is_file() for c in configs)
+    whole = printed_config([arg for c in configs for arg in ("--config", str(REPO / c))], capsys)
+    for key in spec["parameters"]:  # every swept key exists in the run config
+        node = whole
+        for part in key.split("."):
+            node = node[part]
+
+
+# the layers a CPU can build (ddp.yaml wants GPUs, fp16.yaml CUDA, ddp_cpu.yaml 2 free cores)
+CPU_LAYERS = [p for p in LAYERS if p.parent.name == "logger" or p.name in ("demo.yaml", "bf16.yaml")]
+
+
+@pytest.mark.parametrize("layer", CPU_LAYERS, ids=_name)
+def test_cpu_layers_build_a_trainer(layer, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    cli = VAECLI(args=["--config", str(REPO / "configs/base.yaml"), "--config", str(REPO / "configs/sprites/vae.yaml"),
-                       "--config", str(REPO / "configs" / extra)], run=False)
+    cli = VAECLI(args=[*stack(CONFIGS / "sprites/vae.yaml"), "--config", str(layer)], run=False)
     assert cli.trainer is not None
 
 
 def test_print_config_shows_the_whole_run(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--config", str(REPO / "configs/base.yaml"), "--config", str(REPO / "configs/sprites/free_bits.yaml"),
-              "--print_config"])
-    assert exit_.value.code in (0, None)
-    out = capsys.readouterr().out
-    for needle in ("class_path: vae_lightning.FreeBitsVAE", "free_bits: 0.25", "WandbLogger",
-                   "class_path: vae_lightning.data.SpritesDataModule", "monitor: val/loss"):
-        assert needle in out
+    whole = printed_config(stack(CONFIGS / "sprites/free_bits.yaml"), capsys)
+    assert whole["model"]["class_path"] == "vae_lightning.FreeBitsVAE"
+    assert whole["model"]["init_args"]["free_bits"] == 0.25
+    assert whole["trainer"]["logger"]["class_path"].endswith("WandbLogger")
+    assert whole["data"]["class_path"] == "vae_lightning.data.SpritesDataModule"
+    assert whole["checkpoint"]["monitor"] == "val/loss"
 
 
 def _last_step(path: Path) -> int:
@@ -63,8 +137,7 @@ def _last_step(path: Path) -> int:
 @pytest.mark.parametrize("experiment", sorted(SPRITES))
 def test_sprites_variant_trains_logs_to_wandb_offline_and_resumes(experiment, tmp_path):
     root = tmp_path / "run"
-    common = ["--config", "configs/base.yaml", "--config", f"configs/{experiment}", *QUICK,
-              "--trainer.default_root_dir", str(root)]
+    common = [*stack(CONFIGS / experiment), *QUICK, "--trainer.default_root_dir", str(root)]
     first = run_vae("fit", *common, "--trainer.max_steps", "20")
     assert first.returncode == 0, first.stderr[-3000:]
 
@@ -101,7 +174,8 @@ def test_sprites_variant_trains_logs_to_wandb_offline_and_resumes(experiment, tm
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--config", "configs/sprites/beta_vae.yaml", "--model.init_args.beta", "-1"], "beta must be >= 0, got -1.0."),
+        (["--config", "configs/sprites/vae.yaml", "--config", "configs/sprites/beta_vae.yaml",
+          "--model.init_args.beta", "-1"], "beta must be >= 0, got -1.0."),
         (["--config", "configs/sprites/vae.yaml", "--model.init_args.latent_dims", "3"], "latent_dims"),
         (["--config", "configs/mnist/vae.yaml", "--data.init_args.data_dir", "/no/such/dir"],
          "data_dir '/no/such/dir' does not exist"),

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, TINY_MODEL
 from vae_lightning.cli import main
-from vae_lightning.slurm import TEMPLATES, job_from_args, render
+from vae_lightning.cli.slurm import TEMPLATES, job_from_args, render
 
 TINY = [
     *TINY_MODEL,
@@ -128,7 +128,7 @@ def test_dry_run_of_every_template_shape_is_valid_bash_with_the_directives(name,
 @pytest.mark.parametrize("name", list(TEMPLATES))
 def test_shipped_templates_are_the_rendered_ones(name):
     job, _ = job_from_args([*TEMPLATES[name], "--dry-run"])
-    assert (REPO / "slurm" / name).read_text() == render(job), "regenerate with vae_lightning.slurm.write_templates"
+    assert (REPO / "slurm" / name).read_text() == render(job), "regenerate with vae_lightning.cli.slurm.write_templates"
 
 
 @pytest.mark.parametrize("args, words", [

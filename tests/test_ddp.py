@@ -10,7 +10,7 @@ import torch
 
 from conftest import REPO, TINY_MODEL, run_vae
 from probe import RecordIndices
-from vae_lightning.lightning_cli import VAECLI
+from vae_lightning.cli.lightning import VAECLI
 
 # 45 held-out sprites at batch 16: ranks test 23 and 22 examples in batches of 16+7 and 16+6, so
 # averaging per-rank means would differ from the mean over all 45.
@@ -52,7 +52,10 @@ def test_ddp_fit_splits_the_data_and_only_rank_zero_writes(ddp_run):
     # both ranks agreed on one run folder (version_0) and only rank zero wrote into it
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["version_0"]
     folder = run / "checkpoints" / "version_0"
-    assert sorted(p.name for p in folder.iterdir()) == ["best-20.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["best-20.ckpt", "history.csv", "last.ckpt", "summary.json",
+                                                       "vae_config.yaml"]  # checkpoints and run records
+    steps = [row.split(",")[0] for row in (folder / "history.csv").read_text().splitlines()[1:]]
+    assert steps == sorted(set(steps), key=int)  # one writer: each logged step once
     assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 20
     # two validations: each picture drawn once (by rank zero), at steps 10 and 20
     pngs = [p.name for p in (run / "images" / "version_0").glob("*.png")]

@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from vae_lightning import MLPDecoder, MLPEncoder, VAE
-from vae_lightning import pictures
-from vae_lightning.collapse import CollapseMonitor, kl_bar_chart
+from vae_lightning.evaluation import pictures
+from vae_lightning.callbacks.collapse import CollapseMonitor, kl_bar_chart
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
-from vae_lightning.fid import FID, make_fid
+from vae_lightning.callbacks import FID
+from vae_lightning.evaluation.fid import make_fid
 
 
 def fake_run(tmp_path, kl_per_dim, active):

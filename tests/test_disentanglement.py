@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vae_lightning.data.sprites import FACTOR_SIZES
-from vae_lightning.disentanglement import (
+from vae_lightning.evaluation.disentanglement import (
     discrete_mutual_info, factor_vae_score, histogram_discretize, mig, sample_factors,
 )
 

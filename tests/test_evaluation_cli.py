@@ -11,7 +11,8 @@ from PIL import Image
 from conftest import run_vae
 
 TINY = [
-    "--config", "configs/base.yaml", "--config", "configs/sprites/beta_vae.yaml",
+    "--config", "configs/base.yaml", "--config", "configs/sprites/vae.yaml",
+    "--config", "configs/sprites/beta_vae.yaml",
     "--model.init_args.encoder", "vae_lightning.MLPEncoder", "--model.init_args.decoder", "vae_lightning.MLPDecoder",
     "--data.init_args.num_images", "2000", "--data.init_args.val_size", "256",
 ]

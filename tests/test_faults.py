@@ -67,7 +67,7 @@ def test_nan_stops_with_the_step_and_terms_after_saving_the_last_good_state(tiny
 
 
 def test_the_finite_check_sees_every_nan_and_inf_and_lets_huge_finite_gradients_through():
-    from vae_lightning.nonfinite import NonFiniteGuard
+    from vae_lightning.callbacks import NonFiniteGuard
 
     guard = NonFiniteGuard()
     guard._loss = torch.tensor(1.0)
@@ -82,6 +82,20 @@ def test_the_finite_check_sees_every_nan_and_inf_and_lets_huge_finite_gradients_
     assert not guard._all_finite([g])
     guard._loss = torch.tensor(float("nan"))
     assert not guard._all_finite([torch.ones(3)])
+
+
+def test_the_finite_check_leaves_gradients_of_every_dtype_bitwise_as_they_were():
+    from vae_lightning.callbacks import NonFiniteGuard
+
+    guard = NonFiniteGuard()
+    guard._loss = torch.tensor(1.0)
+    g32 = torch.cat([torch.randn(100) * 1e30, torch.tensor([-0.0, 1e-45, 3e38])])  # -0, a subnormal, a huge value
+    g16 = torch.randn(50).bfloat16()
+    before = [g32.clone(), g16.clone()]
+    assert guard._all_finite([g32, g16])
+    assert all(torch.equal(a, b) and torch.equal(a.signbit(), b.signbit()) for a, b in zip(before, [g32, g16]))
+    g16[3] = float("nan")
+    assert not guard._all_finite([g32, g16])
 
 
 def test_nan_steps_are_skipped_within_the_budget(tiny, tmp_path, capsys, monkeypatch):

@@ -9,7 +9,7 @@ from torch import nn
 from vae_lightning import MLPDecoder, MLPEncoder, VAE
 from vae_lightning.errors import UserError
 from vae_lightning.likelihoods import Gaussian
-from vae_lightning.metrics import (
+from vae_lightning.evaluation.metrics import (
     ActiveUnits, IWBound, KLPerDim, MutualInformation, PixelMarginals, iw_log_likelihood, mutual_information,
 )
 from vae_lightning.objectives import gaussian_kl

@@ -15,10 +15,10 @@ import torch
 from vae_lightning import MLPDecoder, MLPEncoder, VAE, FreeBitsVAE
 from vae_lightning.cli import main
 from vae_lightning.errors import UserError
-from vae_lightning.metrics import iw_log_likelihood, mutual_information
+from vae_lightning.evaluation.metrics import iw_log_likelihood, mutual_information
 from vae_lightning.objectives import gaussian_kl
 from vae_lightning.priors import MixtureOfGaussians, StandardNormal, VampPrior
-from vae_lightning.scoring import anomaly_scores
+from vae_lightning.evaluation.scoring import anomaly_scores
 
 FIXTURES = Path(__file__).parent / "fixtures" / "main-2f68d99"
 SHAPE = (1, 8, 8)
@@ -208,7 +208,7 @@ images:
 def test_a_prior_from_yaml_trains_says_its_kl_method_and_comes_back_from_the_checkpoint(tmp_path, monkeypatch):
     import logging
 
-    from vae_lightning.checkpoints import load_model
+    from vae_lightning import load_model
 
     config = tmp_path / "mog.yaml"
     config.write_text(TINY_MOG)

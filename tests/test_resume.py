@@ -13,9 +13,10 @@ import torch
 from lightning.pytorch import Callback
 
 from conftest import TINY_MODEL
-from vae_lightning.lightning_cli import VAECLI
-from vae_lightning.resume import SLURMPreemption
+from vae_lightning.cli.lightning import VAECLI
+from vae_lightning.callbacks import SLURMPreemption
 from vae_lightning.data.loader import BatchLoader, TensorSource
+from vae_lightning.runtime.records import read_history, read_summary
 
 # 200 training images at batch 16: an epoch is 12 steps (drop_last); validate every 10 steps.
 TINY = [
@@ -96,8 +97,14 @@ def test_preempted_run_resumes_to_bitwise_equal_weights(tmp_path, straight, fake
     assert trainer.global_step == saved_step  # the step in flight finished, then the run stopped
     assert fake_slurm == ["4242"]
     assert (tmp_path / "hpc_ckpt_1.ckpt").exists()
+    assert read_summary(tmp_path / "checkpoints")["status"] == "running"  # requeued: not finished
     trainer, weights = fit(tmp_path, TOTAL)  # the requeued job: same command, Lightning finds hpc_ckpt_1
     assert trainer.global_step == TOTAL
+    summary = read_summary(tmp_path / "checkpoints")
+    assert summary["status"] == "finished" and summary["step"] == TOTAL
+    rows = read_history(tmp_path / "checkpoints")
+    assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})  # no row twice
+    assert {10, 20, 30} <= {r["step"] for r in rows if "val/elbo" in r}  # (Lightning also validates as it stops)
     assert_same(weights, straight, f"USR1 at step {signal_step}")
 
 
@@ -111,6 +118,7 @@ def test_crashed_run_resumed_from_last_ckpt_gives_bitwise_equal_weights(tmp_path
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit(tmp_path / "a", TOTAL, *extra, callbacks=[CrashAt(crash_step)])
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert read_summary(tmp_path / "a" / "checkpoints")["status"] == "failed"
     assert torch.load(ckpt, weights_only=False)["global_step"] == saved_step
     trainer, weights = fit(tmp_path / "b", TOTAL, *extra, ckpt_path=str(ckpt))
     assert trainer.global_step == TOTAL

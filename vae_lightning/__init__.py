@@ -2,6 +2,11 @@
 
 The public classes are importable from here, e.g. ``vae_lightning.VAE``; imports are lazy so
 that ``vae --help`` does not pay for torch and lightning.
+
+Layout: the core (``models``, ``objectives``, ``nets``, ``likelihoods``, ``data``, ``errors``) is
+flat; ``cli/`` is the ``vae`` command, ``callbacks/`` every Lightning callback, ``evaluation/`` the
+metrics and pictures, ``runtime/`` checkpoint IO, atomic writes, the W&B guard and the one
+module that touches private Lightning/W&B attributes (``runtime.compat``). See docs/architecture.md.
 """
 
 from importlib import import_module
@@ -12,6 +17,7 @@ __all__ = [
     "Bernoulli", "Gaussian", "LearnedGaussian",
     "StandardNormal", "MixtureOfGaussians", "VampPrior",
     "Constant", "LinearWarmup", "Cyclical",
+    "load_model",
 ]
 
 _WHERE = {
@@ -21,6 +27,7 @@ _WHERE = {
     **dict.fromkeys(["Bernoulli", "Gaussian", "LearnedGaussian"], "vae_lightning.likelihoods"),
     **dict.fromkeys(["StandardNormal", "MixtureOfGaussians", "VampPrior"], "vae_lightning.priors"),
     **dict.fromkeys(["Constant", "LinearWarmup", "Cyclical"], "vae_lightning.objectives"),
+    "load_model": "vae_lightning.runtime.checkpoint",
 }
 
 

@@ -18,7 +18,7 @@ averaged over the batch:
 - the variant's own terms (``capacity``, ``mi``, ``tc``, ``dwkl``, …), named in its ``terms``.
 
 Validation and test also log ``active_units`` and ``mi``; test adds ``nll_iw``, ``bpd`` and
-``kl_dim/<u>`` (see ``vae_lightning.metrics`` for definitions and units).
+``kl_dim/<u>`` (see ``vae_lightning.evaluation.metrics`` for definitions and units).
 """
 
 from __future__ import annotations
@@ -36,12 +36,14 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from typing_extensions import override
 
+from vae_lightning.data.base import images
 from vae_lightning.errors import UserError
+from vae_lightning.evaluation.metrics import IWBound, LatentMetrics, iw_log_likelihood
 from vae_lightning.likelihoods import Bernoulli, Likelihood
-from vae_lightning.metrics import IWBound, LatentMetrics, iw_log_likelihood
 from vae_lightning.nets import ConvDecoder, ConvEncoder, Shape
 from vae_lightning.objectives import Constant, KLSchedule, posterior
 from vae_lightning.priors import Prior, StandardNormal
+from vae_lightning.runtime import compat
 
 EncoderFactory = Callable[[Shape, int], nn.Module]
 DecoderFactory = Callable[[Shape, int], nn.Module]
@@ -55,11 +57,6 @@ def compiled(fn: Callable) -> Callable:
     if fn not in _COMPILED:
         _COMPILED[fn] = torch.compile(fn)
     return _COMPILED[fn]
-
-
-def images(batch) -> Tensor:
-    """The images x (B, C, H, W) of a batch that is ``(x, y)`` or ``x``."""
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
 class ForwardRecord(NamedTuple):
@@ -236,7 +233,7 @@ class VAE(L.LightningModule):
         """True on the training steps whose metrics Lightning writes (every ``log_every_n_steps``);
         also True outside a Trainer."""
         trainer = self._trainer
-        return trainer is None or trainer._logger_connector.should_update_logs
+        return trainer is None or compat.should_update_logs(trainer)
 
     @override
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -257,11 +254,11 @@ class VAE(L.LightningModule):
 
     @override
     def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
-        from vae_lightning.scoring import anomaly_scores
+        from vae_lightning.evaluation.scoring import anomaly_scores
 
         return anomaly_scores(self, images(batch), self.iw_samples)
 
-    # ---- evaluation metrics (vae_lightning.metrics) ----------------------------------------
+    # ---- evaluation metrics (vae_lightning.evaluation.metrics) -------------------------------------
     def _log_latent_metrics(self, stage: str) -> None:
         metrics = self.latent_metrics[stage]
         if not metrics.kl.update_called:

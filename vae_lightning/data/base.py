@@ -13,6 +13,11 @@ from vae_lightning.errors import UserError
 BINARIZE = ("none", "dynamic", "fixed")
 
 
+def images(batch) -> Tensor:
+    """The images x (B, C, H, W) of a batch: ``(x, y)`` pairs and bare tensors alike."""
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
 def check_common(batch_size: int, binarize: str, val_size: int | float) -> None:
     if batch_size < 1:
         raise UserError(f"data.init_args.batch_size must be >= 1, got {batch_size}.")

@@ -44,7 +44,7 @@ class TensorSource:
         return self if torch.device(device) == self.device else TensorSource(self.images.to(device), self.targets.to(device))
 
     def __getitem__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        # index_select: ~4x faster than images[idx] (advanced indexing) for a batch of rows
+        # index_select rather than images[idx] (advanced indexing): faster for a batch of rows (docs/benchmarks.md)
         return self.images.index_select(0, idx).float().div_(255), self.targets.index_select(0, idx)
 
 
@@ -124,7 +124,7 @@ class BatchLoader:
         for b in range(start, len(self)):
             x, y = self.source[order[b * self.batch_size : (b + 1) * self.batch_size]]
             if self.binarize == "dynamic":
-                # x ~ Bernoulli(x) as one uniform draw and a compare: ~4x faster than torch.bernoulli on CPUs
+                # x ~ Bernoulli(x) as one uniform draw and a compare: faster than torch.bernoulli on CPUs (docs/benchmarks.md)
                 g = _seeded(self.seed, self.epoch, b, self.rank, device=x.device)
                 x = torch.rand(x.shape, generator=g, device=x.device).lt_(x).to(x.dtype)
             self.batch = b + 1

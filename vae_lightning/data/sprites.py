@@ -77,7 +77,7 @@ SHAPES = (_square, _ellipse, _heart)
 def render(factors: Tensor) -> Tensor:
     """Factor indices (B, 5) -> binary images (B, 1, 64, 64), float32 in {0, 1}, on the
     factors' device. Each shape is drawn only in a 28×28 window around its centre and only with
-    its own formula (~4× faster than testing all three shapes on all 64×64 pixels)."""
+    its own formula, instead of testing all three shapes on all 64×64 pixels (docs/benchmarks.md)."""
     shape, scale, angle, px, py = factor_values(factors).unbind(1)
     n, device = len(factors), factors.device
     r = (RADIUS * scale).view(-1, 1, 1)

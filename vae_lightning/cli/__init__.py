@@ -6,6 +6,11 @@
 
 Heavy imports (torch, lightning, wandb) happen only once a subcommand runs, so ``vae --help``
 answers at once.
+
+The package: ``lightning`` (the LightningCLI subclass), ``pictures`` (sample/traverse/interpolate),
+``slurm`` (``vae slurm submit`` and what a run inside a SLURM job needs), ``preflight`` (checks of
+the config against this machine before anything is built), ``explain`` (jsonargparse's errors as
+one sentence).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ SUBCOMMANDS = {
     "traverse": "latent traversals of a checkpoint as a PNG grid",
     "interpolate": "latent interpolations of a checkpoint as a PNG grid",
     "slurm": "write and submit a SLURM batch script for `vae fit` (vae slurm submit --help)",
+    "compare": "one table and figures of many runs or a study, offline (vae compare --help)",
 }
 # picture commands take a checkpoint, not a config; they do not go through LightningCLI
 PICTURE_COMMANDS = ("sample", "traverse", "interpolate")
@@ -73,11 +79,15 @@ def main(args: list[str] | None = None) -> None:
 
     try:
         if argv[0] == "slurm":  # no torch or lightning import: fast on a login node
-            from vae_lightning.slurm import main as slurm_main
+            from vae_lightning.cli.slurm import main as slurm_main
 
             return slurm_main(argv[1:])
+        if argv[0] == "compare":  # no torch either: reads run folders
+            from vae_lightning.cli.compare import main as compare_main
+
+            return compare_main(argv[1:])
         if argv[0] in PICTURE_COMMANDS:
-            from vae_lightning.commands import main as picture_command
+            from vae_lightning.cli.pictures import main as picture_command
 
             picture_command(argv)
         else:
@@ -90,7 +100,7 @@ def main(args: list[str] | None = None) -> None:
 
 def run(args: list[str] | None = None):
     """Parse ``args`` (None: the command line) and run; returns the ``LightningCLI`` object."""
-    from vae_lightning.lightning_cli import VAECLI
+    from vae_lightning.cli.lightning import VAECLI
 
     return VAECLI(args=args)
 

@@ -51,7 +51,6 @@ def _parser(name: str) -> argparse.ArgumentParser:
 def read_image(path: str, model):
     """An image file as the model's input (1, C, H, W) in [0, 1]: converted to its channels,
     resized to its size; binarized at 0.5 for a Bernoulli likelihood."""
-    import torch
     from PIL import Image
     from torchvision.transforms.functional import pil_to_tensor, resize
 
@@ -81,8 +80,8 @@ def _influence_order(model, z, span: float):
 def _run(name: str, args: argparse.Namespace) -> Path:
     import torch
 
-    from vae_lightning import pictures
-    from vae_lightning.checkpoints import load_model
+    from vae_lightning.evaluation import pictures
+    from vae_lightning.runtime.checkpoint import load_model
 
     if not str(args.out).lower().endswith(".png"):
         raise UserError(f"--out must be a .png file, got {args.out!r}.")

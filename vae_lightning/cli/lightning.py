@@ -1,4 +1,5 @@
-"""``VAECLI``: LightningCLI wired for VAEs (imported only when a subcommand runs)."""
+"""``VAECLI``: LightningCLI wired for VAEs (imported only when a subcommand runs), and ``LogConfig``,
+its ``SaveConfigCallback`` (it needs the parser, so it lives with the CLI, not in callbacks/)."""
 
 from __future__ import annotations
 
@@ -13,27 +14,37 @@ from jsonargparse import ArgumentError, lazy_instance
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from typing_extensions import override
 
-from vae_lightning import validate
-from vae_lightning.callbacks import Checkpoint, ImageLogger
-from vae_lightning.checkpoint_io import AtomicCheckpointIO, check_checkpoint, resolve_ckpt_path, run_checkpoint_dir
-from vae_lightning.collapse import CollapseMonitor
-from vae_lightning.cluster import check_trainer, set_wandb_resume
+from vae_lightning.callbacks import (
+    AnomalyScores,
+    Checkpoint,
+    CollapseMonitor,
+    Disentanglement,
+    ImageLogger,
+    NonFiniteGuard,
+    ProgressDisplay,
+    RNGState,
+    RunRecord,
+    SLURMPreemption,
+)
+from vae_lightning.cli import explain, preflight
+from vae_lightning.cli.slurm import set_wandb_resume
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
-from vae_lightning.disentanglement import Disentanglement
 from vae_lightning.models import VAE
-from vae_lightning.nonfinite import NonFiniteGuard
-from vae_lightning.wandb_guard import start_wandb
-from vae_lightning.scoring import AnomalyScores
-from vae_lightning.resume import RNGState, SLURMPreemption
+from vae_lightning.runtime import compat
+from vae_lightning.runtime.atomic import atomic_open
+from vae_lightning.runtime.checkpoint import AtomicCheckpointIO, check_fits_model, resolve_ckpt_path, run_checkpoint_dir
+from vae_lightning.runtime.wandb_guard import start_wandb
 
 # Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (so that checking for a GPU does not
-# break forked workers), which makes every torch.cuda.is_available() load NVML anew: ~0.1 ms,
-# paid by Adam at every step. With no GPU there is nothing to protect; use torch's own check.
+# break forked workers), which makes every torch.cuda.is_available() load NVML anew, a cost Adam
+# pays at every step (docs/benchmarks.md). With no GPU there is nothing to protect; use torch's own check.
 if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1":
     import torch
 
@@ -66,6 +77,7 @@ class LogConfig(SaveConfigCallback):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **{**kwargs, "save_to_log_dir": False, "config_filename": "vae_config.yaml"})
 
+    @override
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not trainer.is_global_zero:
             return
@@ -73,9 +85,15 @@ class LogConfig(SaveConfigCallback):
         config.pop("config", None)  # the list of --config paths, not a setting
         for logger in trainer.loggers:
             logger.log_hyperparams(config)
+        text = yaml.safe_dump(config, sort_keys=False)
         directory = run_dir(trainer)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / self.config_filename).write_text(yaml.safe_dump(config, sort_keys=False))
+        (directory / self.config_filename).write_text(text)
+        ckpt_dir = getattr(trainer.checkpoint_callback, "dirpath", None)
+        if stage == "fit" and ckpt_dir and Path(ckpt_dir) != directory:
+            # also beside the checkpoints and run records, where `vae compare` looks
+            with atomic_open(Path(ckpt_dir) / self.config_filename, "w") as fh:
+                fh.write(text)
 
 
 class VAECLI(LightningCLI):
@@ -107,19 +125,22 @@ class VAECLI(LightningCLI):
             **kwargs,
         )
 
+    @override
     def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
         try:
             super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
         except ArgumentError as err:
             raise UserError(str(err)) from None
 
+    @override
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as err:
             argv = list(args) if args is not None else sys.argv[1:]
-            raise UserError(validate.explain(err, argv, _known_keys(parser, argv))) from None
+            raise UserError(explain.explain(err, argv, _known_keys(parser, argv))) from None
 
+    @override  # a private LightningCLI hook: listed in runtime/compat.py's PRIVATE, tested there
     def _parse_ckpt_path(self) -> None:
         subcommand = self.config.get("subcommand")
         if not subcommand:
@@ -135,6 +156,7 @@ class VAECLI(LightningCLI):
         if k is not None and self.config[subcommand].model.get("init_args") is not None:
             self.config[subcommand].model.init_args.iw_samples = k
 
+    @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.add_lightning_class_args(ImageLogger, "images")
@@ -144,6 +166,7 @@ class VAECLI(LightningCLI):
         parser.add_lightning_class_args(AnomalyScores, "scores")  # vae predict: one CSV row per input
         parser.add_lightning_class_args(RNGState, "rng_state")  # exact resume: noise continues
         parser.add_lightning_class_args(SLURMPreemption, "preemption")  # USR1 on SLURM: save, requeue
+        parser.add_lightning_class_args(RunRecord, "record")  # history.csv, summary.json for `vae compare`
         parser.set_defaults(
             {
                 "model": lazy_instance(VAE),
@@ -163,11 +186,11 @@ class VAECLI(LightningCLI):
         """This run's config: under the subcommand's key, or the root when run=False."""
         return self.config[self.subcommand] if self.subcommand else self.config
 
+    @override
     def before_instantiate_classes(self) -> None:
         config = self._run_config
-        check_trainer(config.trainer)  # devices, precision and SLURM tasks that cannot work: one line
         root = config.trainer.default_root_dir
-        validate.check_config(config, self.subcommand)
+        preflight.check_config(config, self.subcommand)
         checkpoints = Path(root) / "checkpoints"
         # every fit gets its own checkpoint and image folders; a resumed fit keeps its run's
         if config.checkpoint.dirpath is None:
@@ -190,12 +213,13 @@ class VAECLI(LightningCLI):
             if init is not None and "WandbLogger" in str(getattr(logger, "class_path", "")):
                 set_wandb_resume(init)  # a requeued SLURM job continues its W&B run
 
+    @override
     def instantiate_classes(self) -> None:
         given = self._run_config.model.init_args.get("image_shape")
         try:
             super().instantiate_classes()
         except (ValueError, TypeError) as err:
-            raise UserError(validate.explain(err)) from None
+            raise UserError(explain.explain(err)) from None
         except MisconfigurationException as err:  # the Trainer's own checks of trainer.* values
             raise UserError(f"trainer: {str(err).strip().splitlines()[0]}") from None
         data_shape = tuple(self.datamodule.image_shape)
@@ -206,25 +230,37 @@ class VAECLI(LightningCLI):
             )
         ckpt_path = self._run_config.get("ckpt_path")
         if ckpt_path not in (None, "last", "best", "hpc"):
-            check_checkpoint(ckpt_path, self.model)
-        validate.check_built(self.model, self.subcommand)
+            check_fits_model(ckpt_path, self.model)
+        preflight.check_built(self.model, self.subcommand)
         start_wandb(self.trainer)  # bounded wait for an online W&B server, else offline
 
+    @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         # atomic checkpoint writes unless the config brings its own CheckpointIO
-        plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
+        plugins = compat.cli_setting(self, self.config_init, "trainer", default={}).get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
+        add_progress_display(compat.cli_setting(self, self.config_init, "trainer", default={}))
         return super().instantiate_trainer(**{"plugins": plugins, **kwargs})
+
+
+def add_progress_display(trainer_config) -> None:
+    """Put a ``ProgressDisplay`` among the trainer's callbacks unless the config brings its own
+    progress bar or turns it off (Lightning's default bar redraws on every step)."""
+    if trainer_config.get("enable_progress_bar") is False:
+        return
+    callbacks = trainer_config.get("callbacks") or []
+    callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+    if not any(isinstance(c, ProgressBar) for c in callbacks):
+        trainer_config["callbacks"] = [*callbacks, ProgressDisplay()]
 
 
 def _known_keys(parser: LightningArgumentParser, argv: list[str]) -> list[str]:
     """Option names of the subcommand in ``argv`` (for "did you mean" hints)."""
     try:
         sub = next(a for a in argv if not a.startswith("-"))
-        subparser = parser._subcommands_action._name_parser_map[sub]
-        return [a.dest for a in subparser._actions if a.dest and a.dest != "help"]
+        return compat.subcommand_options(parser, sub)
     except Exception:
         return []
 

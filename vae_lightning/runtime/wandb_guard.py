@@ -9,6 +9,8 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
+from vae_lightning.runtime import compat
+
 #: seconds to wait for the W&B server before going offline, unless the logger's
 #: ``settings: {init_timeout: ...}`` says otherwise
 INIT_TIMEOUT_ENV = "VAE_WANDB_INIT_TIMEOUT"
@@ -16,8 +18,8 @@ DEFAULT_INIT_TIMEOUT = 30.0
 
 
 def _online(logger: WandbLogger) -> bool:
-    mode = logger._wandb_init.get("mode") or os.environ.get("WANDB_MODE", "online")
-    return not logger._offline and mode not in ("offline", "dryrun", "disabled")
+    mode = compat.wandb_init_args(logger).get("mode") or os.environ.get("WANDB_MODE", "online")
+    return not compat.wandb_offline(logger) and mode not in ("offline", "dryrun", "disabled")
 
 
 @rank_zero_only
@@ -27,9 +29,9 @@ def start_wandb(trainer: Trainer) -> None:
     import wandb
 
     for logger in trainer.loggers:
-        if not isinstance(logger, WandbLogger) or logger._experiment is not None or not _online(logger):
+        if not isinstance(logger, WandbLogger) or compat.wandb_started(logger) or not _online(logger):
             continue
-        init = logger._wandb_init
+        init = compat.wandb_init_args(logger)
         if init.get("settings") is None:
             timeout = float(os.environ.get(INIT_TIMEOUT_ENV, DEFAULT_INIT_TIMEOUT))
             init["settings"] = wandb.Settings(init_timeout=timeout)
@@ -45,8 +47,6 @@ def start_wandb(trainer: Trainer) -> None:
                 wandb.finish()
             except Exception:
                 pass
-            logger._offline = True
-            init["mode"] = "offline"
+            compat.wandb_go_offline(logger)
             init.pop("settings", None)
-            logger._experiment = None
             logger.experiment  # noqa: B018

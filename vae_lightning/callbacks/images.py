@@ -1,4 +1,5 @@
-"""Callbacks that draw pictures of the model while it trains (rank zero only)."""
+"""``ImageLogger``: pictures of the model while it trains (rank zero only), and the helpers that
+every picture-drawing callback uses to save a PNG and send it to the loggers."""
 
 from __future__ import annotations
 
@@ -6,18 +7,18 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
+from typing_extensions import override
+
+from vae_lightning.data.base import images
+from vae_lightning.evaluation import pictures
 
 
 def log_image(trainer: Trainer, key: str, grid: Tensor, path: Path) -> None:
-    """Save ``grid`` (C, H, W) in [0, 1] as PNG at ``path`` and send it to W&B / TensorBoard."""
-    from torchvision.utils import save_image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid, path)
+    """Save ``grid`` (C, H, W) in [0, 1] as PNG at ``path`` (atomically) and send it to W&B / TensorBoard."""
+    pictures.save_png(grid, path)
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.log_image(key=key, images=[grid], step=trainer.global_step)
@@ -32,16 +33,6 @@ def picture_dir(trainer: Trainer) -> Path:
         if isinstance(callback, ImageLogger) and callback.dirpath:
             return Path(callback.dirpath)
     return Path(trainer.default_root_dir) / "images"
-
-
-class Checkpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` that also writes ``last.ckpt`` when training ends between
-    two validations (e.g. on ``max_steps``), so ``last.ckpt`` is always the final state."""
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().on_train_end(trainer, pl_module)
-        if self.save_last and trainer.global_step != self._last_global_step_saved:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class ImageLogger(Callback):
@@ -88,7 +79,7 @@ class ImageLogger(Callback):
             xs, n = [], 0
             wanted = max(self.num_images, 2 * self.interpolations)
             for batch in trainer.datamodule.val_dataloader():
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                x = images(batch)
                 xs.append(x)
                 n += len(x)
                 if n >= wanted:
@@ -96,6 +87,7 @@ class ImageLogger(Callback):
             self._inputs = torch.cat(xs)[:wanted]
         return self._inputs
 
+    @override
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or not self.every_n_val or trainer.datamodule is None:
@@ -106,8 +98,6 @@ class ImageLogger(Callback):
         self.draw(trainer, pl_module)
 
     def draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        from vae_lightning import pictures
-
         x = self._val_inputs(trainer).to(pl_module.device)
         folder = picture_dir(trainer)
         step = trainer.global_step

@@ -1,5 +1,6 @@
-"""Checkpoints that survive crashes and full disks, one folder of them per run, and the checks
-that refuse a checkpoint which does not belong to the configured model.
+"""Checkpoint IO, all of it: atomic writes that survive crashes and full disks, one folder of
+checkpoints per run, the checks that refuse a checkpoint which does not belong to the configured
+model, and ``load_model`` for the picture commands.
 
 Layout (``vae fit`` with the default ``checkpoint.dirpath``)::
 
@@ -17,30 +18,21 @@ from __future__ import annotations
 import io
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from typing_extensions import override
 
-from vae_lightning.cluster import in_slurm_job, slurm_job_id
+from vae_lightning.cli.slurm import in_slurm_job, slurm_job_id
 from vae_lightning.errors import UserError
+from vae_lightning.runtime.atomic import atomic_open
+from vae_lightning.runtime.imports import locate
 
 #: set by the process that picks the run folder, read by the DDP worker processes it launches
 RUN_DIR_ENV = "VAE_RUN_DIR"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some file systems do not open directories; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -49,28 +41,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     saving leaves the previous file untouched; a failed write (disk full, quota, file-size
     limit) removes the temporary file and stops the run with one sentence."""
 
+    @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options.")
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         data = io.BytesIO()  # serialize first, so that only file-system errors remain below
         torch.save(checkpoint, data)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
+            with atomic_open(path, "wb") as f:
                 f.write(data.getbuffer())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
         except OSError as err:
-            tmp.unlink(missing_ok=True)
             raise UserError(
                 f"cannot write checkpoint {str(path)!r} ({err.strerror or err}); the previous checkpoints in "
                 "that folder are intact: free disk space (or set checkpoint.dirpath elsewhere) and resume "
                 "with --ckpt_path last."
             ) from err
-        _fsync_dir(path.parent)
 
 
 # ---- run folders --------------------------------------------------------------------------
@@ -119,14 +105,6 @@ def find_last(checkpoints: Path) -> Path | None:
 # ---- refusing checkpoints that do not fit -------------------------------------------------
 
 
-def _import(class_path: str):
-    module, _, name = class_path.rpartition(".")
-    try:
-        return getattr(__import__(module, fromlist=[name]), name)
-    except (ImportError, AttributeError, ValueError):
-        return None
-
-
 def read_checkpoint(path: str) -> dict:
     """Open a checkpoint memory-mapped (the weights are not read); ``UserError`` naming the
     file when it is truncated, corrupt or not a Lightning checkpoint."""
@@ -164,7 +142,7 @@ def resolve_ckpt_path(config, subcommand: str) -> None:
     model = config.get("model")
     wanted = getattr(model, "class_path", None) if model is not None else None
     saved = hparams.get("_class_path")
-    if saved and wanted and _import(saved) is not _import(wanted):
+    if saved and wanted and locate(saved) is not locate(wanted):
         raise UserError(
             f"checkpoint {path!r} holds a {saved} but the config builds a {wanted}; "
             f"set --model {saved} or use a checkpoint of this model."
@@ -178,7 +156,7 @@ def resolve_ckpt_path(config, subcommand: str) -> None:
         )
 
 
-def check_checkpoint(path: str, model: torch.nn.Module) -> None:
+def check_fits_model(path: str, model: torch.nn.Module) -> None:
     """After the model is built: the checkpoint's image shape and every weight's shape must
     match, else ``UserError`` naming the file and the first mismatch."""
     ckpt = read_checkpoint(path)
@@ -200,3 +178,38 @@ def check_checkpoint(path: str, model: torch.nn.Module) -> None:
     extra = sorted(set(theirs) - set(ours_sd))
     if extra:
         raise UserError(f"checkpoint {path!r} has weights the configured net lacks ({extra[0]}, ...); it was written by a different net.")
+
+
+# ---- loading a trained model (vae sample|traverse|interpolate) ------------------------------
+
+
+def checkpoint_model_class(path: str | Path) -> type:
+    """The model class of a checkpoint written by ``vae fit``; raises ``UserError`` when the
+    file is missing, truncated or not a checkpoint, or holds another model class."""
+    from vae_lightning.models import VAE
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} does not exist; pass the path of a .ckpt file written by `vae fit`.")
+    hparams = read_checkpoint(str(path)).get("hyper_parameters") or {}
+    class_path = hparams.get("_class_path", "vae_lightning.models.VAE")
+    cls = locate(class_path)
+    if cls is None:
+        raise UserError(f"checkpoint {str(path)!r} needs the model class {class_path!r}, which cannot be imported.")
+    if not (isinstance(cls, type) and issubclass(cls, VAE)):
+        raise UserError(f"checkpoint {str(path)!r} holds a {class_path!r}, not a vae_lightning VAE model; pass a checkpoint written by `vae fit`.")
+    return cls
+
+
+def load_model(path: str | Path, map_location: str = "cpu"):
+    """The ``VAE`` (or subclass) saved in a checkpoint written by ``vae fit``, in eval mode.
+    Raises ``UserError`` for the cases of ``checkpoint_model_class`` and for weights that do not fit."""
+    path = Path(path)
+    cls = checkpoint_model_class(path)
+    try:
+        with warnings.catch_warnings():  # Lightning's advice on save_hyperparameters is for developers
+            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
+            model = cls.load_from_checkpoint(path, map_location=map_location)
+    except Exception as err:  # wrong keys or shapes: a checkpoint of another model
+        raise UserError(f"checkpoint {str(path)!r} does not fit {cls.__name__} ({type(err).__name__}: {str(err).splitlines()[0][:200]}).") from None
+    return model.eval()

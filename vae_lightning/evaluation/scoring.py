@@ -26,16 +26,18 @@ neg_llr at ≈ 0.7 (README, "Anomaly scores").
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
+from typing_extensions import override
 
+from vae_lightning.data.base import images
 from vae_lightning.errors import UserError
-from vae_lightning.metrics import PixelMarginals, iw_log_likelihood
+from vae_lightning.evaluation.metrics import PixelMarginals, iw_log_likelihood
+from vae_lightning.runtime.atomic import atomic_open
 
 SCORES = ("neg_elbo", "nll_iw", "recon", "kl", "sq_error", "log_pz")
 BACKGROUND_SCORES = ("nll_pixels", "neg_llr")
@@ -61,7 +63,7 @@ class AnomalyScores(BasePredictionWriter):
     """Writes one CSV row per predicted input: ``index`` (position in the predict split, per
     device), the label or ground-truth factors when the data has them, then the scores
     (neg_elbo, nll_iw, recon, kl, sq_error, log_pz, nll_pixels, neg_llr; see
-    ``vae_lightning.scoring``). The background model of nll_pixels and neg_llr is fit at the
+    ``vae_lightning.evaluation.scoring``). The background model of nll_pixels and neg_llr is fit at the
     start, on up to ``background_images`` images of the data module's training split.
 
     The file appears only when prediction finishes: rows are written to a temporary file that
@@ -90,6 +92,7 @@ class AnomalyScores(BasePredictionWriter):
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}.csv")
         return path
 
+    @override
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._rows = []
         self._background = self._fit_background(trainer, pl_module) if self.background_images else None
@@ -104,7 +107,7 @@ class AnomalyScores(BasePredictionWriter):
         per_rank = -(-self.background_images // trainer.world_size)
         seen = 0
         for batch in dm.train_dataloader():
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            x = images(batch)
             marginals.update(x[: per_rank - seen].to(pl_module.device))
             seen += len(x)
             if seen >= per_rank:
@@ -113,12 +116,13 @@ class AnomalyScores(BasePredictionWriter):
             print(f"vae: background model for neg_llr fit to {min(seen, per_rank) * trainer.world_size} training images")
         return marginals.compute()  # summed over ranks by torchmetrics
 
+    @override
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         y = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
         factor_names = getattr(trainer.datamodule, "factor_names", None)
         scores = dict(prediction)
         if self._background is not None:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            x = images(batch)
             scores["nll_pixels"] = -self._background.log_prob(x.float())
             scores["neg_llr"] = scores["nll_iw"] - scores["nll_pixels"]
         columns = [name for name in (*SCORES, *BACKGROUND_SCORES) if name in scores]
@@ -133,19 +137,14 @@ class AnomalyScores(BasePredictionWriter):
             row.update({name: f"{cols[name][i]:.6g}" for name in columns})
             self._rows.append(row)
 
+    @override
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._rows:
             return
         path = self._target(trainer)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(self._rows[0]))
-                writer.writeheader()
-                writer.writerows(self._rows)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self._rows[0]))
+            writer.writeheader()
+            writer.writerows(self._rows)
         print(f"vae: wrote {len(self._rows)} rows of anomaly scores to {path}")
         self._rows = []

@@ -6,13 +6,13 @@ interpolations. Each function returns one image grid (3, H', W') in [0, 1] (torc
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from vae_lightning.errors import UserError
+from vae_lightning.runtime.atomic import atomic_open
 
 PAD = 0.5  # gray lines between the images of a grid
 
@@ -77,17 +77,12 @@ def interpolation_grid(model, z_a: Tensor, z_b: Tensor, steps: int = 8,
 
 
 def save_png(grid: Tensor, path: str | Path) -> Path:
-    """Write ``grid`` as a PNG: to a temporary file first, renamed when complete."""
+    """Write ``grid`` as a PNG, atomically (``runtime.atomic``): the file appears when complete."""
     from torchvision.utils import save_image
 
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise UserError(f"the output must be a .png file, got {str(path)!r}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        save_image(grid, tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(path, "wb") as f:
+        save_image(grid, f, format="png")
     return path

@@ -19,9 +19,10 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
+from typing_extensions import override
 
-from vae_lightning.cluster import slurm_job_id
+from vae_lightning.cli.slurm import slurm_job_id
+from vae_lightning.runtime import compat
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +48,21 @@ class RNGState(Callback):
     def __init__(self) -> None:
         self._train_state: dict | None = None  # the training stream, set aside during validation
 
+    @override
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._train_state = _rng_state()
 
+    @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._train_state is not None:
             _set_rng_state(self._train_state)
             self._train_state = None
 
+    @override
     def state_dict(self) -> dict:
         return {"torch": self._train_state or _rng_state()}
 
+    @override
     def load_state_dict(self, state_dict: dict) -> None:
         _set_rng_state(state_dict["torch"])
 
@@ -73,9 +78,11 @@ class SLURMPreemption(Callback):
     def __init__(self) -> None:
         self._signalled = False
         self._active = False
+        self.preempted = False  # read by RunRecord: a requeued run is still running
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        env = trainer._accelerator_connector.cluster_environment
+        env = compat.cluster_environment(trainer)
         if stage != "fit" or not isinstance(env, SLURMEnvironment) or not env.auto_requeue:
             return
         # Installed before the trainer registers its handlers, so Lightning keeps ours for this
@@ -83,6 +90,7 @@ class SLURMPreemption(Callback):
         self._previous = signal.signal(env.requeue_signal, self._handler)
         self._signum, self._active = env.requeue_signal, True
 
+    @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self._active:
             signal.signal(self._signum, self._previous)
@@ -100,10 +108,11 @@ class SLURMPreemption(Callback):
     def _handler(self, signum, frame) -> None:
         self._signalled = True  # acted on at the next step boundary, see on_train_batch_end
 
+    @override
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
         if not self._active or not trainer.strategy.reduce_boolean_decision(self._signalled, all=False):
             return
-        path = _CheckpointConnector.hpc_save_path(trainer.default_root_dir)
+        path = compat.hpc_save_path(trainer.default_root_dir)
         trainer.save_checkpoint(path)
         for logger in trainer.loggers:
             logger.save()
@@ -114,4 +123,5 @@ class SLURMPreemption(Callback):
             log.warning(f"Requeue signal: saved {path} at step {trainer.global_step}; requeueing the SLURM job.")
             self.requeue(slurm_job_id())
         self._signalled = False
+        self.preempted = True
         trainer.should_stop = True  # the job is killed and started again; nothing more to do here

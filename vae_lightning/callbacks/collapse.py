@@ -9,8 +9,9 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
+from typing_extensions import override
 
-from vae_lightning.callbacks import log_image, picture_dir
+from vae_lightning.callbacks.images import log_image, picture_dir
 
 REMEDIES = (
     "Remedies in this tool: a KL warm-up (model.init_args.kl_schedule: vae_lightning.LinearWarmup or "
@@ -84,6 +85,7 @@ class CollapseMonitor(Callback):
                     f"no information about the input. {REMEDIES}")
         return None
 
+    @override
     @rank_zero_only
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         stats = getattr(pl_module, "latent_stats", {}).get("val")
@@ -101,9 +103,11 @@ class CollapseMonitor(Callback):
             path = picture_dir(trainer) / f"kl_per_dim_step{step:07d}.png"
             log_image(trainer, "images/kl_per_dim", kl_bar_chart(kl_per_dim, stats["mu_var"]), path)
 
+    @override
     def state_dict(self) -> dict:
         return {"low_kl_count": self.low_kl_count, "warned": self.warned}
 
+    @override
     def load_state_dict(self, state_dict: dict) -> None:
         self.low_kl_count = state_dict.get("low_kl_count", 0)
         self.warned = state_dict.get("warned", False)

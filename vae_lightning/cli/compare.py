@@ -1,0 +1,158 @@
+"""The ``vae compare`` command line: find runs, print the tables, write the files (no torch)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from vae_lightning.errors import UserError
+from vae_lightning.evaluation import compare as c
+
+USAGE = """vae compare PATH... [--study DIR] [--metrics M ...] [--group-by KEY ...] [--out DIR] [--html]
+       vae compare --wandb ENTITY/PROJECT --group G [...]"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UserError(f"{message} (see `vae compare --help`).")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="vae compare",
+        usage=USAGE,
+        description=(
+            "One table of many runs: the config keys that differ, test metrics, step and wall time; grouped by "
+            "every differing key except the seed (mean ± sd, n). Reads each run's checkpoint folder "
+            "(summary.json, history.csv, vae_config.yaml, provenance.json); no network."
+        ),
+    )
+    p.add_argument(
+        "paths", nargs="*", metavar="PATH", help="run folders: a default_root_dir or a checkpoints/version_N"
+    )
+    p.add_argument("--study", help="a study folder: every <key=value,...>/ in it is a run (vae slurm submit --study)")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        help=f"summary keys to compare (default: {' '.join(c.DEFAULT_METRICS)}, "
+        "plus test/mig and test/factor_vae when present)",
+    )
+    p.add_argument(
+        "--group-by",
+        nargs="+",
+        metavar="KEY",
+        help="config keys to group by (a last part like beta "
+        "suffices; default: every differing key except seeds; 'none': one group)",
+    )
+    p.add_argument("--out", help="folder for compare.md, runs.csv, groups.csv and the PNG figures")
+    p.add_argument("--html", action="store_true", help="also write <out>/report.html with the tables and figures")
+    p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B (wandb.Api(); needs a login)")
+    p.add_argument("--group", help="with --wandb: the W&B group (the study name)")
+    return p
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    return None if values is None else [v for text in values for v in text.split(",") if v]
+
+
+def load(opts) -> tuple[list[c.Run], list[str]]:
+    if opts.wandb:
+        if opts.paths or opts.study:
+            raise UserError("--wandb reads runs from W&B; drop the PATHs and --study (or drop --wandb).")
+        if not opts.group:
+            raise UserError("--wandb needs --group G (the study's W&B group).")
+        from vae_lightning.evaluation.compare_wandb import runs_from_wandb
+
+        return runs_from_wandb(opts.wandb, opts.group), []
+    if not opts.paths and not opts.study:
+        raise UserError("give run folders (PATH...) or --study DIR, e.g. `vae compare --study runs/betas`.")
+    return c.find_runs(opts.paths, opts.study, skip=Path(opts.out) if opts.out else None)
+
+
+def main(argv: list[str]) -> None:
+    """``vae compare ...``: prints the tables; ``--out`` also writes the files."""
+    opts = parser().parse_args(argv)
+    if opts.html and not opts.out:
+        raise UserError("--html writes <out>/report.html; add --out DIR.")
+    runs, notes = load(opts)
+    if not runs:
+        raise UserError("found no runs; " + (" ".join(notes) if notes else "check the folders."))
+    metrics = _split(opts.metrics) or c.default_metrics(runs)
+    kept, skipped = c.select(runs, metrics)
+    notes += skipped
+    if not kept:
+        for note in notes:
+            print(f"note: {note}")
+        raise UserError(f"no run has all of {', '.join(metrics)}; test the runs first or choose --metrics.")
+    notes += c.flag_provenance(kept)
+    keys = c.differing_keys(kept)
+    wanted = _split(opts.group_by)
+    if wanted == ["none"]:
+        group_keys = []
+    else:
+        group_keys = c.resolve_keys(wanted, kept) if wanted else [k for k in keys if not c.is_seed_key(k)]
+    runs_t = c.run_table(kept, keys + [k for k in group_keys if k not in keys], metrics)
+    groups = c.group_runs(kept, group_keys)
+    groups_t = c.group_table(groups, group_keys, metrics)
+    print(
+        f"{len(kept)} runs\n{c.text_table(runs_t)}\n\n{len(groups)} groups (mean ± sd over runs, n)\n"
+        f"{c.text_table(groups_t)}"
+    )
+    for note in notes:
+        print(f"note: {note}")
+    if opts.out:
+        source = (
+            f"W&B {opts.wandb}, group {opts.group}"
+            if opts.wandb
+            else " ".join([*opts.paths, *([f"--study {opts.study}"] if opts.study else [])])
+        )
+        write_outputs(
+            Path(opts.out), kept, groups, (group_keys, keys), metrics, (runs_t, groups_t), notes, opts.html, source
+        )
+
+
+def write_outputs(out: Path, runs, groups, key_lists, metrics, tables, notes, html: bool, source: str) -> None:
+    """compare.md, runs.csv, groups.csv, the PNG figures and (``html``) report.html in ``out``;
+    ``key_lists``: the group-by keys and the differing keys, ``tables``: the run and group tables."""
+    group_keys, label_keys = key_lists
+    runs_t, groups_t = tables
+    from vae_lightning.evaluation import compare_figures as f
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"--out {str(out)!r}: cannot create the folder ({err.strerror or err}); choose another."
+        ) from None
+    for name, table in (("runs.csv", runs_t), ("groups.csv", groups_t)):
+        columns, rows = c.csv_rows(table)
+        with open(out / name, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(columns)
+            writer.writerows(rows)
+    figures = []
+    if f.learning_curves(groups, group_keys, out / "learning_curves.png"):
+        figures.append(out / "learning_curves.png")
+    if f.rate_distortion(groups, group_keys, label_keys, out / "rate_distortion.png"):
+        figures.append(out / "rate_distortion.png")
+    if group_keys:
+        path = out / f"metrics_vs_{c.short_names(group_keys)[group_keys[0]]}.png"
+        if f.metrics_vs_key(groups, group_keys, metrics, path):
+            figures.append(path)
+    md = [
+        "# Runs",
+        "",
+        c.markdown_table(runs_t),
+        "",
+        "# Groups (mean ± sd over runs, n)",
+        "",
+        c.markdown_table(groups_t),
+        "",
+    ]
+    md += [f"- {n}" for n in notes] + [""] + [f"![{p.stem}]({p.name})" for p in figures]
+    (out / "compare.md").write_text("\n".join(md) + "\n")
+    if html:
+        sections = [(f"Runs ({len(runs)})", runs_t), (f"Groups ({len(groups)}, mean ± sd over runs, n)", groups_t)]
+        (out / "report.html").write_text(f.html_report("vae compare", source, sections, figures, notes))
+    print(f"wrote {', '.join(sorted(p.name for p in out.iterdir() if p.is_file()))} to {out}")

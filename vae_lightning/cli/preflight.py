@@ -1,0 +1,130 @@
+"""Checks that run before anything is built, so a mistake costs one line instead of a traceback
+from a half-started (DDP) job: what this machine can run (accelerator, devices, precision), the
+SLURM allocation, the output folders, and (once the model exists) the optimizer's arguments.
+
+Every sentence here comes from a check of our own values, not from another library's message.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from vae_lightning.cli.slurm import check_allocation
+from vae_lightning.errors import UserError
+
+
+def _get(ns: Any, dotted: str, default: Any = None) -> Any:
+    for part in dotted.split("."):
+        if ns is None:
+            return default
+        ns = ns.get(part) if hasattr(ns, "get") else getattr(ns, part, None)
+    return default if ns is None else ns
+
+
+def check_config(config: Any, subcommand: str) -> None:
+    """Refuse, before any class is built, what this machine cannot run or where it cannot write."""
+    devices = _get(config, "trainer.devices", "auto")
+    check_hardware(_get(config, "trainer.accelerator", "auto"), devices, _get(config, "trainer.precision"))
+    check_allocation(requested_devices(devices), int(_get(config, "trainer.num_nodes", 1) or 1))
+    check_writable("trainer.default_root_dir", _get(config, "trainer.default_root_dir"))
+    check_writable("checkpoint.dirpath", _get(config, "checkpoint.dirpath"))
+    clip = _get(config, "trainer.gradient_clip_val")
+    if isinstance(clip, (int, float)) and clip < 0:
+        raise UserError(f"trainer.gradient_clip_val must be >= 0 (or null for no clipping), got {clip}.")
+    lr = _get(config, "model.init_args.optimizer.init_args.lr")
+    if isinstance(lr, (int, float)) and not lr > 0:
+        raise UserError(f"model.init_args.optimizer.init_args.lr must be > 0, got {lr}.")
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask on Linux; all cores where the
+    OS has no ``sched_getaffinity``, e.g. macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def requested_devices(devices: Any) -> int | None:
+    """How many devices ``trainer.devices`` asks for; None for ``auto`` or ``-1`` (all)."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text in ("auto", "-1", ""):
+            return None
+        if "," in text:  # "0,1": device ids
+            return len([d for d in text.split(",") if d.strip()])
+        if not text.lstrip("-").isdigit():
+            raise UserError(f"trainer.devices must be a number, a list of device ids or auto, got {devices!r}.")
+        devices = int(text)
+    if isinstance(devices, int):
+        if devices == -1:
+            return None
+        if devices < 1:
+            raise UserError(f"trainer.devices must be >= 1 (or -1 / auto for all), got {devices}.")
+        return devices
+    return None
+
+
+def check_hardware(accelerator: Any, devices: Any, precision: Any) -> None:
+    """Accelerator, device count and precision must exist here (Lightning would fail later, or
+    oversubscribe the CPU, with a long traceback)."""
+    import torch
+
+    if not isinstance(accelerator, str):
+        return  # an Accelerator object from YAML: Lightning checks it
+    acc = accelerator.lower()
+    cuda = torch.cuda.is_available()
+    if acc in ("gpu", "cuda") and not cuda:
+        raise UserError(f"trainer.accelerator is {accelerator!r} but this machine has no CUDA GPUs; use accelerator: cpu (or auto).")
+    if acc == "mps" and not torch.backends.mps.is_available():
+        raise UserError("trainer.accelerator is 'mps' but Apple's MPS is not available here; use accelerator: cpu (or auto).")
+    if acc not in ("auto", "cpu", "gpu", "cuda", "mps"):
+        raise UserError(f"trainer.accelerator {accelerator!r} is not available here; use auto, cpu or gpu.")
+    on_gpu = acc in ("gpu", "cuda") or (acc == "auto" and cuda)
+    prec = str(precision) if precision is not None else ""
+    if not on_gpu and prec in ("16", "16-mixed"):
+        raise UserError(
+            f"trainer.precision={prec} needs a CUDA GPU (float16 autocast); on the CPU use bf16-mixed "
+            "(--config configs/trainer/bf16.yaml)."
+        )
+    count = requested_devices(devices)
+    if count is not None:
+        have, kind = (torch.cuda.device_count(), "CUDA GPUs") if on_gpu else (cpu_cores(), "CPU cores")
+        if count > have:
+            raise UserError(
+                f"trainer.devices={devices} asks for {count} {'GPUs' if on_gpu else 'CPU processes'} but this machine "
+                f"has {have} {kind}; use devices: {have} or fewer (or auto)."
+            )
+    if prec.startswith("bf16") and on_gpu and not torch.cuda.is_bf16_supported():
+        raise UserError(f"trainer.precision={prec} needs a GPU with bfloat16 support; use 16-mixed or 32-true here.")
+    if prec.startswith("transformer-engine"):
+        raise UserError(f"trainer.precision={prec} needs NVIDIA Transformer Engine, which vae does not support; use bf16-mixed or 32-true.")
+
+
+def check_writable(key: str, folder: Any) -> None:
+    """``folder`` exists or can be made, and a file can be written in it."""
+    if not folder or "://" in str(folder):
+        return  # remote file systems are checked by fsspec when they are used
+    path = Path(str(folder)).expanduser()
+    probe = path / f".vae-write-test-{uuid.uuid4().hex}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"{key} {str(folder)!r} cannot be written ({err.strerror or err}); choose a folder you can write to.") from None
+
+
+def check_built(model: Any, subcommand: str) -> None:
+    """Build the optimizer and LR scheduler once on the real parameters, so that their bad
+    arguments (torch checks them in their constructors) are reported before training."""
+    if subcommand != "fit" or not hasattr(model, "configure_optimizers"):
+        return
+    try:
+        model.configure_optimizers()
+    except (ValueError, TypeError, KeyError) as err:
+        raise UserError(f"model.init_args.optimizer or lr_scheduler refused by torch: {str(err).strip().splitlines()[0]}.") from None

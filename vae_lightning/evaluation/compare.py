@@ -1,0 +1,388 @@
+"""``vae compare``: one table (and figures) of many runs, offline, from their run folders.
+
+    vae compare --study runs/betas                       # every task folder of a study
+    vae compare runs/a runs/b/checkpoints/version_1      # run roots or checkpoint folders
+    vae compare --study runs/betas --out report --html   # + Markdown, CSV, PNG figures, HTML
+    vae compare --wandb ENTITY/PROJECT --group betas     # the same from W&B (online users)
+
+A run is a checkpoint folder holding the records of ``callbacks.RunRecord`` (``summary.json``,
+``history.csv``) and ``vae_config.yaml`` (``provenance.json`` when present). Reading them needs
+no torch, no logger and no network. Here: finding and loading runs, differing config keys, the
+table and the grouping; figures and HTML are in ``compare_figures``, the command line in ``vae_lightning.cli.compare``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vae_lightning.errors import UserError
+from vae_lightning.runtime.records import SUMMARY, read_history, read_summary
+
+DEFAULT_METRICS = ("test/nll_iw", "test/elbo", "test/kl", "test/recon", "test/active_units")
+OPTIONAL_METRICS = ("test/mig", "test/factor_vae")  # shown when some run has them
+CURVE_KEYS = ("val/elbo",)  # the history a learning curve needs (read from W&B too)
+# config keys that name this run's files or ids: they differ between any two runs and say nothing
+IGNORED_KEYS = (
+    "trainer.default_root_dir",
+    "checkpoint.dirpath",
+    "images.dirpath",
+    "scores.path",
+    "ckpt_path",
+    "config",
+)
+IGNORED_LOGGER_FIELDS = ("save_dir", "name", "id", "version", "group", "tags", "job_type", "resume", "dir")
+# the identity of the data, from provenance.json (split_seed may differ on purpose: it is a config key)
+DATA_IDENTITY = ("class", "checksum_or_version", "binarize")
+
+
+@dataclass
+class Run:
+    """One run: ``name`` (its folder, relative to the study), ``status`` (running | finished |
+    failed | unknown), ``config`` (flattened ``vae_config.yaml``: "model.init_args.beta" -> 4.0),
+    ``summary`` (last and best metric values, ``step``, ``wall_time`` in seconds), ``history``
+    (rows of ``step``, ``wall_time``, metrics) and ``provenance`` (None: unknown)."""
+
+    name: str
+    path: str
+    status: str
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    provenance: dict[str, Any] | None = None
+    flags: list[str] = field(default_factory=list)  # provenance that differs from the other runs
+
+    def metric(self, key: str) -> float | None:
+        value = self.summary.get(key)
+        if isinstance(value, dict):  # W&B summaries of define_metric(summary="max"), e.g. {"max": ...}
+            value = value.get("max", value.get("min", value.get("last")))
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict of dotted keys; lists and scalars are values."""
+    if not isinstance(tree, dict):
+        return {prefix: tree} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def parse_task_name(name: str) -> dict[str, Any]:
+    """``"model.init_args.beta=4,seed_everything=1"`` -> {key: value} ({} for another name)."""
+    parts = re.split(r",(?=[\w.\-]+=)", name)
+    if not all(re.fullmatch(r"[\w.\-]+=.*", p) for p in parts):
+        return {}
+    out = {}
+    for part in parts:
+        key, _, text = part.partition("=")
+        try:
+            out[key] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            out[key] = text
+    return out
+
+
+def _is_run_folder(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in (SUMMARY, "vae_config.yaml")) or any(folder.glob("*.ckpt"))
+
+
+def _run_folders(root: Path) -> list[Path]:
+    """The checkpoint folders of a run root (``checkpoints/version_N``, ``slurm-*``), or root itself."""
+    if _is_run_folder(root) and not (root / "checkpoints").is_dir():
+        return [root]
+    checkpoints = root / "checkpoints"
+    if not checkpoints.is_dir():
+        return []
+    subs = sorted((p for p in checkpoints.iterdir() if p.is_dir() and _is_run_folder(p)), key=_natural)
+    return subs or ([checkpoints] if _is_run_folder(checkpoints) else [])
+
+
+def _natural(path: Path) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+def load_run(folder: Path, name: str, task: dict[str, Any] | None = None) -> Run:
+    """Read one checkpoint folder's records; ``task`` holds the values of its study folder's name."""
+    config: dict[str, Any] = {}
+    try:
+        config = flatten(yaml.safe_load((folder / "vae_config.yaml").read_text()) or {})
+    except (OSError, yaml.YAMLError):
+        pass
+    for key, value in (task or {}).items():
+        config.setdefault(key, value)
+    summary = read_summary(folder)
+    provenance = None
+    try:
+        provenance = json.loads((folder / "provenance.json").read_text())
+    except (OSError, ValueError):
+        pass
+    status = str(summary.get("status", "unknown"))
+    return Run(name, str(folder), status, config, summary, read_history(folder), provenance)
+
+
+def find_runs(paths: list[str], study: str | None = None, skip: Path | None = None) -> tuple[list[Run], list[str]]:
+    """Runs under ``paths`` (run roots or checkpoint folders) and every task folder of ``study``;
+    also one note per folder that holds no run."""
+    runs, notes = [], []
+    targets: list[tuple[Path, str, dict]] = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_dir():
+            notes.append(f"{p}: no such folder; skipped.")
+            continue
+        targets.append((path, p.rstrip("/"), parse_task_name(path.name)))
+    if study is not None:
+        root = Path(study)
+        if not root.is_dir():
+            raise UserError(f"--study {study!r}: no such folder; give the folder that holds the study's task folders.")
+        children = sorted((c for c in root.iterdir() if c.is_dir() and not c.name.startswith(".")), key=_natural)
+        for child in children:
+            if skip is not None and child.resolve() == skip.resolve():
+                continue  # our own output folder
+            targets.append((child, child.name, parse_task_name(child.name)))
+    for path, name, task in targets:
+        folders = _run_folders(path)
+        if not folders:
+            notes.append(f"{name}: not a run folder (no checkpoints/, summary.json or vae_config.yaml); skipped.")
+        for folder in folders:
+            label = name if len(folders) == 1 else f"{name}/{folder.name}"
+            runs.append(load_run(folder, label, task))
+    return runs, notes
+
+
+# ---- which runs can be compared ----------------------------------------------------------------
+
+
+def select(runs: list[Run], metrics: list[str]) -> tuple[list[Run], list[str]]:
+    """The runs that finished with all ``metrics``, and one note for each other run."""
+    kept, notes = [], []
+    for run in runs:
+        if run.status == "running":
+            notes.append(
+                f"{run.name}: in progress (status running at step {run.summary.get('step', '?')}; a job "
+                "killed without a chance to write stays so); skipped."
+            )
+        elif run.status == "failed":
+            notes.append(
+                f"{run.name}: failed ({run.summary.get('error', 'see its log')}) at step "
+                f"{run.summary.get('step', '?')}; skipped."
+            )
+        elif missing := [m for m in metrics if run.metric(m) is None]:
+            hint = (
+                "no summary.json (trained before run records?)" if not run.summary else f"missing {', '.join(missing)}"
+            )
+            fix = (
+                "run `vae test --ckpt_path <its last.ckpt>`"
+                if any(m.startswith("test/") for m in missing)
+                else "choose other --metrics"
+            )
+            notes.append(f"{run.name}: {hint}; {fix}; skipped.")
+        else:
+            kept.append(run)
+    return kept, notes
+
+
+def default_metrics(runs: list[Run]) -> list[str]:
+    """The default test metrics, plus MIG and FactorVAE score when some run has them."""
+    return [*DEFAULT_METRICS, *(m for m in OPTIONAL_METRICS if any(r.metric(m) is not None for r in runs))]
+
+
+def _ignored(key: str) -> bool:
+    if key in IGNORED_KEYS or key.endswith("._instantiator"):
+        return True
+    return key.startswith("trainer.logger") and key.rsplit(".", 1)[-1] in IGNORED_LOGGER_FIELDS
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def differing_keys(runs: list[Run]) -> list[str]:
+    """Config keys whose values are not the same in every run (missing counts as a value)."""
+    keys = sorted({k for r in runs for k in r.config if not _ignored(k)})
+    return [k for k in keys if len({_canon(r.config.get(k)) for r in runs}) > 1]
+
+
+def is_seed_key(key: str) -> bool:
+    return key == "seed_everything" or key.rsplit(".", 1)[-1] == "seed"
+
+
+def resolve_keys(wanted: list[str], runs: list[Run]) -> list[str]:
+    """``--group-by`` names as config keys; a name may be a key's last part (``beta``)."""
+    keys = sorted({k for r in runs for k in r.config})
+    out = []
+    for name in wanted:
+        found = [k for k in keys if k == name] or [k for k in keys if k.endswith("." + name)]
+        if len(found) != 1:
+            hint = f"it matches {', '.join(found[:3])}" if found else "no run's config has it"
+            raise UserError(
+                f"--group-by {name!r}: {hint}; give a full key, e.g. one of "
+                f"{', '.join(differing_keys(runs)) or 'the keys in vae_config.yaml'}."
+            )
+        out.append(found[0])
+    return out
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """The shortest dotted suffix of each key that no other key shares (model.init_args.beta -> beta)."""
+    out = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            name = ".".join(parts[-n:])
+            if sum(k == name or k.endswith("." + name) for k in keys) == 1:
+                break
+        out[key] = name
+    return out
+
+
+def sort_value(value: Any) -> tuple:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, _canon(value))
+
+
+# ---- provenance -------------------------------------------------------------------------------
+
+
+def flag_provenance(runs: list[Run]) -> list[str]:
+    """Mark runs whose code, data or library versions differ from most runs' (``run.flags``);
+    returns notes (runs without provenance.json are unknown, never flagged)."""
+    aspects = {
+        "code": lambda p: p.get("code_version"),
+        "data": lambda p: {k: (p.get("data") or {}).get(k) for k in DATA_IDENTITY},
+        "versions": lambda p: p.get("versions"),
+    }
+    for name, get in aspects.items():
+        values = {r.name: _canon(get(r.provenance)) for r in runs if r.provenance is not None}
+        if len(set(values.values())) < 2:
+            continue
+        common = max(set(values.values()), key=list(values.values()).count)
+        for run in runs:
+            if run.name in values and values[run.name] != common:
+                run.flags.append(name)
+    notes = []
+    unknown = [r.name for r in runs if r.provenance is None]
+    if unknown:
+        notes.append(
+            f"{len(unknown)} of {len(runs)} runs have no provenance.json: their code and data versions are unknown."
+        )
+    flagged = [f"{r.name} ({', '.join(r.flags)})" for r in runs if r.flags]
+    if flagged:
+        notes.append(f"code/data/library versions differ from the other runs': {'; '.join(flagged)}.")
+    return notes
+
+
+# ---- the tables ------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """Column names and rows of plain values (floats, strings, None for a missing value)."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+def run_table(runs: list[Run], keys: list[str], metrics: list[str]) -> Table:
+    """One row per run: name, the differing ``keys``, ``metrics``, step, wall time (s), flags."""
+    names = short_names(keys)
+    columns = ["run", *(names[k] for k in keys), *metrics, "step", "wall_time_s", "flags"]
+    rows = []
+    for run in sorted(runs, key=lambda r: [sort_value(r.config.get(k)) for k in keys] + [(1, 0.0, r.name)]):
+        rows.append(
+            [
+                run.name,
+                *(run.config.get(k) for k in keys),
+                *(run.metric(m) for m in metrics),
+                run.summary.get("step"),
+                run.metric("wall_time"),
+                ",".join(run.flags),
+            ]
+        )
+    return Table(columns, rows)
+
+
+@dataclass
+class Group:
+    """Runs that share the values of the group-by keys."""
+
+    values: tuple
+    runs: list[Run]
+
+    def stats(self, metric: str) -> tuple[float, float, int]:
+        """Mean, sample standard deviation (ddof=1; nan for one run) and count of ``metric``."""
+        xs = [x for r in self.runs if (x := r.metric(metric)) is not None and math.isfinite(x)]
+        if not xs:
+            return math.nan, math.nan, 0
+        mean = sum(xs) / len(xs)
+        sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else math.nan
+        return mean, sd, len(xs)
+
+
+def group_runs(runs: list[Run], keys: list[str]) -> list[Group]:
+    """Groups of runs by their values of ``keys``, in sorted order of those values."""
+    groups: dict[str, Group] = {}
+    for run in runs:
+        values = tuple(run.config.get(k) for k in keys)
+        groups.setdefault(_canon(values), Group(values, [])).runs.append(run)
+    return sorted(groups.values(), key=lambda g: [sort_value(v) for v in g.values])
+
+
+def group_table(groups: list[Group], keys: list[str], metrics: list[str]) -> Table:
+    """One row per group: the key values, n, and ``(mean, sd)`` per metric."""
+    names = short_names(keys)
+    columns = [*(names[k] for k in keys), "n", *metrics]
+    rows = [[*g.values, len(g.runs), *(g.stats(m)[:2] for m in metrics)] for g in groups]
+    return Table(columns, rows)
+
+
+def fmt(value: Any) -> str:
+    """A cell as text: 4 significant digits, ``mean ± sd`` for pairs, ``—`` for missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, tuple):
+        mean, sd = value
+        return fmt(mean) if math.isnan(sd) else f"{fmt(mean)} ± {sd:.2g}"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0f}"
+    return value if isinstance(value, str) else _canon(value)
+
+
+def text_table(table: Table) -> str:
+    """Aligned plain text for the terminal."""
+    cells = [table.columns, *([fmt(v) for v in row] for row in table.rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(table.columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in cells]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def markdown_table(table: Table) -> str:
+    cells = [[fmt(v).replace("|", "\\|") for v in row] for row in table.rows]
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def csv_rows(table: Table) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows for CSV: full precision, ``metric_mean`` and ``metric_sd`` for pairs."""
+    pairs = [i for i, v in enumerate(table.rows[0]) if isinstance(v, tuple)] if table.rows else []
+    columns = []
+    for i, name in enumerate(table.columns):
+        columns += [f"{name}_mean", f"{name}_sd"] if i in pairs else [name]
+    rows = []
+    for row in table.rows:
+        out = []
+        for v in row:
+            out += (
+                list(v) if isinstance(v, tuple) else [v if isinstance(v, (int, float, str)) or v is None else _canon(v)]
+            )
+        rows.append(out)
+    return columns, rows
