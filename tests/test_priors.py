@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from vae_lightning import MLPDecoder, MLPEncoder, VAE, FreeBitsVAE
+from vae_lightning import VAE, FreeBitsVAE, MLPDecoder, MLPEncoder
 from vae_lightning.cli import main
 from vae_lightning.errors import UserError
 from vae_lightning.evaluation.metrics import iw_log_likelihood, mutual_information
+from vae_lightning.evaluation.scoring import anomaly_scores
 from vae_lightning.objectives import gaussian_kl
 from vae_lightning.priors import MixtureOfGaussians, StandardNormal, VampPrior
-from vae_lightning.evaluation.scoring import anomaly_scores
 
 FIXTURES = Path(__file__).parent / "fixtures" / "main-2f68d99"
 SHAPE = (1, 8, 8)
@@ -48,7 +48,8 @@ def test_standard_normal_kl_is_the_closed_form_and_its_monte_carlo_mean():
     log_q = diag_normal_log_density(z.view(-1, 4), mu.repeat(200_000, 1), var.sqrt().repeat(200_000, 1)).view(-1, 3)
     mc = (log_q - prior.log_prob(z.view(-1, 4)).double().view(-1, 3)).mean(0)
     torch.testing.assert_close(mc.float(), kl.sum(1), atol=0.02, rtol=0)
-    torch.testing.assert_close(prior.log_prob(z[0]), diag_normal_log_density(z[0], torch.zeros(4), torch.ones(4)).float())
+    by_hand = diag_normal_log_density(z[0], torch.zeros(4), torch.ones(4)).float()
+    torch.testing.assert_close(prior.log_prob(z[0]), by_hand)
 
 
 def test_mixture_density_is_the_brute_force_sum_over_components():
@@ -137,8 +138,9 @@ def test_a_learned_prior_reaches_the_record_the_iw_bound_log_pz_and_the_samples(
 def test_the_default_prior_adds_no_state_dict_key_and_keeps_the_closed_form():
     raw = torch.load(FIXTURES / "vae" / "last.ckpt", map_location="cpu", weights_only=False)
     torch.manual_seed(0)
-    default = VAE(encoder=functools.partial(MLPEncoder, hidden=[16]), decoder=functools.partial(MLPDecoder, hidden=[16]),
-                  latent_dim=3, image_shape=(1, 64, 64))
+    mlp = functools.partial(MLPEncoder, hidden=[16]), functools.partial(MLPDecoder, hidden=[16])
+    nets = {"encoder": mlp[0], "decoder": mlp[1]}
+    default = VAE(**nets, latent_dim=3, image_shape=(1, 64, 64))
     assert set(default.state_dict()) == set(raw["state_dict"])
     x = torch.bernoulli(torch.full((4, 1, 64, 64), 0.1))
     f = default(x)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.distributions import Normal
 
 from vae_lightning.errors import UserError
-from vae_lightning.objectives import LOGVAR_MIN, LOGVAR_MAX, gaussian_kl, posterior
+from vae_lightning.objectives import LOGVAR_MAX, LOGVAR_MIN, gaussian_kl, posterior
 
 
 class Prior(nn.Module):

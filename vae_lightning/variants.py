@@ -1,8 +1,8 @@
 """VAE variants. Each is a small subclass of ``VAE`` that overrides ``objective(f, step, n)``:
 it reads what it needs from the batch's ``ForwardRecord`` f (x, mu, logvar, z, out, recon,
 kl_dims; kl_dims is (B, 1), a Monte Carlo KL, under a learned prior), the optimizer step and
-the training-set size n, and returns the loss plus the extra terms it wants logged (named in its ``terms``). The KL schedule w(step) multiplies the
-regularizer of every variant.
+the training-set size n, and returns the loss plus the extra terms it wants logged (named in
+its ``terms``). The KL schedule w(step) multiplies the regularizer of every variant.
 """
 
 from __future__ import annotations
