@@ -219,7 +219,7 @@ def test_a_fit_records_its_provenance_in_its_folder_and_wandb_config(fitted):
     assert record["versions"]["torch"] == torch.__version__.split("+")[0] or record["versions"]["torch"]
     assert record["data"] == {
         "class": "vae_lightning.data.sprites.SpritesDataModule",
-        "checksum_or_version": "sprites-generator-v1",
+        "checksum_or_version": "sprites-generator-v2",
         "split_seed": 0,
         "binarize": "none",
     }

@@ -18,6 +18,7 @@ from vae_lightning.checkpoints import load_model
 from vae_lightning.data import SpritesDataModule
 from vae_lightning.errors import UserError
 from vae_lightning.models import ForwardRecord
+from vae_lightning.priors import MixtureOfGaussians, VampPrior
 
 FIXTURES = Path(__file__).parent / "fixtures" / "main-2f68d99"
 # every VAE class of the package: a new variant is tested without being listed here
@@ -25,21 +26,25 @@ VARIANTS = [VAE] + sorted(
     (c for c in vars(variants).values() if isinstance(c, type) and issubclass(c, VAE) and c is not VAE),
     key=lambda c: c.__name__,
 )
+# (class, prior factory): every variant with the default prior, and learned priors on two of them
+CASES = [(c, None) for c in VARIANTS] + [(VAE, functools.partial(VampPrior, num_components=5)),
+                                         (variants.BetaVAE, functools.partial(MixtureOfGaussians, num_components=4))]
 
 
-def tiny(cls):
+def tiny(cls, prior=None):
     return cls(encoder=functools.partial(MLPEncoder, hidden=[16]), decoder=functools.partial(MLPDecoder, hidden=[16]),
-               latent_dim=3, image_shape=(1, 64, 64), iw_samples=3)
+               latent_dim=3, image_shape=(1, 64, 64), iw_samples=3, prior=prior)
 
 
-@pytest.mark.parametrize("cls", VARIANTS, ids=lambda c: c.__name__)
-def test_every_variant_fits_evaluates_predicts_samples_and_round_trips(cls, tmp_path):
+@pytest.mark.parametrize(("cls", "prior"), CASES,
+                         ids=lambda c: "default-prior" if c is None else getattr(c, "__name__", None) or c.func.__name__)
+def test_every_variant_fits_evaluates_predicts_samples_and_round_trips(cls, prior, tmp_path):
     L.seed_everything(0)
     dm = SpritesDataModule(batch_size=16, val_size=32, num_images=256)
     trainer = L.Trainer(max_steps=4, val_check_interval=2, limit_val_batches=1, limit_test_batches=1,
                         limit_predict_batches=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path, accelerator="cpu")
-    model = tiny(cls)
+    model = tiny(cls, prior and prior())
     trainer.fit(model, datamodule=dm)
     ckpt = Path(trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path)
     names = {"loss", "recon", "kl", "elbo", "active_units", "mi"}
@@ -54,7 +59,7 @@ def test_every_variant_fits_evaluates_predicts_samples_and_round_trips(cls, tmp_
     assert model.sample(5).shape == (5, 1, 64, 64)
 
     loaded = cls.load_from_checkpoint(ckpt, weights_only=False)  # hparams hold the nets' partials
-    assert type(loaded) is cls
+    assert type(loaded) is cls and type(loaded.prior) is type(model.prior)
     x = next(iter(dm.val_dataloader()))[0]
     model.eval()
     for m in (model, loaded):

@@ -15,6 +15,7 @@ __all__ = [
     "VAE", "BetaVAE", "FreeBitsVAE", "BetaTCVAE", "FactorVAE", "DIPVAE", "IWAE", "ForwardRecord", "Objective",
     "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder",
     "Bernoulli", "Gaussian", "LearnedGaussian",
+    "StandardNormal", "MixtureOfGaussians", "VampPrior",
     "Constant", "LinearWarmup", "Cyclical",
     "load_model",
 ]
@@ -24,6 +25,7 @@ _WHERE = {
     **dict.fromkeys(["BetaVAE", "FreeBitsVAE", "BetaTCVAE", "FactorVAE", "DIPVAE", "IWAE"], "vae_lightning.variants"),
     **dict.fromkeys(["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"], "vae_lightning.nets"),
     **dict.fromkeys(["Bernoulli", "Gaussian", "LearnedGaussian"], "vae_lightning.likelihoods"),
+    **dict.fromkeys(["StandardNormal", "MixtureOfGaussians", "VampPrior"], "vae_lightning.priors"),
     **dict.fromkeys(["Constant", "LinearWarmup", "Cyclical"], "vae_lightning.objectives"),
     "load_model": "vae_lightning.runtime.checkpoint",
 }

@@ -9,7 +9,9 @@ Names used in code, logs and W&B keys (``train/…``, ``val/…``, ``test/…``)
 averaged over the batch:
 
 - ``recon``: −log p(x|z), z ~ q(z|x), summed over pixels, in nats;
-- ``kl``: KL(q(z|x) || p(z)) summed over latent dimensions, in nats;
+- ``kl``: KL(q(z|x) || p(z)) summed over latent dimensions, in nats: in closed form for the
+  standard-normal prior, a one-sample Monte Carlo estimate for learned priors
+  (``vae_lightning.priors``);
 - ``elbo``: −(recon + kl), the evidence lower bound on log p(x), in nats;
 - ``loss``: the training objective the variant returns (the VAE's: recon + w(step) · kl);
 - ``kl_weight``: the effective weight on the KL term at this step (schedule × β or γ);
@@ -30,6 +32,7 @@ from typing import Any, NamedTuple
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from typing_extensions import override
@@ -39,7 +42,8 @@ from vae_lightning.errors import UserError
 from vae_lightning.evaluation.metrics import IWBound, LatentMetrics, iw_log_likelihood
 from vae_lightning.likelihoods import Bernoulli, Likelihood
 from vae_lightning.nets import ConvDecoder, ConvEncoder, Decoder, Encoder, Shape
-from vae_lightning.objectives import Constant, KLSchedule, gaussian_kl, posterior
+from vae_lightning.objectives import Constant, KLSchedule, posterior
+from vae_lightning.priors import Prior, StandardNormal
 from vae_lightning.runtime import compat
 
 # typed by role, so that help and errors list the encoders (decoders) that fit, not every nn.Module
@@ -62,7 +66,9 @@ class ForwardRecord(NamedTuple):
 
     x: the inputs (B, C, H, W); mu, logvar: q(z|x)'s parameters (B, D), in the nets' dtype;
     z: one draw z ~ q(z|x) (B, D), float32; out: the decoder's output at z (B, C, H, W);
-    recon: −log p(x|z) (B,) in nats; kl_dims: KL(q(z_u|x) || p(z_u)) per dimension (B, D) in nats.
+    recon: −log p(x|z) (B,) in nats; kl_dims: the KL in nats, per dimension (B, D) when the prior
+    has a closed-form KL per dimension (``StandardNormal``), else one Monte Carlo column (B, 1),
+    log q(z|x) − log p(z) at z. Either way ``kl = kl_dims.sum(1)`` is the per-example KL (B,).
     """
 
     x: Tensor
@@ -88,13 +94,16 @@ class Objective(NamedTuple):
 
 class VAE(L.LightningModule):
     """Variational autoencoder (Kingma & Welling 2014) with a diagonal-Gaussian posterior,
-    a standard-normal prior and a configurable likelihood. Loss = −ELBO = recon + kl.
+    a configurable prior (standard normal by default) and a configurable likelihood.
+    Loss = −ELBO = recon + kl.
 
     Args:
         encoder: net class called as ``encoder(image_shape, latent_dim)``; returns (mu, logvar).
         decoder: net class called as ``decoder(image_shape, latent_dim)``; returns the likelihood's
             parameter of shape (B, C, H, W).
         likelihood: observation model p(x|z); None: ``Bernoulli``.
+        prior: p(z) (``vae_lightning.priors``); None: ``StandardNormal``. ``MixtureOfGaussians``
+            and ``VampPrior`` are learned with the model and use a Monte Carlo KL.
         latent_dim: number of latent dimensions D.
         kl_schedule: weight on the KL term as a function of the optimizer step; None: ``Constant(1)``.
         optimizer: optimizer class and arguments; called with the model's parameters.
@@ -114,12 +123,15 @@ class VAE(L.LightningModule):
     terms: tuple[str, ...] = ("kl_weight",)
     #: the objective needs the training-set size (``dataset_size``); checked when fitting starts
     needs_dataset_size: bool = False
+    #: the objective reads the KL per latent dimension, so the prior must have it in closed form
+    needs_kl_per_dim: bool = False
 
     def __init__(
         self,
         encoder: EncoderFactory = ConvEncoder,
         decoder: DecoderFactory = ConvDecoder,
         likelihood: Likelihood | None = None,
+        prior: Prior | None = None,
         latent_dim: int = 10,
         kl_schedule: KLSchedule | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -148,6 +160,15 @@ class VAE(L.LightningModule):
         self.decoder = decoder(self.image_shape, latent_dim)
         self.likelihood = likelihood if likelihood is not None else Bernoulli()
         self.likelihood.build(self.image_shape)
+        # built after the nets, so the default prior (no parameters, no random draws) leaves
+        # the weights, their state_dict keys and the random stream as they were before priors
+        self.prior = prior if prior is not None else StandardNormal()
+        self.prior.build(latent_dim, self.image_shape, self.encoder)
+        if self.needs_kl_per_dim and not self.prior.closed_form:
+            raise UserError(
+                f"{type(self).__name__} needs the KL per latent dimension, which {type(self.prior).__name__} does not "
+                "have in closed form; use model.init_args.prior: vae_lightning.StandardNormal or another variant."
+            )
         self.kl_schedule = kl_schedule if kl_schedule is not None else Constant()
         self.optimizer, self.lr_scheduler, self.lr_interval = optimizer, lr_scheduler, lr_interval
         self.iw_samples = iw_samples
@@ -188,7 +209,7 @@ class VAE(L.LightningModule):
         z = posterior(mu, logvar).rsample()  # (B, D), float32
         out = self.decoder(z.to(mu.dtype))
         recon = -self.likelihood.log_prob(out, x)  # (B,)
-        return ForwardRecord(x, mu, logvar, z, out, recon, gaussian_kl(mu, logvar))
+        return ForwardRecord(x, mu, logvar, z, out, recon, self.prior.kl(mu, logvar, z))
 
     def _step(self, batch, stage: str) -> tuple[Objective, ForwardRecord]:
         f = self(images(batch))
@@ -224,13 +245,13 @@ class VAE(L.LightningModule):
     @override
     def validation_step(self, batch, batch_idx: int) -> Tensor:
         objective, f = self._step(batch, "val")
-        self.latent_metrics["val"].update(f.mu, f.logvar)
+        self.latent_metrics["val"].update(f.mu, f.logvar, f.kl)
         return objective.loss
 
     @override
     def test_step(self, batch, batch_idx: int) -> Tensor:
         objective, f = self._step(batch, "test")
-        self.latent_metrics["test"].update(f.mu, f.logvar)
+        self.latent_metrics["test"].update(f.mu, f.logvar, f.kl)
         self.iw_bound.update(-iw_log_likelihood(self, f.x, self.iw_samples, first=f))  # k decoder passes: test only
         return objective.loss
 
@@ -291,9 +312,12 @@ class VAE(L.LightningModule):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
                draw: bool = False) -> Tensor:
-        """n images (n, C, H, W) in [0, 1] decoded from z ~ N(0, T²I), T = ``temperature``: the
-        means E[x|z], or with ``draw`` draws from p(x|z) (see ``decode``)."""
-        z = temperature * torch.randn(n, self.latent_dim, generator=generator)
+        """n images (n, C, H, W) in [0, 1] decoded from z ~ p(z), the model's prior (with the
+        standard-normal prior and ``temperature`` T: z ~ N(0, T²I)): the means E[x|z], or with
+        ``draw`` draws from p(x|z) (see ``decode``)."""
+        if temperature != 1.0 and not isinstance(self.prior, StandardNormal):
+            raise UserError(f"--temperature needs the standard-normal prior; this model has {type(self.prior).__name__}.")
+        z = temperature * self.prior.sample(n, generator)
         return self.decode(z, draw=draw, generator=generator)
 
     @torch.no_grad()
@@ -329,6 +353,7 @@ class VAE(L.LightningModule):
                 f"The Bernoulli likelihood needs binary pixels but {type(dm).__name__} yields gray values; {fix}."
             )
         if stage == "fit":
+            rank_zero_info(f"vae: prior {type(self.prior).__name__}; KL: {self.prior.kl_method}.")
             self.dataset_size = getattr(dm, "num_train", None)
             if self.needs_dataset_size and self.dataset_size is None:
                 raise UserError(

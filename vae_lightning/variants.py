@@ -1,9 +1,10 @@
 """VAE variants. Each is a small subclass of ``VAE`` that overrides ``objective(f, step, n)``:
 it reads what it needs from the batch's ``ForwardRecord`` f (x, mu, logvar, z, out, recon,
-kl_dims), the optimizer step and the training-set size n, and returns the loss plus the extra
-terms it wants logged (named in its ``terms``). The KL schedule w(step) multiplies the
-regularizer of every variant (IWAE, whose bound has no separate regularizer, refuses one).
-AnnealedVAE (Burgess et al. 2018) is ``BetaVAE`` with ``c_max`` set.
+kl_dims; kl_dims is (B, 1), a Monte Carlo KL, under a learned prior), the optimizer step and
+the training-set size n, and returns the loss plus the extra terms it wants logged (named in
+its ``terms``). The KL schedule w(step) multiplies the regularizer of every variant (IWAE,
+whose bound has no separate regularizer, refuses one). AnnealedVAE (Burgess et al. 2018) is
+``BetaVAE`` with ``c_max`` set.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class FreeBitsVAE(VAE):
         group_size: latent dimensions per group (1: one group per dimension); must divide D.
     """
 
+    needs_kl_per_dim = True
+
     def __init__(self, *args, free_bits: float = 0.25, group_size: int = 1, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if free_bits < 0:
@@ -114,7 +117,8 @@ class BetaTCVAE(VAE):
     Args:
         alpha: weight on the index-code mutual information I_q(x; z).
         beta: weight on the total correlation KL(q(z) || Π_u q(z_u)).
-        gamma: weight on the dimension-wise KL Σ_u KL(q(z_u) || p(z_u)).
+        gamma: weight on the dimension-wise KL Σ_u KL(q(z_u) || p(z_u)); under a learned prior,
+            which does not factorise, this term is KL(Π_u q(z_u) || p(z)), with the prior's density.
         estimator: ``mws`` or ``mss`` (above).
     """
 
@@ -153,7 +157,7 @@ class BetaTCVAE(VAE):
         log_q_pairs = posterior(f.mu.unsqueeze(0), f.logvar.unsqueeze(0)).log_prob(f.z.unsqueeze(1))  # (B, B, D)
         log_qz = (log_q_pairs.sum(2) + log_w).logsumexp(1)  # (B,): log q(z_i)
         log_prod_qzu = (log_q_pairs + log_w.unsqueeze(2)).logsumexp(1).sum(1)  # (B,): Σ_u log q(z_iu)
-        log_pz = Normal(0.0, 1.0).log_prob(f.z).sum(1)
+        log_pz = self.prior.log_prob(f.z)  # (B,)
         mi, tc = (log_q_zx - log_qz).mean(), (log_qz - log_prod_qzu).mean()
         dim_kl = (log_prod_qzu - log_pz).mean()
         weight = self.kl_schedule(step)
@@ -243,7 +247,7 @@ class IWAE(VAE):
         """log w (k, B) in nats: the record's draw first, then k − 1 new draws of q(z|x)."""
         q = posterior(f.mu, f.logvar)
         q_w = posterior(f.mu.detach(), f.logvar.detach()) if self.dreg else q
-        draws, rows = [f.z], [record_log_weight(f, q_w)[None]]
+        draws, rows = [f.z], [record_log_weight(self, f, q_w)[None]]
         if self.k > 1:
             draws.append(q.rsample((self.k - 1,)))  # (k − 1, B, D)
             rows.append(iw_log_weights(self, f.x, q_w, draws[1], f.mu.dtype))

@@ -50,6 +50,10 @@ class CollapseMonitor(Callback):
     PNG in the run's picture folder) and warns once, in plain words, when the posterior
     collapses — no active unit (the model logs ``val/active_units``), or the total KL under
     ``kl_threshold`` nats for ``patience`` validations in a row. On by default; rank zero only.
+    The total is the model's own KL(q(z|x) || p(z)) under its prior. The bars are
+    KL(q(z_u|x) || N(0, 1)): with the standard-normal prior they are the ELBO's terms; with a
+    learned prior the KL does not split by dimension, so the bars measure each dimension's
+    distance from N(0, 1) and the gray (inactive) bars are the per-dimension collapse signal.
 
     Args:
         enabled: False turns the monitor off.
@@ -88,7 +92,8 @@ class CollapseMonitor(Callback):
         if not self.enabled or trainer.sanity_checking or stats is None:
             return
         kl_per_dim = stats["kl_per_dim"]
-        text = self.message(float(kl_per_dim.sum()), int(stats["active_units"]), len(kl_per_dim))
+        kl = stats["kl"] if "kl" in stats else kl_per_dim.sum()
+        text = self.message(float(kl), int(stats["active_units"]), len(kl_per_dim))
         if text and not self.warned:
             self.warned = True
             rank_zero_warn(text)

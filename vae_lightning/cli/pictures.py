@@ -164,7 +164,7 @@ def _run(name: str, args: argparse.Namespace) -> Path:
         else:
             if args.rows < 1:
                 raise UserError(f"--rows must be >= 1, got {args.rows}.")
-            z = torch.randn(2 * args.rows, model.latent_dim, generator=g)
+            z = model.prior.sample(2 * args.rows, generator=g)
             grid = pictures.interpolation_grid(model, z[0::2], z[1::2], args.steps)
     # a failed write keeps the grid beside the checkpoint
     return write_or_keep(lambda path: pictures.save_png(grid, path), args.out, "--out", Path(args.checkpoint).parent)

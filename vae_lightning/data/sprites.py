@@ -1,10 +1,12 @@
 """Sprites: a procedurally rendered data set on the dSprites factor grid (Matthey et al. 2017).
 
 64×64 binary images of one white shape on black; five ground-truth factors:
-shape (square, ellipse, heart) × scale (6 values in [0.5, 1]) × orientation (40 values in
-[0, 2π)) × x position (32) × y position (32) = 737,280 images. Nothing is downloaded or stored:
-images are rendered on demand, a batch at a time, from their index. Geometry is our own and
-not pixel-identical to DeepMind's dSprites files.
+shape (square, ellipse, heart) × scale (6 values in [0.5, 1]) × orientation (40 values,
+dSprites' linspace(0, 2π, 40), so the first and last coincide as in dSprites) × x position (32)
+× y position (32) = 737,280 images. Nothing is downloaded or stored: images are rendered on
+demand, a batch at a time, from their index. Geometry is our own and not pixel-identical to
+DeepMind's dSprites files; shapes are sized so that the mean on-pixel fraction is 0.043, as
+reported for dSprites (docs/data.md, measured with ``bench/sprites_stats.py``).
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ FACTOR_NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y")
 FACTOR_SIZES = (3, 6, 40, 32, 32)
 NUM_IMAGES = math.prod(FACTOR_SIZES)  # 737,280
 SIZE = 64
-RADIUS = 9.0  # half-extent of a shape at scale 1, in pixels
-#: bump when the image rendered for an index changes (runs record it as their data version)
-GENERATOR_VERSION = 1
-MARGIN = 13.0  # the centre stays this far from the border, so a rotated shape stays inside
+# half-extent of a shape at scale 1, in pixels: 11.4 gives dSprites' mean on-pixel fraction
+# (0.043; 9.0 before gave 0.027, shapes 0.8× as large with a wide empty border)
+RADIUS = 11.4
+# the centre stays this far from the border, so a rotated shape (≤ 1.14·RADIUS from its
+# centre, the square's corner) stays inside with a pixel to spare
+MARGIN = 14.0
+#: bump when the image rendered for an index changes (runs record it as their data version);
+#: 2: dSprites' orientation grid and shape sizes
+GENERATOR_VERSION = 2
 
 _STRIDES = torch.tensor([math.prod(FACTOR_SIZES[i + 1 :]) for i in range(5)])
 _SIZES = torch.tensor(FACTOR_SIZES)
@@ -41,14 +48,16 @@ def factors_to_index(factors: Tensor) -> Tensor:
 
 
 def factor_values(factors: Tensor) -> Tensor:
-    """Factor indices (B, 5) -> values (B, 5): shape id, scale, angle in rad, x and y in [0, 1]."""
+    """Factor indices (B, 5) -> values (B, 5): shape id, scale, angle in rad (dSprites' grid: steps
+    of 2π/39; a step of 2π/40 made squares repeat every 10 steps and ellipses every 20), x and y
+    in [0, 1]."""
     f = factors.float()
     return torch.stack(
-        [f[:, 0], 0.5 + 0.1 * f[:, 1], f[:, 2] * (2 * math.pi / 40), f[:, 3] / 31, f[:, 4] / 31], dim=1
+        [f[:, 0], 0.5 + 0.1 * f[:, 1], f[:, 2] * (2 * math.pi / 39), f[:, 3] / 31, f[:, 4] / 31], dim=1
     )
 
 
-WINDOW = 2 * int(MARGIN)  # 26: a window this wide around the centre holds any shape (≤ 11 px from it)
+WINDOW = 2 * int(MARGIN)  # 28: a window this wide around the centre holds any shape (≤ 13 px from it)
 
 
 def _square(u: Tensor, v: Tensor) -> Tensor:
@@ -70,7 +79,7 @@ SHAPES = (_square, _ellipse, _heart)
 
 def render(factors: Tensor) -> Tensor:
     """Factor indices (B, 5) -> binary images (B, 1, 64, 64), float32 in {0, 1}, on the
-    factors' device. Each shape is drawn only in a 26×26 window around its centre and only with
+    factors' device. Each shape is drawn only in a 28×28 window around its centre and only with
     its own formula, instead of testing all three shapes on all 64×64 pixels (docs/benchmarks.md)."""
     shape, scale, angle, px, py = factor_values(factors).unbind(1)
     n, device = len(factors), factors.device

@@ -7,14 +7,24 @@ Names and units (per example, averaged over the split):
   al. 2015, eq. 8), in nats. It is an upper bound on −log p(x), never above −ELBO in
   expectation, and tightens as k grows; k = 1 is the (Monte-Carlo) −ELBO.
 - ``bpd``: nll_iw / (C·H·W · ln 2), bits per data dimension.
-- ``kl_per_dim``: KL(q(z_u|x) || N(0, 1)) per latent dimension u, in nats, shape (D,).
+- ``kl_per_dim``: KL(q(z_u|x) || N(0, 1)) per latent dimension u, in nats, shape (D,). With the
+  standard-normal prior these are the ELBO's KL terms and sum to ``kl``; with a learned prior
+  (mixture, VampPrior) the KL does not split by dimension, and ``kl_per_dim`` is each
+  dimension's distance from N(0, 1), a fixed reference: not a term of the ELBO, and its sum is
+  not ``kl``. ``active_units`` does not depend on the prior and is the collapse signal then.
+- ``kl``: the mean of the model's own KL(q(z|x) || p(z)) (closed form or Monte Carlo, as the
+  prior computes it), in nats; the collapse monitor's total.
 - ``active_units``: the number of dimensions u with Cov_x(E_q[z_u|x]) > 0.01 (Burda et al. 2015,
   section 5.2); ``mu_var`` is that variance per dimension, shape (D,).
 - ``mi``: an estimate of the mutual information I(x; z) under q(x, z) = p_data(x) q(z|x), in
-  nats: E_x E_q[log q(z|x)] − E_q[log q(z)], with the aggregate posterior q(z) approximated by
-  the mixture of the posteriors of the examples in the same batch — the estimator of He et al.
-  2019 ("Lagging inference networks"), also used by Dieng et al. 2019. It is biased and can
-  never exceed log(batch size); it compares runs evaluated with the same batch size.
+  nats: the batch mean of log q(z_i|x_i) − log q(z_i) at one draw z_i ~ q(z|x_i) per example,
+  with the aggregate posterior q(z) approximated by the mixture of the posteriors of the
+  examples in the same batch (He et al. 2019, "Lagging inference networks"; Dieng et al. 2019).
+  Both terms are evaluated at the same sampled z_i, so each term, and so every batch estimate,
+  is at most log(batch size) (the mixture contains q(z_i|x_i) with weight 1/B), and the noise
+  of the two terms cancels: a collapsed model (all posteriors equal) gives exactly 0. It is
+  biased low for large MI, does not depend on the prior, and compares runs evaluated with the
+  same batch size.
 """
 
 from __future__ import annotations
@@ -27,13 +37,16 @@ from torch.distributions import Bernoulli, Independent, Normal
 from torchmetrics import Metric
 
 from vae_lightning.objectives import gaussian_kl, posterior
+from vae_lightning.priors import StandardNormal
 
 #: decoder passes of at most this many images at once while estimating nll_iw (memory bound)
 IW_MAX_BATCH = 2048
 
 
-def _prior(q: Normal) -> Normal:
-    return Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale))
+def _log_prior(model: nn.Module, z: Tensor) -> Tensor:
+    """log p(z) summed over D, under ``model.prior`` (a model without one: the standard normal)."""
+    prior = getattr(model, "prior", None)
+    return (StandardNormal() if prior is None else prior).log_prob(z)
 
 
 def iw_log_weights(model: nn.Module, x: Tensor, q: Normal, z: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -44,19 +57,20 @@ def iw_log_weights(model: nn.Module, x: Tensor, q: Normal, z: Tensor, dtype: tor
     out = model.decoder(z.flatten(0, 1).to(dtype))  # (n·B, C, H, W)
     xs = x.unsqueeze(0).expand(n, *x.shape).flatten(0, 1)
     log_px_z = model.likelihood.log_prob(out, xs).view(n, batch)
-    return log_px_z + _prior(q).log_prob(z).sum(-1) - q.log_prob(z).sum(-1)
+    return log_px_z + _log_prior(model, z) - q.log_prob(z).sum(-1)
 
 
-def record_log_weight(f, q: Normal) -> Tensor:
+def record_log_weight(model: nn.Module, f, q: Normal) -> Tensor:
     """log w (B,) of a ``ForwardRecord``'s own draw f.z, from its recon: no decoder pass."""
-    return -f.recon.float() + _prior(q).log_prob(f.z).sum(-1) - q.log_prob(f.z).sum(-1)
+    return -f.recon.float() + _log_prior(model, f.z) - q.log_prob(f.z).sum(-1)
 
 
 @torch.no_grad()
 def iw_log_likelihood(model: nn.Module, x: Tensor, k: int, max_batch: int = IW_MAX_BATCH, first=None) -> Tensor:
     """log p̂_k(x) = log (1/k) Σ_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x) (Burda et al. 2015).
 
-    ``model`` has ``encoder``, ``decoder`` and ``likelihood`` as in ``VAE``; x is (B, C, H, W).
+    ``model`` has ``encoder``, ``decoder``, ``likelihood`` and ``prior`` (default: standard normal)
+    as in ``VAE``; p(z) is that prior's density. x is (B, C, H, W).
     ``first``: the batch's ``ForwardRecord``, whose q(z|x) is used instead of a second encoder
     pass and whose draw z (with its recon) is the first of the k samples. The remaining samples
     are drawn in chunks of at most ``max_batch`` decoded images and combined by a running
@@ -69,7 +83,7 @@ def iw_log_likelihood(model: nn.Module, x: Tensor, k: int, max_batch: int = IW_M
     chunk = max(1, max_batch // x.shape[0])
     total = torch.full((x.shape[0],), -math.inf, device=q.loc.device)
     if first is not None:
-        total = record_log_weight(first, q)
+        total = record_log_weight(model, first, q)
     for start in range(0 if first is None else 1, k, chunk):
         z = q.sample((min(chunk, k - start),))  # (n, B, D)
         total = torch.logaddexp(total, torch.logsumexp(iw_log_weights(model, x, q, z, mu.dtype), dim=0))
@@ -79,13 +93,12 @@ def iw_log_likelihood(model: nn.Module, x: Tensor, k: int, max_batch: int = IW_M
 def mutual_information(mu: Tensor, logvar: Tensor) -> Tensor:
     """One batch's estimate of I(x; z) under q in nats (He et al. 2019; see the module doc)."""
     q = posterior(mu, logvar)
-    batch, dim = q.loc.shape
-    # E_q[log q(z|x)] = −entropy of a diagonal Gaussian, in closed form
-    neg_entropy = (-0.5 * dim * math.log(2 * math.pi) - 0.5 * (1 + q.scale.square().log()).sum(-1)).mean()
     z = q.sample()  # (B, D): one z per example
     log_q_zi_xj = Normal(q.loc.unsqueeze(0), q.scale.unsqueeze(0)).log_prob(z.unsqueeze(1)).sum(-1)  # (B, B)
-    log_qz = torch.logsumexp(log_q_zi_xj, dim=1) - math.log(batch)  # aggregate posterior at z_i
-    return neg_entropy - log_qz.mean()
+    log_qz = torch.logsumexp(log_q_zi_xj, dim=1) - math.log(len(z))  # aggregate posterior at z_i
+    # the sampled log q(z_i|x_i), not the closed-form entropy: the same draw in both terms, so
+    # their noise cancels (the entropy form has sd ≈ √(D/2B) nats) and each term is ≤ log B
+    return (log_q_zi_xj.diagonal() - log_qz).mean()
 
 
 class _SumMetric(Metric):
@@ -221,25 +234,45 @@ class MutualInformation(_SumMetric):
         return (self.mi_sum / self.count).float()
 
 
+class MeanKL(_SumMetric):
+    """Mean of the model's per-example KL (B,) in nats, whatever its prior."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._sum_state("kl_sum")
+        self._sum_state("count")
+
+    def update(self, kl: Tensor) -> None:
+        self.kl_sum += kl.double().sum()
+        self.count += kl.numel()
+
+    def compute(self) -> Tensor:
+        return (self.kl_sum / self.count).float()
+
+
 class LatentMetrics(nn.Module):
-    """The latent-space metrics of one split, updated from posterior parameters (B, D).
-    ``compute()`` returns kl_per_dim (D,), mu_var (D,), active_units and mi."""
+    """The latent-space metrics of one split, updated from posterior parameters (B, D) and the
+    model's KL (B,) (None: the closed form against N(0, I)). ``compute()`` returns kl_per_dim
+    (D,), mu_var (D,), active_units, mi and kl (see the module doc)."""
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         self.kl = KLPerDim(latent_dim)
         self.active = ActiveUnits(latent_dim)
         self.mi = MutualInformation()
+        self.total_kl = MeanKL()
 
-    def update(self, mu: Tensor, logvar: Tensor) -> None:
+    def update(self, mu: Tensor, logvar: Tensor, kl: Tensor | None = None) -> None:
         mu, logvar = mu.detach(), logvar.detach()
         self.kl.update(mu, logvar)
         self.active.update(mu)
         self.mi.update(mu, logvar)
+        self.total_kl.update(gaussian_kl(mu, logvar).sum(1) if kl is None else kl.detach())
 
     def compute(self) -> dict[str, Tensor]:
-        return {"kl_per_dim": self.kl.compute(), **self.active.compute(), "mi": self.mi.compute()}
+        return {"kl_per_dim": self.kl.compute(), **self.active.compute(), "mi": self.mi.compute(),
+                "kl": self.total_kl.compute()}
 
     def reset(self) -> None:
-        for metric in (self.kl, self.active, self.mi):
+        for metric in (self.kl, self.active, self.mi, self.total_kl):
             metric.reset()

@@ -46,7 +46,8 @@ def reconstruction_grid(model, x: Tensor, nrow: int = 8) -> Tensor:
 
 @torch.no_grad()
 def sample_grid(model, n: int, nrow: int = 8, seed: int = 0, temperature: float = 1.0, draw: bool = False) -> Tensor:
-    """E[x|z] (or with ``draw`` draws from p(x|z)) for n seeded draws z ~ N(0, T²I)."""
+    """E[x|z] (or with ``draw`` draws from p(x|z)) for n seeded draws z ~ p(z), the model's prior
+    (the standard normal: N(0, T²I))."""
     g = torch.Generator().manual_seed(seed)
     return _grid(model.sample(n, generator=g, temperature=temperature, draw=draw), nrow)
 

@@ -7,7 +7,7 @@ Every score is "higher = more anomalous" except ``log_pz``, and in nats unless s
 - ``recon``: −log p(x|z), z ~ q(z|x), and ``kl``: KL(q(z|x) || p(z));
 - ``sq_error``: Σ_pixels (x − E[x|z=μ(x)])², the squared reconstruction error of the mean
   reconstruction, in squared data units (pixels in [0, 1]);
-- ``log_pz``: log N(μ(x); 0, I), the log-density of the posterior mean under the prior (low:
+- ``log_pz``: log p(μ(x)), the log-density of the posterior mean under the model's prior (low:
   the input is encoded far from where the prior puts its mass);
 - ``nll_pixels``: −log p(x) under a background model that treats every pixel as independent,
   fit to the training split (``metrics.PixelMarginals``);
@@ -33,7 +33,6 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
-from torch.distributions import Normal
 from typing_extensions import override
 
 from vae_lightning.data.base import images
@@ -53,14 +52,13 @@ def anomaly_scores(model, x: Tensor, k: int) -> dict[str, Tensor]:
     One encoder pass: the forward record's q(z|x) serves every score."""
     f = model(x)
     mean = model.likelihood.mean(model.decoder(f.mu)).float()
-    prior = Normal(torch.zeros_like(f.mu, dtype=torch.float32), 1.0)
     return {
         "neg_elbo": f.recon + f.kl,
         "nll_iw": -iw_log_likelihood(model, x, k, first=f),
         "recon": f.recon,
         "kl": f.kl,
         "sq_error": (x.float() - mean).square().flatten(1).sum(1),
-        "log_pz": prior.log_prob(f.mu.float()).sum(1),
+        "log_pz": model.prior.log_prob(f.mu.float()),
     }
 
 
