@@ -44,8 +44,13 @@ def main() -> None:
     result = {"threads": torch.get_num_threads()}
     dm = MNISTDataModule(data_dir=a.mnist_root, batch_size=128, val_size=0)
     dm.setup("fit")
-    per_item = DataLoader(MNIST(a.mnist_root, train=True, transform=ToTensor()), batch_size=128, shuffle=True,
-                          drop_last=True, num_workers=0)
+    per_item = DataLoader(
+        MNIST(a.mnist_root, train=True, transform=ToTensor()),
+        batch_size=128,
+        shuffle=True,
+        drop_last=True,
+        num_workers=0,
+    )
     for _ in range(2):  # interleaved, twice; the best of each
         for name, loader in (("mnist_ours", dm.train_dataloader()), ("mnist_per_item", per_item)):
             result[name] = max(result.get(name, 0.0), rate(loader, a.seconds))

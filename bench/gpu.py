@@ -41,10 +41,26 @@ def sizes(dry_run: bool) -> dict:
     """Batch sizes, run lengths and data sizes: the real ones, or tiny for the CPU dry run."""
     if dry_run:
         # no 16-mixed: `vae` refuses it on a CPU (Lightning would silently run bf16 instead)
-        return dict(batches=(8,), warmup=2, steps=3, elbo_steps=5, eval_images=32, num_images=2000, compile=(False,),
-                    precisions=PRECISIONS[:2])
-    return dict(batches=(256, 1024), warmup=30, steps=150, elbo_steps=500, eval_images=4096, num_images=None,
-                compile=(False, True), precisions=PRECISIONS)
+        return dict(
+            batches=(8,),
+            warmup=2,
+            steps=3,
+            elbo_steps=5,
+            eval_images=32,
+            num_images=2000,
+            compile=(False,),
+            precisions=PRECISIONS[:2],
+        )
+    return dict(
+        batches=(256, 1024),
+        warmup=30,
+        steps=150,
+        elbo_steps=500,
+        eval_images=4096,
+        num_images=None,
+        compile=(False, True),
+        precisions=PRECISIONS,
+    )
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
@@ -59,8 +75,14 @@ def build_model(device: torch.device, compile: bool, channels_last: bool):
 
     init = yaml.safe_load(MODEL.read_text())["init_args"]
     enc, dec = init["encoder"]["init_args"], init["decoder"]["init_args"]
-    model = VAE(encoder=partial(ConvEncoder, **enc), decoder=partial(ConvDecoder, **dec), latent_dim=init["latent_dim"],
-                image_shape=(1, 64, 64), compile=compile, channels_last=channels_last).to(device)
+    model = VAE(
+        encoder=partial(ConvEncoder, **enc),
+        decoder=partial(ConvDecoder, **dec),
+        latent_dim=init["latent_dim"],
+        image_shape=(1, 64, 64),
+        compile=compile,
+        channels_last=channels_last,
+    ).to(device)
     return model, torch.optim.Adam(model.parameters(), **init["optimizer"]["init_args"])
 
 
@@ -107,13 +129,36 @@ def fit_rate(work: Path, tag: str, s: dict, precision: str, batch: int, compile:
 
     out = work / f"{tag}.json"
     data = "data:\n  init_args: {on_device: true, val_size: 64%s}\n" % (
-        f", num_images: {s['num_images']}" if s["num_images"] else "")
+        f", num_images: {s['num_images']}" if s["num_images"] else ""
+    )
     cfg = fit_yaml(work / f"{tag}.yaml", out, s["warmup"], s["steps"], data)
-    run(["fit", "--config", str(w.REPO / "configs" / "base.yaml"), "--config", str(SPRITES), "--config", str(cfg),
-         "--trainer.logger", "false", "--trainer.precision", precision, "--trainer.default_root_dir", str(work / tag),
-         "--data.init_args.batch_size", str(batch), "--model.init_args.compile", str(compile).lower(),
-         "--model.init_args.channels_last", str(channels_last).lower(), "--images.every_n_val", "0",
-         "--trainer.enable_model_summary", "false"])
+    run(
+        [
+            "fit",
+            "--config",
+            str(w.REPO / "configs" / "base.yaml"),
+            "--config",
+            str(SPRITES),
+            "--config",
+            str(cfg),
+            "--trainer.logger",
+            "false",
+            "--trainer.precision",
+            precision,
+            "--trainer.default_root_dir",
+            str(work / tag),
+            "--data.init_args.batch_size",
+            str(batch),
+            "--model.init_args.compile",
+            str(compile).lower(),
+            "--model.init_args.channels_last",
+            str(channels_last).lower(),
+            "--images.every_n_val",
+            "0",
+            "--trainer.enable_model_summary",
+            "false",
+        ]
+    )
     return json.loads(out.read_text())["images_per_s"]
 
 
@@ -138,8 +183,17 @@ def throughput_rows(work: Path, device, s: dict) -> list[dict]:
                     tag = f"b{batch}-{precision}-cl{int(cl)}-c{int(compile)}"
                     fit = fit_rate(work, tag, s, precision, batch, compile, cl)
                     _, bare = bare_train(device, precision, batch, s["steps"], compile, cl, s["warmup"])
-                    rows.append(dict(batch=batch, precision=precision, channels_last=cl, compile=compile, fit=fit,
-                                     bare=bare, ratio=fit / bare))
+                    rows.append(
+                        dict(
+                            batch=batch,
+                            precision=precision,
+                            channels_last=cl,
+                            compile=compile,
+                            fit=fit,
+                            bare=bare,
+                            ratio=fit / bare,
+                        )
+                    )
                     print(f"{tag}: fit {fit:.0f} img/s, bare {bare:.0f} img/s, fit/bare {fit / bare:.3f}", flush=True)
     return rows
 
@@ -147,16 +201,22 @@ def throughput_rows(work: Path, device, s: dict) -> list[dict]:
 def table(rows: list[dict], elbos: dict[str, float], head: str) -> str:
     columns = "| batch | precision | channels_last | compile | `vae fit` img/s | bare step img/s | fit / bare |"
     lines = [head, "", columns, "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['batch']} | {r['precision']} | {'on' if r['channels_last'] else 'off'} | "
-              f"{'on' if r['compile'] else 'off'} | {r['fit']:.0f} | {r['bare']:.0f} | {r['ratio']:.3f} |"
-              for r in rows]
+    lines += [
+        f"| {r['batch']} | {r['precision']} | {'on' if r['channels_last'] else 'off'} | "
+        f"{'on' if r['compile'] else 'off'} | {r['fit']:.0f} | {r['bare']:.0f} | {r['ratio']:.3f} |"
+        for r in rows
+    ]
     ratios = [r["ratio"] for r in rows]
     spread = max(elbos.values()) - min(elbos.values())
-    lines += ["", f"`vae fit` / bare step: median {statistics.median(ratios):.3f} "
-              f"[{min(ratios):.3f} – {max(ratios):.3f}] "
-              f"(goal ≥ 0.80 in every row: {'met' if min(ratios) >= 0.80 else 'not met'})",
-              "ELBO after the same steps, nats: " + ", ".join(f"{p} {v:.2f}" for p, v in elbos.items()) +
-              f"; spread {spread:.2f} (must be ≤ {ELBO_TOLERANCE}: {'met' if spread <= ELBO_TOLERANCE else 'NOT met'})"]
+    lines += [
+        "",
+        f"`vae fit` / bare step: median {statistics.median(ratios):.3f} "
+        f"[{min(ratios):.3f} – {max(ratios):.3f}] "
+        f"(goal ≥ 0.80 in every row: {'met' if min(ratios) >= 0.80 else 'not met'})",
+        "ELBO after the same steps, nats: "
+        + ", ".join(f"{p} {v:.2f}" for p, v in elbos.items())
+        + f"; spread {spread:.2f} (must be ≤ {ELBO_TOLERANCE}: {'met' if spread <= ELBO_TOLERANCE else 'NOT met'})",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -177,10 +237,12 @@ def main(argv: list[str] | None = None) -> None:
         model, _ = bare_train(device, precision, s["batches"][0], s["elbo_steps"])
         elbos[precision] = elbo(model.eval(), device, s["eval_images"])
     name = "CPU dry run (tiny sizes: checks the code, measures nothing)" if a.dry_run else torch.cuda.get_device_name()
-    head = (f"### `python -m bench.gpu`, {datetime.date.today()}, {name}, torch {torch.__version__}\n\n"
-            f"{s['warmup']} warm-up + {s['steps']} timed steps per row; ELBO after {s['elbo_steps']} bare steps at "
-            f"batch {s['batches'][0]} on {s['eval_images']} fixed sprites; "
-            f"{time.perf_counter() - started:.0f} s in all.")
+    head = (
+        f"### `python -m bench.gpu`, {datetime.date.today()}, {name}, torch {torch.__version__}\n\n"
+        f"{s['warmup']} warm-up + {s['steps']} timed steps per row; ELBO after {s['elbo_steps']} bare steps at "
+        f"batch {s['batches'][0]} on {s['eval_images']} fixed sprites; "
+        f"{time.perf_counter() - started:.0f} s in all."
+    )
     text = table(rows, elbos, head)
     print("\n" + text)
     doc = a.doc or (None if a.dry_run else str(w.REPO / "docs" / "benchmarks.md"))

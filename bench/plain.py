@@ -48,9 +48,15 @@ def train(warmup: int, steps: int, fused: bool = False, tiny: bool = False) -> d
             if done == warmup + steps:
                 break
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"runner": "plain loop" + (" (fused Adam)" if fused else ""), "threads": torch.get_num_threads(),
-            "timed_steps": steps, "seconds": seconds, "images_per_s": images_seen / seconds,
-            "images_per_cpu_s": images_seen / cpu, "loss": loss.item()}
+    return {
+        "runner": "plain loop" + (" (fused Adam)" if fused else ""),
+        "threads": torch.get_num_threads(),
+        "timed_steps": steps,
+        "seconds": seconds,
+        "images_per_s": images_seen / seconds,
+        "images_per_cpu_s": images_seen / cpu,
+        "loss": loss.item(),
+    }
 
 
 def main() -> None:

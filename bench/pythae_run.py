@@ -85,18 +85,37 @@ def main() -> None:
     sizes = [b] * (n // b) + ([n % b] if n % b else [])  # pythae keeps the last, smaller batch
     timer = Timer(a.warmup, a.steps, sizes)
     with tempfile.TemporaryDirectory() as tmp:
-        config = BaseTrainerConfig(output_dir=tmp, num_epochs=10_000, per_device_train_batch_size=b,
-                                   learning_rate=w.LR, optimizer_cls="Adam", no_cuda=True, steps_saving=None)
-        trainer = BaseTrainer(model, BaseDataset(data, torch.from_numpy(labels[: w.N_TRAIN].copy())),
-                              training_config=config, callbacks=[timer])
+        config = BaseTrainerConfig(
+            output_dir=tmp,
+            num_epochs=10_000,
+            per_device_train_batch_size=b,
+            learning_rate=w.LR,
+            optimizer_cls="Adam",
+            no_cuda=True,
+            steps_saving=None,
+        )
+        trainer = BaseTrainer(
+            model,
+            BaseDataset(data, torch.from_numpy(labels[: w.N_TRAIN].copy())),
+            training_config=config,
+            callbacks=[timer],
+        )
         try:
             trainer.train()
         except Done:
             pass
     with open(a.out, "w") as f:
-        json.dump({"runner": "pythae", "threads": torch.get_num_threads(), "timed_steps": a.steps,
-                   "seconds": timer.seconds, "images_per_s": timer.images / timer.seconds,
-                   "images_per_cpu_s": timer.images / timer.cpu}, f)
+        json.dump(
+            {
+                "runner": "pythae",
+                "threads": torch.get_num_threads(),
+                "timed_steps": a.steps,
+                "seconds": timer.seconds,
+                "images_per_s": timer.images / timer.seconds,
+                "images_per_cpu_s": timer.images / timer.cpu,
+            },
+            f,
+        )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,14 @@ def vae_command() -> list[str]:
 
 def env(threads: int, first: str | None = None) -> dict[str, str]:
     path = os.pathsep.join(p for p in (first, str(REPO), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "offline",
-            "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ,
+        "PYTHONPATH": path,
+        "OMP_NUM_THREADS": str(threads),
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def call(cmd: list[str], threads: int, log: Path, timeout: float = 1800, src: str | None = None) -> float:
@@ -45,8 +51,7 @@ def call(cmd: list[str], threads: int, log: Path, timeout: float = 1800, src: st
     instead of this one); returns the wall time.time() it started at."""
     started = time.time()
     with open(log, "w") as f:
-        proc = subprocess.run(cmd, cwd=REPO, env=env(threads, src), stdout=f, stderr=subprocess.STDOUT,
-                              timeout=timeout)
+        proc = subprocess.run(cmd, cwd=REPO, env=env(threads, src), stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
     if proc.returncode:
         tail = log.read_text().splitlines()[-15:]
         raise RuntimeError(f"{' '.join(cmd[:3])} … failed (exit {proc.returncode}); log {log}:\n" + "\n".join(tail))
@@ -66,16 +71,28 @@ def fit_yaml(path: Path, out: Path, warmup: int, steps: int, extra: str = "") ->
 
 
 # the bench's data layer over configs/mnist/vae.yaml: one fixed binarization, no validation split
-FIT_DATA = "data:\n  init_args: {binarize: fixed, val_size: 0, batch_size: %d}\n" % w.BATCH
+FIT_DATA = f"data:\n  init_args: {{binarize: fixed, val_size: 0, batch_size: {w.BATCH}}}\n"
 
 
 def run_fit(work: Path, tag: str, a, threads: int, model_args: list[str], src: str | None = None) -> dict:
     """`vae fit` on the MNIST workload through configs/base.yaml + configs/mnist/vae.yaml."""
     out = work / f"{tag}.json"
     bench_cfg = fit_yaml(work / f"{tag}.yaml", out, a.warmup, a.steps, FIT_DATA)
-    cmd = [*vae_command(), "fit", "--config", "configs/base.yaml", "--config", "configs/mnist/vae.yaml",
-           "--config", str(bench_cfg), "--data.init_args.data_dir", str(work / "mnist"),
-           "--trainer.default_root_dir", str(work / "runs" / tag), *model_args]
+    cmd = [
+        *vae_command(),
+        "fit",
+        "--config",
+        "configs/base.yaml",
+        "--config",
+        "configs/mnist/vae.yaml",
+        "--config",
+        str(bench_cfg),
+        "--data.init_args.data_dir",
+        str(work / "mnist"),
+        "--trainer.default_root_dir",
+        str(work / "runs" / tag),
+        *model_args,
+    ]
     call(cmd, threads, work / f"{tag}.log", src=src)
     shutil.rmtree(work / "runs" / tag, ignore_errors=True)  # checkpoints and W&B files: not needed
     return json.loads(out.read_text())
@@ -83,8 +100,24 @@ def run_fit(work: Path, tag: str, a, threads: int, model_args: list[str], src: s
 
 def run_module(work: Path, tag: str, a, threads: int, python: str, module: str, *extra: str) -> dict:
     out = work / f"{tag}.json"
-    call([python, "-m", module, "--out", str(out), "--warmup", str(a.warmup), "--steps", str(a.steps),
-          "--threads", str(threads), *extra], threads, work / f"{tag}.log")
+    call(
+        [
+            python,
+            "-m",
+            module,
+            "--out",
+            str(out),
+            "--warmup",
+            str(a.warmup),
+            "--steps",
+            str(a.steps),
+            "--threads",
+            str(threads),
+            *extra,
+        ],
+        threads,
+        work / f"{tag}.log",
+    )
     return json.loads(out.read_text())
 
 
@@ -95,10 +128,18 @@ def pythae_python() -> str | None:
         print("setting up bench/.venv-pythae (pip install pythae; torch comes from this environment) …", flush=True)
         try:
             subprocess.run([PY, "-m", "venv", str(VENV_PYTHAE)], check=True)
-            purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                     check=True, capture_output=True, text=True).stdout.strip()
-            ours = subprocess.run([PY, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                  check=True, capture_output=True, text=True).stdout.strip()
+            purelib = subprocess.run(
+                [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            ours = subprocess.run(
+                [PY, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
             Path(purelib, "vae_lightning_env.pth").write_text(ours + "\n")
             subprocess.run([str(python), "-m", "pip", "install", "--quiet", "pythae"], check=True, timeout=900)
         except (subprocess.SubprocessError, OSError) as err:
@@ -114,22 +155,43 @@ def summary(values: list[float]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds of the training runners "
-                   "(a single run scatters by ±15 %% on a 2-core VM: fewer rounds do not reproduce the medians)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=10,
+        help="interleaved rounds of the training runners "
+        "(a single run scatters by ±15 %% on a 2-core VM: fewer rounds do not reproduce the medians)",
+    )
     p.add_argument("--warmup", type=int, default=30, help="steps left out of each timing")
     p.add_argument("--steps", type=int, default=300, help="steps timed per run")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads in every runner")
     p.add_argument("--no-pythae", action="store_true", help="leave out pythae's trainer")
     p.add_argument("--no-compile", action="store_true", help="leave out `vae fit` with compile: true")
     p.add_argument("--no-extras", action="store_true", help="only the training rounds")
-    p.add_argument("--csv", action="store_true", help="also time `vae fit` with configs/logger/csv.yaml instead "
-                   "of the W&B logger of configs/base.yaml (what W&B costs)")
-    p.add_argument("--only", nargs="*", default=None,
-                   help="runners to time (fit, plain, plain-fused, pythae, compile, and fit-csv/fit-before when asked for)")
-    p.add_argument("--before", metavar="DIR", help="also time `vae fit` with the vae_lightning package in DIR "
-                   "(e.g. `git archive <commit> vae_lightning | tar -x -C DIR`): before/after a change")
-    p.add_argument("--mnist", metavar="DIR", default=str(w.SHARED_MNIST),
-                   help="folder with MNIST's t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz")
+    p.add_argument(
+        "--csv",
+        action="store_true",
+        help="also time `vae fit` with configs/logger/csv.yaml instead "
+        "of the W&B logger of configs/base.yaml (what W&B costs)",
+    )
+    p.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="runners to time (fit, plain, plain-fused, pythae, compile, and fit-csv/fit-before when asked for)",
+    )
+    p.add_argument(
+        "--before",
+        metavar="DIR",
+        help="also time `vae fit` with the vae_lightning package in DIR "
+        "(e.g. `git archive <commit> vae_lightning | tar -x -C DIR`): before/after a change",
+    )
+    p.add_argument(
+        "--mnist",
+        metavar="DIR",
+        default=str(w.SHARED_MNIST),
+        help="folder with MNIST's t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz",
+    )
     p.add_argument("--out", default=str(REPO / "runs" / "bench" / "results.json"))
     a = p.parse_args()
     from bench.extras import run_extras
@@ -168,11 +230,18 @@ def main() -> None:
             assert res["threads"] == a.threads, res
             rates[name].append(res["images_per_s"])
             cpu_rates[name].append(res["images_per_cpu_s"])
-        print(f"round {r + 1}/{a.rounds}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()) + " img/s",
-              flush=True)
+        print(
+            f"round {r + 1}/{a.rounds}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()) + " img/s",
+            flush=True,
+        )
 
-    results = {"machine": machine(), "args": vars(a), "data": note, "images_per_s": rates,
-               "images_per_cpu_s": cpu_rates}
+    results = {
+        "machine": machine(),
+        "args": vars(a),
+        "data": note,
+        "images_per_s": rates,
+        "images_per_cpu_s": cpu_rates,
+    }
     lines = ["", f"training images/s (median [min – max] over {a.rounds} rounds)"]
     lines += [f"  {name:<28}{summary(v)}" for name, v in rates.items()]
     if "plain" in rates:
@@ -214,5 +283,11 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "lightning": lightning.__version__, "load_avg_at_start": os.getloadavg()}
+    return {
+        "cpu": cpu or platform.processor(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "load_avg_at_start": os.getloadavg(),
+    }

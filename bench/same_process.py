@@ -48,9 +48,23 @@ def main() -> None:
     def fit(tag: str) -> dict:
         out = work / f"{tag}.json"
         cfg = fit_yaml(work / f"{tag}.yaml", out, a.warmup, a.steps, FIT_DATA)
-        vae(["fit", "--config", "configs/base.yaml", "--config", "configs/mnist/vae.yaml", "--config", str(cfg),
-             "--data.init_args.data_dir", str(work / "mnist"), "--trainer.default_root_dir", str(work / tag),
-             "--trainer.enable_model_summary", "false"])
+        vae(
+            [
+                "fit",
+                "--config",
+                "configs/base.yaml",
+                "--config",
+                "configs/mnist/vae.yaml",
+                "--config",
+                str(cfg),
+                "--data.init_args.data_dir",
+                str(work / "mnist"),
+                "--trainer.default_root_dir",
+                str(work / tag),
+                "--trainer.enable_model_summary",
+                "false",
+            ]
+        )
         import wandb
 
         wandb.finish()  # the next fit starts its own W&B run, as a new process would
@@ -66,8 +80,10 @@ def main() -> None:
     for r in range(a.rounds):
         for name in list(runners) if r % 2 == 0 else list(runners)[::-1]:
             rates[name].append(runners[name](f"{name}-{r}")["images_per_s"])
-        print(f"round {r + 1}/{a.rounds}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()) + " img/s",
-              flush=True)
+        print(
+            f"round {r + 1}/{a.rounds}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in rates.items()) + " img/s",
+            flush=True,
+        )
 
     results = {"rates": rates}
     print(f"\nratios per round, one process (median [min – max] over {a.rounds} rounds)")

@@ -36,8 +36,10 @@ def main() -> None:
     p.add_argument("--sample", type=int, default=20_000)
     p.add_argument("--all", action="store_true", help="also count the distinct images of all 737,280")
     args = p.parse_args()
-    print(f"RADIUS {sprites.RADIUS}, MARGIN {sprites.MARGIN}: mean on-pixel fraction {on_fraction(args.sample):.4f} "
-          f"over {args.sample} random images")
+    print(
+        f"RADIUS {sprites.RADIUS}, MARGIN {sprites.MARGIN}: mean on-pixel fraction {on_fraction(args.sample):.4f} "
+        f"over {args.sample} random images"
+    )
     if args.all:
         print(f"distinct images: {distinct_images():,} of {sprites.NUM_IMAGES:,}")
 

@@ -66,8 +66,11 @@ class Throughput(Callback):
             "steps": self.done,
         }
         if self.t1 is not None:
-            result.update(timed_steps=self.steps, seconds=self.t1 - self.t0,
-                          images_per_s=self.images / (self.t1 - self.t0),
-                          images_per_cpu_s=self.images / (self.c1 - self.c0))
+            result.update(
+                timed_steps=self.steps,
+                seconds=self.t1 - self.t0,
+                images_per_s=self.images / (self.t1 - self.t0),
+                images_per_cpu_s=self.images / (self.c1 - self.c0),
+            )
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text(json.dumps(result))

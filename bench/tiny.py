@@ -25,20 +25,38 @@ from bench import workloads as w
 from bench.run import FIT_DATA, PY, call, fit_yaml, run_module, vae_command
 
 TINY_MODEL = [
-    "--model.init_args.latent_dim", str(w.TINY_LATENT),
-    "--model.init_args.encoder", "vae_lightning.MLPEncoder",
-    "--model.init_args.encoder.init_args.hidden", f"[{w.TINY_HIDDEN}]",
-    "--model.init_args.decoder", "vae_lightning.MLPDecoder",
-    "--model.init_args.decoder.init_args.hidden", f"[{w.TINY_HIDDEN}]",
+    "--model.init_args.latent_dim",
+    str(w.TINY_LATENT),
+    "--model.init_args.encoder",
+    "vae_lightning.MLPEncoder",
+    "--model.init_args.encoder.init_args.hidden",
+    f"[{w.TINY_HIDDEN}]",
+    "--model.init_args.decoder",
+    "vae_lightning.MLPDecoder",
+    "--model.init_args.decoder.init_args.hidden",
+    f"[{w.TINY_HIDDEN}]",
 ]
 
 
 def run_fit(work: Path, tag: str, a, extra: list[str]) -> dict:
     out = work / f"{tag}.json"
     cfg = fit_yaml(work / f"{tag}.yaml", out, a.warmup, a.steps, FIT_DATA.replace(str(w.BATCH), str(w.TINY_BATCH)))
-    cmd = [*vae_command(), "fit", "--config", "configs/base.yaml", "--config", "configs/mnist/vae.yaml",
-           "--config", str(cfg), *TINY_MODEL, "--data.init_args.data_dir", str(work / "mnist"),
-           "--trainer.default_root_dir", str(work / "runs" / tag), *extra]
+    cmd = [
+        *vae_command(),
+        "fit",
+        "--config",
+        "configs/base.yaml",
+        "--config",
+        "configs/mnist/vae.yaml",
+        "--config",
+        str(cfg),
+        *TINY_MODEL,
+        "--data.init_args.data_dir",
+        str(work / "mnist"),
+        "--trainer.default_root_dir",
+        str(work / "runs" / tag),
+        *extra,
+    ]
     call(cmd, a.threads, work / f"{tag}.log")
     shutil.rmtree(work / "runs" / tag, ignore_errors=True)
     return json.loads(out.read_text())
@@ -60,8 +78,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="vae-bench-tiny-"))
     images, labels, note = w.mnist_images()
     w.write_mnist_raw(work / "mnist", images, labels)
-    print(f"data: {note}; tiny MLP VAE, batch {w.TINY_BATCH}, threads {a.threads}; load {os.getloadavg()[0]:.1f}; "
-          f"logs in {work}", flush=True)
+    print(
+        f"data: {note}; tiny MLP VAE, batch {w.TINY_BATCH}, threads {a.threads}; load {os.getloadavg()[0]:.1f}; "
+        f"logs in {work}",
+        flush=True,
+    )
     runners = {
         "fit": lambda tag: run_fit(work, tag, a, []),
         "plain-fused": lambda tag: run_module(work, tag, a, a.threads, PY, "bench.plain", "--fused", "--tiny"),
@@ -74,8 +95,12 @@ def main() -> None:
         for name in list(runners) if r % 2 == 0 else list(runners)[::-1]:
             ms[name].append(ms_per_step(runners[name](f"{name}-{r}")))
         loads.append(os.getloadavg()[0])
-        print(f"round {r + 1}/{a.rounds}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in ms.items()) +
-              f" ms/step (load {loads[-1]:.1f})", flush=True)
+        print(
+            f"round {r + 1}/{a.rounds}: "
+            + ", ".join(f"{k} {v[-1]:.3f}" for k, v in ms.items())
+            + f" ms/step (load {loads[-1]:.1f})",
+            flush=True,
+        )
     results = {"ms_per_step": ms, "load_avg": loads, "data": note, "args": vars(a)}
     print(f"\nms per step (median [min – max] over {a.rounds} rounds)")
     for name, v in ms.items():

@@ -67,8 +67,12 @@ def write_mnist_raw(root: Path, images: np.ndarray, labels: np.ndarray) -> Path:
     raw.mkdir(parents=True, exist_ok=True)
     for split, sl in (("train", slice(0, N_TRAIN)), ("t10k", slice(N_TRAIN, None))):
         x, y = images[sl], labels[sl]
-        (raw / f"{split}-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + np.array(x.shape, ">i4").tobytes() + x.tobytes())
-        (raw / f"{split}-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + np.array([len(y)], ">i4").tobytes() + y.tobytes())
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(
+            b"\x00\x00\x08\x03" + np.array(x.shape, ">i4").tobytes() + x.tobytes()
+        )
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(
+            b"\x00\x00\x08\x01" + np.array([len(y)], ">i4").tobytes() + y.tobytes()
+        )
     return root
 
 
@@ -84,16 +88,20 @@ def train_images(images: np.ndarray) -> torch.Tensor:
 def nets() -> tuple[torch.nn.Module, torch.nn.Module]:
     from vae_lightning.nets import ConvDecoder, ConvEncoder
 
-    return (ConvEncoder(IMAGE_SHAPE, LATENT, channels=CHANNELS, hidden=HIDDEN),
-            ConvDecoder(IMAGE_SHAPE, LATENT, channels=CHANNELS, hidden=HIDDEN))
+    return (
+        ConvEncoder(IMAGE_SHAPE, LATENT, channels=CHANNELS, hidden=HIDDEN),
+        ConvDecoder(IMAGE_SHAPE, LATENT, channels=CHANNELS, hidden=HIDDEN),
+    )
 
 
 def tiny_nets() -> tuple[torch.nn.Module, torch.nn.Module]:
     """The tiny-step workload's nets: one hidden layer of TINY_HIDDEN units each way, TINY_LATENT latents."""
     from vae_lightning.nets import MLPDecoder, MLPEncoder
 
-    return (MLPEncoder(IMAGE_SHAPE, TINY_LATENT, hidden=(TINY_HIDDEN,)),
-            MLPDecoder(IMAGE_SHAPE, TINY_LATENT, hidden=(TINY_HIDDEN,)))
+    return (
+        MLPEncoder(IMAGE_SHAPE, TINY_LATENT, hidden=(TINY_HIDDEN,)),
+        MLPDecoder(IMAGE_SHAPE, TINY_LATENT, hidden=(TINY_HIDDEN,)),
+    )
 
 
 def objective(encoder, decoder, likelihood, x: torch.Tensor) -> torch.Tensor:

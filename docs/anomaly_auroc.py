@@ -44,7 +44,9 @@ def main() -> None:
     train = x[:9000][y[:9000] != 9].float() / 255  # gray; binarized anew at every step
     held_out = torch.cat([(y[:9000] == 9).nonzero().squeeze(1), torch.arange(9000, 10000)])
     x_test, is_nine = fixed_binarization(x[held_out], 1).float() / 255, (y[held_out] == 9).long()
-    print(f"training on {len(train)} digits 0-8; scoring {len(x_test)} held-out digits, {int(is_nine.sum())} of them 9s")
+    print(
+        f"training on {len(train)} digits 0-8; scoring {len(x_test)} held-out digits, {int(is_nine.sum())} of them 9s"
+    )
 
     nets = (partial(ConvEncoder, channels=[32, 64], hidden=256), partial(ConvDecoder, channels=[32, 64], hidden=256))
     encoder, decoder = nets if a.net == "conv" else (MLPEncoder, MLPDecoder)
@@ -58,7 +60,7 @@ def main() -> None:
     step = 0
     for target in sorted(a.steps):
         model.train()
-        for step in range(step, target):
+        for _ in range(step, target):
             batch = torch.bernoulli(train[torch.randint(len(train), (128,))])
             f = model(batch)
             loss = f.recon.mean() + f.kl.mean()

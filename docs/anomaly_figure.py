@@ -13,9 +13,9 @@ import csv
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchmetrics.functional.classification import binary_auroc  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from torchmetrics.functional.classification import binary_auroc
 
 
 def main() -> None:

@@ -18,12 +18,18 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # a model small enough for steps of a few milliseconds (command-line arguments of `vae`)
 TINY_MODEL = [
-    "--model", "vae_lightning.VAE",
-    "--model.init_args.latent_dim", "4",
-    "--model.init_args.encoder", "vae_lightning.MLPEncoder",
-    "--model.init_args.encoder.init_args.hidden", "[32]",
-    "--model.init_args.decoder", "vae_lightning.MLPDecoder",
-    "--model.init_args.decoder.init_args.hidden", "[32]",
+    "--model",
+    "vae_lightning.VAE",
+    "--model.init_args.latent_dim",
+    "4",
+    "--model.init_args.encoder",
+    "vae_lightning.MLPEncoder",
+    "--model.init_args.encoder.init_args.hidden",
+    "[32]",
+    "--model.init_args.decoder",
+    "vae_lightning.MLPDecoder",
+    "--model.init_args.decoder.init_args.hidden",
+    "[32]",
 ]
 
 
@@ -32,7 +38,9 @@ def _vae_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "vae_lightning"]
 
 
-def run_vae(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_vae(
+    *args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run the real `vae` console script in a subprocess with W&B offline."""
     full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from conftest import run_vae, write_mnist_raw
 
 pytestmark = pytest.mark.slow
@@ -21,20 +22,43 @@ def scored(mnist_test_split, tmp_path_factory):
     images, labels = torch.cat([x[train], x[held_out]]), torch.cat([y[train], y[held_out]])
     root = write_mnist_raw(tmp, "MNIST", images, labels, n_train=len(train))
     common = [
-        "--config", "configs/base.yaml", "--config", "configs/mnist/vae.yaml",
-        "--model.init_args.encoder", "vae_lightning.MLPEncoder", "--model.init_args.decoder", "vae_lightning.MLPDecoder",
-        "--data.init_args.data_dir", str(root), "--data.init_args.val_size", "500",
-        "--trainer.default_root_dir", str(tmp / "run"), "--images.every_n_val", "0",
+        "--config",
+        "configs/base.yaml",
+        "--config",
+        "configs/mnist/vae.yaml",
+        "--model.init_args.encoder",
+        "vae_lightning.MLPEncoder",
+        "--model.init_args.decoder",
+        "vae_lightning.MLPDecoder",
+        "--data.init_args.data_dir",
+        str(root),
+        "--data.init_args.val_size",
+        "500",
+        "--trainer.default_root_dir",
+        str(tmp / "run"),
+        "--images.every_n_val",
+        "0",
     ]
     r = run_vae("fit", *common, "--trainer.max_steps", "800", "--trainer.val_check_interval", "400")
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp / "scores.csv"
-    r = run_vae("predict", *common, "--ckpt_path", "last",
-                "--model.init_args.iw_samples", "20", "--scores.path", str(out),
-                "--scores.fpr", "0.05", "--scores.anomalous_labels", "9")
+    r = run_vae(
+        "predict",
+        *common,
+        "--ckpt_path",
+        "last",
+        "--model.init_args.iw_samples",
+        "20",
+        "--scores.path",
+        str(out),
+        "--scores.fpr",
+        "0.05",
+        "--scores.anomalous_labels",
+        "9",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     print(r.stdout[-2000:])  # the README's numbers (pytest -s)
-    return list(csv.DictReader(out.open())), labels[len(train):], json.loads(out.with_suffix(".json").read_text())
+    return list(csv.DictReader(out.open())), labels[len(train) :], json.loads(out.with_suffix(".json").read_text())
 
 
 def column(rows, name: str) -> torch.Tensor:

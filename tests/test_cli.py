@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from conftest import REPO, run_vae
-from vae_lightning import DIPVAE, IWAE, BetaTCVAE, BetaVAE, FactorVAE, FreeBitsVAE, VAE
+from vae_lightning import DIPVAE, IWAE, VAE, BetaTCVAE, BetaVAE, FactorVAE, FreeBitsVAE
 from vae_lightning.cli import main
 from vae_lightning.cli.lightning import VAECLI
 
@@ -20,14 +20,35 @@ VARIANTS = [p for p in EXPERIMENTS if p.name != "vae.yaml"]  # stacked on their 
 LAYERS = sorted([*CONFIGS.glob("logger/*.yaml"), *CONFIGS.glob("trainer/*.yaml"), CONFIGS / "demo.yaml"])
 MODEL_BLOCKS = sorted(CONFIGS.glob("model/*.yaml"))  # subclass values that experiments name by path
 SWEEPS = sorted(CONFIGS.glob("sweeps/*.yaml"))  # W&B sweep files; their command is parsed below
-SPRITES = {"sprites/vae.yaml": VAE, "sprites/beta_vae.yaml": BetaVAE,
-           "sprites/beta_vae_capacity.yaml": BetaVAE, "sprites/free_bits.yaml": FreeBitsVAE,
-           "sprites/beta_tcvae.yaml": BetaTCVAE, "sprites/factor_vae.yaml": FactorVAE, "sprites/dip_vae_i.yaml": DIPVAE,
-           "sprites/dip_vae_ii.yaml": DIPVAE, "sprites/iwae.yaml": IWAE, "sprites/annealed_vae.yaml": BetaVAE}
+SPRITES = {
+    "sprites/vae.yaml": VAE,
+    "sprites/beta_vae.yaml": BetaVAE,
+    "sprites/beta_vae_capacity.yaml": BetaVAE,
+    "sprites/free_bits.yaml": FreeBitsVAE,
+    "sprites/beta_tcvae.yaml": BetaTCVAE,
+    "sprites/factor_vae.yaml": FactorVAE,
+    "sprites/dip_vae_i.yaml": DIPVAE,
+    "sprites/dip_vae_ii.yaml": DIPVAE,
+    "sprites/iwae.yaml": IWAE,
+    "sprites/annealed_vae.yaml": BetaVAE,
+}
 # small and quick: a few thousand sprites, short validation, batch 16
-QUICK = ["--data.init_args.num_images", "3000", "--data.init_args.val_size", "200", "--data.init_args.batch_size", "16",
-         "--trainer.val_check_interval", "10", "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "5",
-         "--trainer.enable_progress_bar", "false"]
+QUICK = [
+    "--data.init_args.num_images",
+    "3000",
+    "--data.init_args.val_size",
+    "200",
+    "--data.init_args.batch_size",
+    "16",
+    "--trainer.val_check_interval",
+    "10",
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.log_every_n_steps",
+    "5",
+    "--trainer.enable_progress_bar",
+    "false",
+]
 
 
 def test_help_is_instant_and_lists_the_subcommands(capsys):
@@ -147,7 +168,15 @@ def test_sprites_variant_trains_logs_to_wandb_offline_and_resumes(experiment, tm
     runs = list((root / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     record = next(runs[0].glob("run-*.wandb")).read_bytes()
-    for key in (b"train/loss", b"train/recon", b"train/kl", b"train/elbo", b"train/kl_weight", b"val/loss", b"val/elbo"):
+    for key in (
+        b"train/loss",
+        b"train/recon",
+        b"train/kl",
+        b"train/elbo",
+        b"train/kl_weight",
+        b"val/loss",
+        b"val/elbo",
+    ):
         assert key in record
     assert b'"class_path":"vae_lightning.data.SpritesDataModule"' in record and b"_instantiator" not in record
     assert (runs[0] / "files" / "vae_config.yaml").exists()
@@ -163,8 +192,9 @@ def test_sprites_variant_trains_logs_to_wandb_offline_and_resumes(experiment, tm
     assert model.sample(2).shape == (2, 1, 64, 64)
 
     # resume: the global step continues from 20 (the CSV logger shows the steps of the second run)
-    second = run_vae("fit", *common, "--config", "configs/logger/csv.yaml", "--trainer.max_steps", "35",
-                     "--ckpt_path", "last")
+    second = run_vae(
+        "fit", *common, "--config", "configs/logger/csv.yaml", "--trainer.max_steps", "35", "--ckpt_path", "last"
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     assert _last_step(last) == 35
     rows = list(csv.DictReader(open(next((root / "csv").glob("version_*/metrics.csv")))))
@@ -176,13 +206,26 @@ def test_sprites_variant_trains_logs_to_wandb_offline_and_resumes(experiment, tm
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--config", "configs/sprites/vae.yaml", "--config", "configs/sprites/beta_vae.yaml",
-          "--model.init_args.beta", "-1"], "beta must be >= 0, got -1.0."),
+        (
+            [
+                "--config",
+                "configs/sprites/vae.yaml",
+                "--config",
+                "configs/sprites/beta_vae.yaml",
+                "--model.init_args.beta",
+                "-1",
+            ],
+            "beta must be >= 0, got -1.0.",
+        ),
         (["--config", "configs/sprites/vae.yaml", "--model.init_args.latent_dims", "3"], "latent_dims"),
-        (["--config", "configs/mnist/vae.yaml", "--data.init_args.data_dir", "/no/such/dir"],
-         "data_dir '/no/such/dir' does not exist"),
-        (["--config", "configs/sprites/vae.yaml", "--model.init_args.image_shape", "[1,28,28]"],
-         "image_shape is (1, 28, 28) but SpritesDataModule yields (1, 64, 64)"),
+        (
+            ["--config", "configs/mnist/vae.yaml", "--data.init_args.data_dir", "/no/such/dir"],
+            "data_dir '/no/such/dir' does not exist",
+        ),
+        (
+            ["--config", "configs/sprites/vae.yaml", "--model.init_args.image_shape", "[1,28,28]"],
+            "image_shape is (1, 28, 28) but SpritesDataModule yields (1, 64, 64)",
+        ),
     ],
     ids=["negative-beta", "unknown-key", "missing-data-dir", "28px-net-on-64px-data"],
 )
@@ -198,11 +241,31 @@ def test_wrong_values_get_one_sentence_and_a_nonzero_exit(args, message, tmp_pat
 @pytest.mark.slow
 def test_mnist_vae_trains_from_local_files(mnist_dir, tmp_path):
     root = tmp_path / "run"
-    result = run_vae("fit", "--config", "configs/base.yaml", "--config", "configs/mnist/vae.yaml",
-                     "--config", "configs/logger/csv.yaml", "--data.init_args.data_dir", str(mnist_dir),
-                     "--data.init_args.val_size", "500", "--trainer.max_steps", "30", "--trainer.val_check_interval", "15",
-                     "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "5",
-                     "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root))
+    result = run_vae(
+        "fit",
+        "--config",
+        "configs/base.yaml",
+        "--config",
+        "configs/mnist/vae.yaml",
+        "--config",
+        "configs/logger/csv.yaml",
+        "--data.init_args.data_dir",
+        str(mnist_dir),
+        "--data.init_args.val_size",
+        "500",
+        "--trainer.max_steps",
+        "30",
+        "--trainer.val_check_interval",
+        "15",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.log_every_n_steps",
+        "5",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader(open(next((root / "csv").glob("version_*/metrics.csv")))))
     elbos = [float(r["val/elbo"]) for r in rows if r.get("val/elbo")]

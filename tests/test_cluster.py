@@ -16,16 +16,30 @@ from vae_lightning.cli.slurm import TEMPLATES, job_from_args, render
 
 TINY = [
     *TINY_MODEL,
-    "--data.init_args.num_images", "240",
-    "--data.init_args.val_size", "40",
-    "--data.init_args.batch_size", "16",
-    "--trainer.logger", "false",
-    "--trainer.enable_progress_bar", "false",
-    "--images.every_n_val", "0",
+    "--data.init_args.num_images",
+    "240",
+    "--data.init_args.val_size",
+    "40",
+    "--data.init_args.batch_size",
+    "16",
+    "--trainer.logger",
+    "false",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--images.every_n_val",
+    "0",
 ]
-FAKE_SLURM = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "vae-test", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1",
-              "SLURM_NNODES": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
-              "SLURM_NODELIST": "localhost"}
+FAKE_SLURM = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NAME": "vae-test",
+    "SLURM_NTASKS": "1",
+    "SLURM_NTASKS_PER_NODE": "1",
+    "SLURM_NNODES": "1",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "0",
+    "SLURM_NODELIST": "localhost",
+}
 
 
 def error_of(args, capsys) -> str:
@@ -41,21 +55,39 @@ def error_of(args, capsys) -> str:
 def test_bf16_mixed_fit_on_the_cpu_has_finite_losses(tmp_path):
     from vae_lightning.cli import run
 
-    cli = run(["fit", *TINY, "--trainer.accelerator", "cpu", "--trainer.precision", "bf16-mixed",
-               "--trainer.max_steps", "20", "--trainer.val_check_interval", "10",
-               "--trainer.log_every_n_steps", "5",  # train metrics exist on the written steps
-               "--trainer.default_root_dir", str(tmp_path)])
+    cli = run(
+        [
+            "fit",
+            *TINY,
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.precision",
+            "bf16-mixed",
+            "--trainer.max_steps",
+            "20",
+            "--trainer.val_check_interval",
+            "10",
+            "--trainer.log_every_n_steps",
+            "5",  # train metrics exist on the written steps
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ]
+    )
     assert cli.trainer.precision == "bf16-mixed"
     metrics = cli.trainer.callback_metrics
     for key in ("train/loss", "val/loss", "val/kl", "val/recon", "val/elbo"):
         assert math.isfinite(float(metrics[key])), (key, metrics[key])
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--trainer.accelerator", "cpu", "--trainer.precision", "16-mixed"], "bf16-mixed"),
-    (["--trainer.accelerator", "cpu", "--trainer.devices", "4096"], "devices=4096"),
-    (["--trainer.accelerator", "gpu", "--trainer.devices", "1"], "CUDA GPUs"),
-], ids=["16-mixed-on-cpu", "more-cpu-devices-than-cores", "gpu-without-gpu"])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--trainer.accelerator", "cpu", "--trainer.precision", "16-mixed"], "bf16-mixed"),
+        (["--trainer.accelerator", "cpu", "--trainer.devices", "4096"], "devices=4096"),
+        (["--trainer.accelerator", "gpu", "--trainer.devices", "1"], "CUDA GPUs"),
+    ],
+    ids=["16-mixed-on-cpu", "more-cpu-devices-than-cores", "gpu-without-gpu"],
+)
 def test_impossible_hardware_settings_are_one_line_errors(args, words, capsys):
     if "gpu" in args:
         import torch
@@ -68,8 +100,9 @@ def test_impossible_hardware_settings_are_one_line_errors(args, words, capsys):
 def test_devices_that_differ_from_slurm_tasks_are_one_line_errors(monkeypatch, capsys):
     for name, value in FAKE_SLURM.items():
         monkeypatch.setenv(name, value)
-    line = error_of(["fit", *TINY, "--trainer.accelerator", "cpu", "--trainer.devices", "2",
-                     "--trainer.strategy", "ddp"], capsys)
+    line = error_of(
+        ["fit", *TINY, "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"], capsys
+    )
     assert "trainer.devices=2" in line and "--ntasks-per-node=1" in line
 
 
@@ -83,9 +116,24 @@ def test_a_slurm_job_names_its_wandb_run_after_the_job_and_allows_resuming(tmp_p
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cli = run(["fit", "--config", str(REPO / "configs/base.yaml"), *TINY[:-6], "--trainer.accelerator", "cpu",
-               "--trainer.enable_progress_bar", "false", "--images.every_n_val", "0", "--trainer.max_steps", "2",
-               "--trainer.default_root_dir", str(tmp_path)])
+    cli = run(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs/base.yaml"),
+            *TINY[:-6],
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--images.every_n_val",
+            "0",
+            "--trainer.max_steps",
+            "2",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ]
+    )
     try:
         assert cli.trainer.logger.experiment.id == "slurm-4242"
         assert cli.trainer.logger._wandb_init["resume"] == "allow"
@@ -97,10 +145,16 @@ def test_a_slurm_job_names_its_wandb_run_after_the_job_and_allows_resuming(tmp_p
 
 # ---- vae slurm submit ----------------------------------------------------------------------------
 
+
 def dry_run(*args: str, cwd: Path = REPO) -> str:
     path = f"{Path(os.sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # `vae` on PATH: scripts say `vae`
-    result = subprocess.run(["vae", "slurm", "submit", *args, "--dry-run"], cwd=cwd, capture_output=True, text=True,
-                            env={**os.environ, "PATH": path})
+    result = subprocess.run(
+        ["vae", "slurm", "submit", *args, "--dry-run"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": path},
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -111,8 +165,11 @@ def test_dry_run_of_every_template_shape_is_valid_bash_with_the_directives(name,
     path = tmp_path / name
     path.write_text(script)
     assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
-    directives = dict(line.removeprefix("#SBATCH --").partition("=")[::2] for line in script.splitlines()
-                      if line.startswith("#SBATCH"))
+    directives = dict(
+        line.removeprefix("#SBATCH --").partition("=")[::2]
+        for line in script.splitlines()
+        if line.startswith("#SBATCH")
+    )
     args = TEMPLATES[name]
     gpus = args[args.index("--gpus-per-node") + 1]
     nodes = args[args.index("--nodes") + 1] if "--nodes" in args else "1"
@@ -131,12 +188,16 @@ def test_shipped_templates_are_the_rendered_ones(name):
     assert (REPO / "slurm" / name).read_text() == render(job), "regenerate with vae_lightning.cli.slurm.write_templates"
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--nodes", "-1"], "--nodes must be >= 1, got -1"),
-    (["--gpus-per-node", "2", "--ntasks-per-node", "1"], "--ntasks-per-node 1 must equal --gpus-per-node 2"),
-    (["--gpus-per-node", "0", "--", "--trainer.precision", "16-mixed"], "needs a CUDA GPU"),
-    (["--array", "model.init_args.beta="], "--array takes KEY=V1,V2"),
-], ids=["negative-nodes", "tasks-not-devices", "16-mixed-on-cpu", "empty-array"])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--nodes", "-1"], "--nodes must be >= 1, got -1"),
+        (["--gpus-per-node", "2", "--ntasks-per-node", "1"], "--ntasks-per-node 1 must equal --gpus-per-node 2"),
+        (["--gpus-per-node", "0", "--", "--trainer.precision", "16-mixed"], "needs a CUDA GPU"),
+        (["--array", "model.init_args.beta="], "--array takes KEY=V1,V2"),
+    ],
+    ids=["negative-nodes", "tasks-not-devices", "16-mixed-on-cpu", "empty-array"],
+)
 def test_bad_submit_options_are_one_line_errors(args, words, capsys):
     assert words in error_of(["slurm", "submit", "--config", str(REPO / "configs/base.yaml"), *args], capsys)
 
@@ -165,5 +226,9 @@ def test_wandb_sweep_command_runs_vae_fit_with_the_swept_value_in_its_own_folder
     assert config["model"]["init_args"]["beta"] == 8
     assert config["trainer"]["default_root_dir"] == "runs/sweep-beta/abc123"
     logger = config["trainer"]["logger"]["init_args"]
-    assert (logger["group"], logger["job_type"], logger["tags"], logger["offline"]) == ("sweep-beta", "fit",
-                                                                                         ["sweep"], False)
+    assert (logger["group"], logger["job_type"], logger["tags"], logger["offline"]) == (
+        "sweep-beta",
+        "fit",
+        ["sweep"],
+        False,
+    )

@@ -27,8 +27,9 @@ def owners(tmp_path_factory):
     fit.add_argument("--max_steps", type=int)
     subcommands.add_subcommand("fit", fit)
     return {
-        "Trainer": Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                           default_root_dir=str(root)),
+        "Trainer": Trainer(
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, default_root_dir=str(root)
+        ),
         "ModelCheckpoint": ModelCheckpoint(dirpath=str(root)),
         "_CheckpointConnector": _CheckpointConnector,
         "LightningCLI": LightningCLI,
@@ -41,7 +42,8 @@ def owners(tmp_path_factory):
 @pytest.mark.parametrize("owner, attribute", compat.PRIVATE, ids=[f"{o}.{a}" for o, a in compat.PRIVATE])
 def test_every_private_attribute_that_compat_uses_still_exists(owners, owner, attribute):
     assert hasattr(owners[owner], attribute), (
-        f"{owner}.{attribute} is gone in this Lightning/W&B/jsonargparse release; update vae_lightning/runtime/compat.py"
+        f"{owner}.{attribute} is gone in this Lightning/W&B/jsonargparse release; "
+        "update vae_lightning/runtime/compat.py"
     )
 
 
@@ -74,6 +76,7 @@ OURS += [LogConfig, VAECLI, AtomicCheckpointIO]
 
 @pytest.mark.parametrize("cls", OURS, ids=lambda c: c.__name__)
 def test_every_overridden_hook_is_marked_override(cls):
-    unmarked = [name for name, fn in _overridden_hooks(cls)
-                if name != "__init__" and not getattr(fn, "__override__", False)]
+    unmarked = [
+        name for name, fn in _overridden_hooks(cls) if name != "__init__" and not getattr(fn, "__override__", False)
+    ]
     assert not unmarked, f"{cls.__name__} overrides {unmarked} without @override"

@@ -17,8 +17,8 @@ from vae_lightning.data import (
     ImageFolderDataModule,
     MNISTDataModule,
     SpritesDataModule,
+    sprites,
 )
-from vae_lightning.data import sprites
 from vae_lightning.errors import UserError
 
 
@@ -52,8 +52,9 @@ def test_sprites_render_binary_shapes_that_move_scale_and_stay_inside():
 
 
 def test_sprites_module_is_deterministic_and_split_is_disjoint():
-    a, b = SpritesDataModule(batch_size=16, val_size=100, num_images=1000), SpritesDataModule(
-        batch_size=16, val_size=100, num_images=1000
+    a, b = (
+        SpritesDataModule(batch_size=16, val_size=100, num_images=1000),
+        SpritesDataModule(batch_size=16, val_size=100, num_images=1000),
     )
     a.setup("fit"), b.setup("fit")
     assert len(a.val_idx) == 100 and len(a.train_idx) == 900
@@ -168,11 +169,13 @@ def write_celeba(tmp_path: Path, monkeypatch, parts=(0, 0, 0, 0, 1, 1, 2, 2), no
     (root / "list_bbox_celeba.txt").write_text(f"{count}\nimage_id x_1 y_1 width height\n" + bbox)
     (root / "list_landmarks_align_celeba.txt").write_text(
         f"{count}\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y "
-        "leftmouth_x leftmouth_y rightmouth_x rightmouth_y\n"
-        + "".join(f"{n} 1 2 3 4 5 6 7 8 9 10\n" for n in names)
+        "leftmouth_x leftmouth_y rightmouth_x rightmouth_y\n" + "".join(f"{n} 1 2 3 4 5 6 7 8 9 10\n" for n in names)
     )
-    monkeypatch.setattr(CelebA, "file_list", [(fid, _md5(root / f) if (root / f).exists() else md5, f)
-                                              for fid, md5, f in CelebA.file_list])
+    monkeypatch.setattr(
+        CelebA,
+        "file_list",
+        [(fid, _md5(root / f) if (root / f).exists() else md5, f) for fid, md5, f in CelebA.file_list],
+    )
 
 
 def test_celeba_reads_torchvision_layout_at_64px(tmp_path, monkeypatch):
@@ -198,8 +201,9 @@ def write_images(folder: Path, n: int, size=(40, 30)) -> None:
 @pytest.mark.parametrize("channels", [1, 3])
 def test_image_folder_resizes_and_converts(tmp_path, channels):
     write_images(tmp_path / "imgs", 10)
-    dm = ImageFolderDataModule(data_dir=str(tmp_path / "imgs"), image_size=32, channels=channels, batch_size=4,
-                               val_size=2, num_workers=0)
+    dm = ImageFolderDataModule(
+        data_dir=str(tmp_path / "imgs"), image_size=32, channels=channels, batch_size=4, val_size=2, num_workers=0
+    )
     dm.setup("fit")
     assert (len(dm.train_set), len(dm.val_set)) == (8, 2)
     x, _ = first_batch(dm.train_dataloader())

@@ -7,22 +7,29 @@ import os
 
 import pytest
 import torch
+from probe import RecordIndices
 
 from conftest import REPO, TINY_MODEL, run_vae
-from probe import RecordIndices
 from vae_lightning.cli.lightning import VAECLI
 
 # 45 held-out sprites at batch 16: ranks test 23 and 22 examples in batches of 16+7 and 16+6, so
 # averaging per-rank means would differ from the mean over all 45.
 TINY = [
-    "--config", str(REPO / "configs/base.yaml"),
+    "--config",
+    str(REPO / "configs/base.yaml"),
     *TINY_MODEL,
-    "--data.init_args.num_images", "301",
-    "--data.init_args.val_size", "45",
-    "--data.init_args.batch_size", "16",
-    "--trainer.accelerator", "cpu",
-    "--trainer.enable_progress_bar", "false",
-    "--images.num_images", "8",
+    "--data.init_args.num_images",
+    "301",
+    "--data.init_args.val_size",
+    "45",
+    "--data.init_args.batch_size",
+    "16",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--images.num_images",
+    "8",
 ]
 DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
 ENV = {"PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -35,8 +42,19 @@ def probe(out) -> list[str]:
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    fit = run_vae("fit", *TINY, *DDP, "--trainer.default_root_dir", str(root / "run"), "--trainer.max_steps", "20",
-                  "--trainer.val_check_interval", "10", *probe(root / "fit"), env=ENV)
+    fit = run_vae(
+        "fit",
+        *TINY,
+        *DDP,
+        "--trainer.default_root_dir",
+        str(root / "run"),
+        "--trainer.max_steps",
+        "20",
+        "--trainer.val_check_interval",
+        "10",
+        *probe(root / "fit"),
+        env=ENV,
+    )
     assert fit.returncode == 0, fit.stderr[-3000:]
     return root
 
@@ -52,28 +70,57 @@ def test_ddp_fit_splits_the_data_and_only_rank_zero_writes(ddp_run):
     # both ranks agreed on one run folder (version_0) and only rank zero wrote into it
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["version_0"]
     folder = run / "checkpoints" / "version_0"
-    assert sorted(p.name for p in folder.iterdir()) == ["best-20.ckpt", "history.csv", "last.ckpt", "summary.json",
-                                                       "vae_config.yaml"]  # checkpoints and run records
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "best-20.ckpt",
+        "history.csv",
+        "last.ckpt",
+        "summary.json",
+        "vae_config.yaml",
+    ]  # checkpoints and run records
     steps = [row.split(",")[0] for row in (folder / "history.csv").read_text().splitlines()[1:]]
     assert steps == sorted(set(steps), key=int)  # one writer: each logged step once
     assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 20
     # two validations: each picture drawn once (by rank zero), at steps 10 and 20
     pngs = [p.name for p in (run / "images" / "version_0").glob("*.png")]
-    assert pngs and len(pngs) == len(set(pngs)) and {"reconstructions_step0000010.png",
-                                                      "reconstructions_step0000020.png"} <= set(pngs)
+    assert (
+        pngs
+        and len(pngs) == len(set(pngs))
+        and {"reconstructions_step0000010.png", "reconstructions_step0000020.png"} <= set(pngs)
+    )
     assert not list(run.rglob("*rank1*")) and not list(run.rglob("version_1"))
 
 
 @pytest.mark.slow
 def test_ddp_test_metrics_equal_a_single_process_evaluation(ddp_run):
     ckpt = ddp_run / "run" / "checkpoints" / "version_0" / "last.ckpt"
-    test = run_vae("test", *TINY, *DDP, "--trainer.logger", "false", "--trainer.default_root_dir",
-                   str(ddp_run / "test-ddp"), "--ckpt_path", str(ckpt), *probe(ddp_run / "ddp"), env=ENV)
+    test = run_vae(
+        "test",
+        *TINY,
+        *DDP,
+        "--trainer.logger",
+        "false",
+        "--trainer.default_root_dir",
+        str(ddp_run / "test-ddp"),
+        "--ckpt_path",
+        str(ckpt),
+        *probe(ddp_run / "ddp"),
+        env=ENV,
+    )
     assert test.returncode == 0, test.stderr[-3000:]
     ddp = json.loads((ddp_run / "ddp" / "test_metrics.json").read_text())
     # the same checkpoint evaluated by one process, in this one
-    single = VAECLI([*TINY, "--trainer.devices", "1", "--trainer.logger", "false", "--trainer.default_root_dir",
-                     str(ddp_run / "test-single")], run=False)
+    single = VAECLI(
+        [
+            *TINY,
+            "--trainer.devices",
+            "1",
+            "--trainer.logger",
+            "false",
+            "--trainer.default_root_dir",
+            str(ddp_run / "test-single"),
+        ],
+        run=False,
+    )
     single.trainer.callbacks.append(RecordIndices(str(ddp_run / "single")))
     single.trainer.test(single.model, datamodule=single.datamodule, ckpt_path=str(ckpt))
     one = json.loads((ddp_run / "single" / "test_metrics.json").read_text())

@@ -8,19 +8,22 @@ import pytest
 import torch
 from torch import nn
 
-from vae_lightning import MLPDecoder, MLPEncoder, VAE
-from vae_lightning.evaluation import pictures
+from vae_lightning import VAE, MLPDecoder, MLPEncoder
+from vae_lightning.callbacks import FID
 from vae_lightning.callbacks.collapse import CollapseMonitor, kl_bar_chart
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
-from vae_lightning.callbacks import FID
+from vae_lightning.evaluation import pictures
 from vae_lightning.evaluation.fid import make_fid
 
 
 def fake_run(tmp_path, kl_per_dim, active):
     trainer = SimpleNamespace(sanity_checking=False, global_step=7, default_root_dir=str(tmp_path), loggers=[])
-    stats = {"kl_per_dim": torch.tensor(kl_per_dim), "mu_var": torch.tensor([0.5 if a else 0.0 for a in active]),
-             "active_units": torch.tensor(sum(active))}
+    stats = {
+        "kl_per_dim": torch.tensor(kl_per_dim),
+        "mu_var": torch.tensor([0.5 if a else 0.0 for a in active]),
+        "active_units": torch.tensor(sum(active)),
+    }
     return trainer, SimpleNamespace(latent_stats={"val": stats})
 
 
@@ -80,8 +83,13 @@ def test_fid_is_near_zero_for_one_distribution_and_larger_for_another():
 def test_fid_callback_logs_test_fid_in_vae_test(tmp_path):
     model = VAE(encoder=MLPEncoder, decoder=MLPDecoder, latent_dim=4, image_shape=(1, 64, 64), iw_samples=2)
     dm = SpritesDataModule(batch_size=32, num_images=200, val_size=64)
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False, default_root_dir=tmp_path,
-                        callbacks=[FID(feature=TinyFeatures(), max_images=48)])
+    trainer = L.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        callbacks=[FID(feature=TinyFeatures(), max_images=48)],
+    )
     trainer.test(model, datamodule=dm, verbose=False)
     assert trainer.callback_metrics["test/fid"].item() > 0
 

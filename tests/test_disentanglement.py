@@ -5,7 +5,11 @@ import torch
 
 from vae_lightning.data.sprites import FACTOR_SIZES
 from vae_lightning.evaluation.disentanglement import (
-    discrete_mutual_info, factor_vae_score, histogram_discretize, mig, sample_factors,
+    discrete_mutual_info,
+    factor_vae_score,
+    histogram_discretize,
+    mig,
+    sample_factors,
 )
 
 SMALL_SIZES = (3, 6, 10, 16, 20)  # every factor fits in 20 bins
@@ -61,6 +65,7 @@ def test_factor_vae_score_of_perfect_latents_is_one_and_of_random_latents_near_c
 
 def test_factor_vae_score_prunes_collapsed_dimensions():
     """A dimension with std < 0.05 never gets a vote; all collapsed scores 0."""
+
     def represent(f):
         codes = noisy(f)
         codes[:, 0] = 0.01 * torch.randn(len(f))  # factor 0's dimension collapsed

@@ -11,10 +11,20 @@ from PIL import Image
 from conftest import run_vae
 
 TINY = [
-    "--config", "configs/base.yaml", "--config", "configs/sprites/vae.yaml",
-    "--config", "configs/sprites/beta_vae.yaml",
-    "--model.init_args.encoder", "vae_lightning.MLPEncoder", "--model.init_args.decoder", "vae_lightning.MLPDecoder",
-    "--data.init_args.num_images", "2000", "--data.init_args.val_size", "256",
+    "--config",
+    "configs/base.yaml",
+    "--config",
+    "configs/sprites/vae.yaml",
+    "--config",
+    "configs/sprites/beta_vae.yaml",
+    "--model.init_args.encoder",
+    "vae_lightning.MLPEncoder",
+    "--model.init_args.decoder",
+    "vae_lightning.MLPDecoder",
+    "--data.init_args.num_images",
+    "2000",
+    "--data.init_args.val_size",
+    "256",
 ]
 
 pytestmark = pytest.mark.slow
@@ -23,8 +33,16 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("sprites-beta")
-    r = run_vae("fit", *TINY, "--trainer.max_steps", "60", "--trainer.val_check_interval", "30",
-                "--trainer.default_root_dir", str(root))
+    r = run_vae(
+        "fit",
+        *TINY,
+        "--trainer.max_steps",
+        "60",
+        "--trainer.val_check_interval",
+        "30",
+        "--trainer.default_root_dir",
+        str(root),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return root
 
@@ -43,8 +61,18 @@ def test_fit_logs_all_pictures_to_png_and_to_the_offline_wandb_run(run):
 
 def test_vae_test_prints_the_likelihood_latent_and_disentanglement_metrics(run):
     args = [*TINY, "--trainer.default_root_dir", str(run), "--ckpt_path", str(run / "checkpoints/version_0/last.ckpt")]
-    r = run_vae("test", *args, "--model.init_args.iw_samples", "20", "--disentanglement.num_points", "2000",
-                "--disentanglement.factor_vae_train", "100", "--disentanglement.factor_vae_eval", "100")
+    r = run_vae(
+        "test",
+        *args,
+        "--model.init_args.iw_samples",
+        "20",
+        "--disentanglement.num_points",
+        "2000",
+        "--disentanglement.factor_vae_train",
+        "100",
+        "--disentanglement.factor_vae_eval",
+        "100",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     m = metrics_table(r.stdout)
     assert {"nll_iw", "bpd", "active_units", "mi", "mig", "factor_vae", "elbo", "recon", "kl"} <= set(m), r.stdout
@@ -65,8 +93,18 @@ def test_picture_commands_write_the_grids_they_promise(run, tmp_path):
     assert r.returncode == 0, r.stderr
     assert Image.open(tmp_path / "s.png").size == (2 + 8 * 66, 2 + 2 * 66)  # 8 × 2 images of 64 px, 2 px padding
     Image.fromarray((torch.rand(64, 64) > 0.5).numpy().astype("uint8") * 255).save(tmp_path / "a.png")
-    r = run_vae("traverse", ckpt, "--image", str(tmp_path / "a.png"), "--dims", "4", "--steps", "5",
-                "--out", str(tmp_path / "t.png"))
+    r = run_vae(
+        "traverse",
+        ckpt,
+        "--image",
+        str(tmp_path / "a.png"),
+        "--dims",
+        "4",
+        "--steps",
+        "5",
+        "--out",
+        str(tmp_path / "t.png"),
+    )
     assert r.returncode == 0, r.stderr
     assert Image.open(tmp_path / "t.png").size == (2 + 5 * 66, 2 + 4 * 66)
     r = run_vae("interpolate", ckpt, "--rows", "3", "--steps", "6", "--out", str(tmp_path / "i.png"))
@@ -76,8 +114,18 @@ def test_picture_commands_write_the_grids_they_promise(run, tmp_path):
 
 def test_predict_writes_one_row_of_anomaly_scores_per_input(run, tmp_path):
     out = tmp_path / "scores.csv"
-    r = run_vae("predict", *TINY, "--trainer.default_root_dir", str(run), "--ckpt_path", str(run / "checkpoints/version_0/last.ckpt"),
-                "--model.init_args.iw_samples", "5", "--scores.path", str(out))
+    r = run_vae(
+        "predict",
+        *TINY,
+        "--trainer.default_root_dir",
+        str(run),
+        "--ckpt_path",
+        str(run / "checkpoints/version_0/last.ckpt"),
+        "--model.init_args.iw_samples",
+        "5",
+        "--scores.path",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 256 and [r["index"] for r in rows[:3]] == ["0", "1", "2"]
@@ -105,14 +153,40 @@ def test_bad_checkpoints_get_one_sentence_and_no_output(run, tmp_path):
     torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "torch.nn.Linear"}}, other)
     _one_line_error(run_vae("interpolate", str(other), "--out", str(out)), "not a vae_lightning VAE")
     scores = tmp_path / "scores.csv"
-    _one_line_error(run_vae("predict", *TINY, "--trainer.default_root_dir", str(tmp_path), "--ckpt_path", str(truncated),
-                            "--scores.path", str(scores)), "truncated")
+    _one_line_error(
+        run_vae(
+            "predict",
+            *TINY,
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--ckpt_path",
+            str(truncated),
+            "--scores.path",
+            str(scores),
+        ),
+        "truncated",
+    )
     assert not list(tmp_path.glob("*.png")) and not scores.exists() and not list(tmp_path.glob(".*"))
 
 
 def test_bad_evaluation_settings_get_one_sentence(run, mnist_dir, tmp_path):
-    _one_line_error(run_vae("test", *TINY, "--trainer.default_root_dir", str(tmp_path), "--model.init_args.iw_samples", "0"),
-                    "iw_samples")
-    _one_line_error(run_vae("test", "--config", "configs/base.yaml", "--config", "configs/mnist/vae.yaml",
-                            "--data.init_args.data_dir", str(mnist_dir), "--trainer.default_root_dir", str(tmp_path),
-                            "--disentanglement.enabled", "true"), "ground-truth factors")
+    _one_line_error(
+        run_vae("test", *TINY, "--trainer.default_root_dir", str(tmp_path), "--model.init_args.iw_samples", "0"),
+        "iw_samples",
+    )
+    _one_line_error(
+        run_vae(
+            "test",
+            "--config",
+            "configs/base.yaml",
+            "--config",
+            "configs/mnist/vae.yaml",
+            "--data.init_args.data_dir",
+            str(mnist_dir),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--disentanglement.enabled",
+            "true",
+        ),
+        "ground-truth factors",
+    )

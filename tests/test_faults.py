@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_bad_inputs import TINY, snapshot, vae
 
 from conftest import REPO, run_vae
-from test_bad_inputs import TINY, snapshot, vae
 from vae_lightning.models import VAE
 
 RUNNER = Path(__file__).with_name("fault_runner.py")
@@ -56,8 +56,9 @@ def nan_at(monkeypatch, steps: set[int]) -> None:
 def test_nan_stops_with_the_step_and_terms_after_saving_the_last_good_state(tiny, tmp_path, capsys, monkeypatch):
     nan_at(monkeypatch, {5})
     root = tmp_path / "run"
-    code, err = vae(capsys, "fit", "--config", str(tiny), "--trainer.default_root_dir", str(root),
-                    "--trainer.max_steps", "20")
+    code, err = vae(
+        capsys, "fit", "--config", str(tiny), "--trainer.default_root_dir", str(root), "--trainer.max_steps", "20"
+    )
     lines = [line for line in err.splitlines() if line.startswith("vae: error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
     assert "global step 5" in lines[0] and "recon=nan" in lines[0] and "grad" in lines[0], lines[0]
@@ -101,8 +102,18 @@ def test_the_finite_check_leaves_gradients_of_every_dtype_bitwise_as_they_were()
 def test_nan_steps_are_skipped_within_the_budget(tiny, tmp_path, capsys, monkeypatch):
     nan_at(monkeypatch, {2, 5})
     root = tmp_path / "run"
-    code, err = vae(capsys, "fit", "--config", str(tiny), "--trainer.default_root_dir", str(root),
-                    "--trainer.max_steps", "8", "--nonfinite.max_skips", "2")
+    code, err = vae(
+        capsys,
+        "fit",
+        "--config",
+        str(tiny),
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.max_steps",
+        "8",
+        "--nonfinite.max_skips",
+        "2",
+    )
     assert code == 0, err[-2000:]
     last = root / "checkpoints" / "version_0" / "last.ckpt"
     assert step_of(last) == 8 and finite_weights(last)
@@ -120,8 +131,18 @@ def test_two_runs_of_one_name_keep_separate_folders_and_last_finds_the_newest(ti
     assert {k: v for k, v in after.items() if k in first} == first, "the second run changed a file of the first"
     assert (root / "checkpoints" / "version_1" / "last.ckpt").is_file()
     # resuming picks the newest last.ckpt and continues in its folder
-    code, err = vae(capsys, "fit", "--config", str(tiny), "--trainer.default_root_dir", str(root),
-                    "--trainer.max_steps", "4", "--ckpt_path", "last")
+    code, err = vae(
+        capsys,
+        "fit",
+        "--config",
+        str(tiny),
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.max_steps",
+        "4",
+        "--ckpt_path",
+        "last",
+    )
     assert code == 0, err[-2000:]
     assert step_of(root / "checkpoints" / "version_1" / "last.ckpt") == 4
     assert not (root / "checkpoints" / "version_2").exists()
@@ -134,7 +155,11 @@ def _start(config: Path, root: Path, *args: str, fault: str = "none", **popen) -
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO), "VAE_FAULT": fault, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, str(RUNNER), "fit", "--config", str(config), "--trainer.default_root_dir", str(root), *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
     )
 
 
@@ -156,8 +181,14 @@ def _metric_steps(root: Path) -> list[int]:
 
 # a checkpoint every 3 steps and no validation (monitor null: with a monitor, Lightning defers
 # periodic saves until the first validation)
-EVERY_3_STEPS = ("--trainer.val_check_interval", "1000", "--checkpoint.every_n_train_steps", "3",
-                 "--checkpoint.monitor", "null")
+EVERY_3_STEPS = (
+    "--trainer.val_check_interval",
+    "1000",
+    "--checkpoint.every_n_train_steps",
+    "3",
+    "--checkpoint.monitor",
+    "null",
+)
 
 
 @pytest.mark.slow
@@ -175,10 +206,23 @@ def test_sigkill_while_a_checkpoint_is_written_then_resume_loses_only_the_steps_
     assert proc.returncode == -signal.SIGKILL
     assert any(folder.glob(".last.ckpt.tmp-*")), "the kill did not land during the write"
     assert step_of(folder / "last.ckpt") == 6 and finite_weights(folder / "last.ckpt")
-    resumed = run_vae("fit", "--config", str(tiny), "--trainer.default_root_dir", str(root), "--ckpt_path", "last",
-                      "--trainer.max_steps", "10", *EVERY_3_STEPS,
-                      "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-                      "--trainer.logger.init_args.save_dir", str(root / "csv"), timeout=240)
+    resumed = run_vae(
+        "fit",
+        "--config",
+        str(tiny),
+        "--trainer.default_root_dir",
+        str(root),
+        "--ckpt_path",
+        "last",
+        "--trainer.max_steps",
+        "10",
+        *EVERY_3_STEPS,
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.init_args.save_dir",
+        str(root / "csv"),
+        timeout=240,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Restored all states from the checkpoint at {folder / 'last.ckpt'}" in resumed.stderr + resumed.stdout
     steps = _metric_steps(root / "csv")
@@ -202,11 +246,21 @@ def test_full_disk_during_a_checkpoint_stops_clearly_and_keeps_the_previous_one(
 @pytest.mark.slow
 def test_a_crashing_ddp_rank_makes_every_rank_exit_non_zero_in_bounded_time(tiny, tmp_path):
     ddp = tmp_path / "ddp.yaml"
-    ddp.write_text("trainer:\n  accelerator: cpu\n  devices: 2\n  strategy:\n"
-                   "    class_path: lightning.pytorch.strategies.DDPStrategy\n"
-                   "    init_args: {process_group_backend: gloo, timeout: '0:01:00'}\n")
-    proc = _start(tiny, tmp_path / "run", "--config", str(ddp), "--trainer.max_steps", "50",
-                  fault="crash_rank:1:3", start_new_session=True)
+    ddp.write_text(
+        "trainer:\n  accelerator: cpu\n  devices: 2\n  strategy:\n"
+        "    class_path: lightning.pytorch.strategies.DDPStrategy\n"
+        "    init_args: {process_group_backend: gloo, timeout: '0:01:00'}\n"
+    )
+    proc = _start(
+        tiny,
+        tmp_path / "run",
+        "--config",
+        str(ddp),
+        "--trainer.max_steps",
+        "50",
+        fault="crash_rank:1:3",
+        start_new_session=True,
+    )
     out, _ = proc.communicate(timeout=240)
     assert proc.returncode not in (0, None), out[-3000:]
     assert "injected crash on rank 1" in out
@@ -226,11 +280,28 @@ def test_wandb_online_without_a_server_falls_back_to_offline_with_a_warning(tiny
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     root = tmp_path / "run"
-    env = {"WANDB_MODE": "online", "WANDB_BASE_URL": f"http://127.0.0.1:{port}", "WANDB_API_KEY": "x" * 40,
-           "VAE_WANDB_INIT_TIMEOUT": "2", "WANDB_SILENT": "false"}
-    result = run_vae("fit", "--config", str(tiny), "--trainer.default_root_dir", str(root), "--trainer.max_steps", "2",
-                     "--trainer.logger", "lightning.pytorch.loggers.WandbLogger",
-                     "--trainer.logger.init_args.offline", "false", env=env, timeout=180)
+    env = {
+        "WANDB_MODE": "online",
+        "WANDB_BASE_URL": f"http://127.0.0.1:{port}",
+        "WANDB_API_KEY": "x" * 40,
+        "VAE_WANDB_INIT_TIMEOUT": "2",
+        "WANDB_SILENT": "false",
+    }
+    result = run_vae(
+        "fit",
+        "--config",
+        str(tiny),
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.max_steps",
+        "2",
+        "--trainer.logger",
+        "lightning.pytorch.loggers.WandbLogger",
+        "--trainer.logger.init_args.offline",
+        "false",
+        env=env,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "W&B could not start an online run" in result.stderr
     assert list((root / "wandb").glob("offline-run-*"))

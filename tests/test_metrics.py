@@ -6,12 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from vae_lightning import MLPDecoder, MLPEncoder, VAE
+from vae_lightning import VAE, MLPDecoder, MLPEncoder
 from vae_lightning.errors import UserError
-from vae_lightning.likelihoods import Gaussian
 from vae_lightning.evaluation.metrics import (
-    ActiveUnits, IWBound, KLPerDim, MutualInformation, PixelMarginals, iw_log_likelihood, mutual_information,
+    ActiveUnits,
+    IWBound,
+    KLPerDim,
+    MutualInformation,
+    PixelMarginals,
+    iw_log_likelihood,
+    mutual_information,
 )
+from vae_lightning.likelihoods import Gaussian
 from vae_lightning.objectives import gaussian_kl
 
 SIGMA = 0.5
@@ -50,7 +56,9 @@ def data(n=512, seed=0):
 def test_iw_bound_equals_log_px_with_the_exact_posterior_for_any_k_and_chunking():
     model, x = LinearGaussian(), data(64)
     for k, max_batch in ((1, 2048), (7, 64), (50, 100)):
-        torch.testing.assert_close(iw_log_likelihood(model, x, k, max_batch=max_batch), model.log_px(x), atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            iw_log_likelihood(model, x, k, max_batch=max_batch), model.log_px(x), atol=1e-4, rtol=0
+        )
 
 
 def test_iw_bound_is_below_log_px_above_the_elbo_and_tightens_with_k():
@@ -86,7 +94,9 @@ def test_split_updates_sum_to_the_whole_as_under_ddp():
         whole.update(*args)
         a.update(*(t[:13] for t in args))
         b.update(*(t[13:] for t in args))
-        assert set(a._reductions.values()) == {torch.sum} or all(f.__name__ == "dim_zero_sum" for f in a._reductions.values())
+        assert set(a._reductions.values()) == {torch.sum} or all(
+            f.__name__ == "dim_zero_sum" for f in a._reductions.values()
+        )
         for name in a._defaults:
             setattr(a, name, getattr(a, name) + getattr(b, name))
         got, want = a.compute(), whole.compute()
@@ -142,7 +152,9 @@ def test_mutual_information_is_zero_for_a_shared_posterior_and_log_batch_for_sep
     same = torch.zeros(256, 4)
     assert abs(mutual_information(same, same).item()) < 0.3
     apart = torch.arange(256.0).unsqueeze(1).repeat(1, 4) * 10
-    assert mutual_information(apart, torch.full((256, 4), -4.0)).item() == pytest.approx(math.log(256), abs=0.25)  # Monte-Carlo noise ~0.1
+    assert mutual_information(apart, torch.full((256, 4), -4.0)).item() == pytest.approx(
+        math.log(256), abs=0.25
+    )  # Monte-Carlo noise ~0.1
     metric = MutualInformation()
     metric.update(apart[:128], torch.full((128, 4), -4.0))
     assert metric.compute().item() == pytest.approx(math.log(128), abs=0.25)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vae_lightning import BetaVAE, FreeBitsVAE, MLPDecoder, MLPEncoder, VAE
+from vae_lightning import VAE, BetaVAE, FreeBitsVAE, MLPDecoder, MLPEncoder
 from vae_lightning.models import ForwardRecord
 from vae_lightning.objectives import gaussian_kl
 
@@ -81,7 +81,9 @@ def test_free_bits_groups_clamp_the_group_sum():
 def test_free_bits_logs_the_true_kl_and_elbo():
     logged = {}
     fb = make(FreeBitsVAE, free_bits=100.0)  # every dimension far below λ
-    fb.log = lambda name, value, **k: logged.__setitem__(name, float(value.detach() if hasattr(value, "detach") else value))
+    fb.log = lambda name, value, **k: logged.__setitem__(
+        name, float(value.detach() if hasattr(value, "detach") else value)
+    )
     x = torch.bernoulli(torch.full((8, *SHAPE), 0.4))
     torch.manual_seed(1)
     loss = fb._step((x, None), "train")[0].loss
@@ -92,8 +94,13 @@ def test_free_bits_logs_the_true_kl_and_elbo():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(cls=VAE, latent_dim=0), dict(cls=BetaVAE, beta=-1.0), dict(cls=FreeBitsVAE, free_bits=-0.1),
-     dict(cls=FreeBitsVAE, group_size=3), dict(cls=BetaVAE, c_steps=0, c_max=5.0)],
+    [
+        dict(cls=VAE, latent_dim=0),
+        dict(cls=BetaVAE, beta=-1.0),
+        dict(cls=FreeBitsVAE, free_bits=-0.1),
+        dict(cls=FreeBitsVAE, group_size=3),
+        dict(cls=BetaVAE, c_steps=0, c_max=5.0),
+    ],
 )
 def test_bad_values_are_refused_with_the_name(kwargs):
     cls = kwargs.pop("cls")

@@ -75,7 +75,16 @@ def test_schedules_at_chosen_steps():
     assert [warm(s) for s in (0, 25, 100, 500)] == [0.0, 0.25, 1.0, 1.0]
     cyc = Cyclical(total_steps=400, n_cycles=4, ratio=0.5, max_weight=1.0)  # period 100, ramp 50
     assert [cyc(s) for s in (0, 25, 50, 99, 100, 125, 350, 399, 400, 1000)] == [
-        0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0, 1.0, 1.0,
+        0.0,
+        0.5,
+        1.0,
+        1.0,
+        0.0,
+        0.5,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
     ]
 
 

@@ -25,8 +25,14 @@ SHAPE = (1, 8, 8)
 
 
 def model_with(prior, cls=VAE, latent_dim=3):
-    return cls(encoder=functools.partial(MLPEncoder, hidden=[16]), decoder=functools.partial(MLPDecoder, hidden=[16]),
-               latent_dim=latent_dim, image_shape=SHAPE, iw_samples=4, prior=prior)
+    return cls(
+        encoder=functools.partial(MLPEncoder, hidden=[16]),
+        decoder=functools.partial(MLPDecoder, hidden=[16]),
+        latent_dim=latent_dim,
+        image_shape=SHAPE,
+        iw_samples=4,
+        prior=prior,
+    )
 
 
 def diag_normal_log_density(z, m, s):
@@ -61,8 +67,9 @@ def test_mixture_density_is_the_brute_force_sum_over_components():
         prior.logvars.copy_(torch.randn(5, 3) * 0.5)
     z = torch.randn(7, 3) * 2
     weights = torch.softmax(prior.logits.double(), 0)
-    density = sum(weights[k] * diag_normal_log_density(z, prior.means[k], (0.5 * prior.logvars[k]).exp()).exp()
-                  for k in range(5))
+    density = sum(
+        weights[k] * diag_normal_log_density(z, prior.means[k], (0.5 * prior.logvars[k]).exp()).exp() for k in range(5)
+    )
     torch.testing.assert_close(prior.log_prob(z).double(), density.log(), atol=1e-5, rtol=0)
 
 
@@ -156,9 +163,21 @@ def test_free_bits_refuses_a_prior_without_a_per_dimension_kl():
 def test_a_prior_with_fewer_than_one_component_is_refused_with_one_sentence(prior, capsys, tmp_path):
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--model.init_args.latent_dim", "3", "--model.init_args.prior", prior,
-              "--model.init_args.prior.init_args.num_components", "0", "--trainer.logger", "false",
-              "--trainer.default_root_dir", str(tmp_path)])
+        main(
+            [
+                "fit",
+                "--model.init_args.latent_dim",
+                "3",
+                "--model.init_args.prior",
+                prior,
+                "--model.init_args.prior.init_args.num_components",
+                "0",
+                "--trainer.logger",
+                "false",
+                "--trainer.default_root_dir",
+                str(tmp_path),
+            ]
+        )
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 2
     assert "num_components" in err and ">= 1" in err and "got 0" in err and len(err.splitlines()) == 1
@@ -177,9 +196,9 @@ def test_mi_of_a_nearly_collapsed_model_has_a_small_sd():
     √(D/2B) = 4 nats here; with the sampled log q(z_i|x_i) in both terms the noise cancels."""
     torch.manual_seed(0)
     mu0, logvar0 = torch.randn(1, 128), torch.randn(1, 128) * 0.1
-    estimates = torch.stack([
-        mutual_information(mu0 + 1e-3 * torch.randn(4, 128), logvar0.expand(4, 128)) for _ in range(300)
-    ])
+    estimates = torch.stack(
+        [mutual_information(mu0 + 1e-3 * torch.randn(4, 128), logvar0.expand(4, 128)) for _ in range(300)]
+    )
     assert estimates.std() < 0.05 and abs(estimates.mean()) < 0.05
 
 

@@ -21,10 +21,32 @@ from vae_lightning.callbacks.progress import ProgressDisplay, duration
 from vae_lightning.cli.lightning import VAECLI
 
 STEPS = 150
-FIT = ["fit", "--config", "configs/base.yaml", "--config", "configs/sprites/vae.yaml", *TINY_MODEL,
-       "--data.init_args.num_images", "3000", "--data.init_args.val_size", "100", "--data.init_args.batch_size", "16",
-       "--trainer.max_steps", str(STEPS), "--trainer.limit_val_batches", "2", "--trainer.val_check_interval", "100",
-       "--trainer.logger", "false", "--trainer.enable_model_summary", "false", "--images.every_n_val", "0"]
+FIT = [
+    "fit",
+    "--config",
+    "configs/base.yaml",
+    "--config",
+    "configs/sprites/vae.yaml",
+    *TINY_MODEL,
+    "--data.init_args.num_images",
+    "3000",
+    "--data.init_args.val_size",
+    "100",
+    "--data.init_args.batch_size",
+    "16",
+    "--trainer.max_steps",
+    str(STEPS),
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.val_check_interval",
+    "100",
+    "--trainer.logger",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--images.every_n_val",
+    "0",
+]
 LINE = re.compile(r"^step (\d+)/(\d+) \| (\d+|\?) img/s, loss (-?[\d.e+-]+), ETA (\d+:\d\d:\d\d|\?)$")
 
 
@@ -37,8 +59,15 @@ def env() -> dict:
 def fit_tiny(tmp_path, display: ProgressDisplay, steps: int) -> None:
     L.seed_everything(0)
     model = VAE(encoder=MLPEncoder, decoder=MLPDecoder, latent_dim=2, image_shape=(1, 8, 8))
-    trainer = L.Trainer(max_steps=steps, logger=False, callbacks=[display], limit_val_batches=0,
-                        enable_checkpointing=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=steps,
+        logger=False,
+        callbacks=[display],
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, datamodule=Tiny(batch_size=8))
 
 
@@ -63,8 +92,14 @@ def test_the_display_draws_once_per_interval_however_fast_the_steps_come(tmp_pat
 def test_in_a_terminal_the_bar_redraws_a_few_times_a_second_not_every_step(tmp_path):
     master, slave = os.openpty()
     started = time.monotonic()
-    proc = subprocess.Popen([*_vae_command(), *FIT, "--trainer.default_root_dir", str(tmp_path)], cwd=REPO, env=env(),
-                            stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*_vae_command(), *FIT, "--trainer.default_root_dir", str(tmp_path)],
+        cwd=REPO,
+        env=env(),
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+    )
     os.close(slave)
     chunks = []
     while True:
@@ -89,11 +124,19 @@ def test_in_a_terminal_the_bar_redraws_a_few_times_a_second_not_every_step(tmp_p
 
 def test_in_a_pipe_status_lines_come_every_n_seconds_set_through_trainer_callbacks(tmp_path):
     config = tmp_path / "progress.yaml"
-    config.write_text("trainer:\n  callbacks:\n    - class_path: vae_lightning.callbacks.ProgressDisplay\n"
-                      "      init_args: {every_s: 0.5}\n")
+    config.write_text(
+        "trainer:\n  callbacks:\n    - class_path: vae_lightning.callbacks.ProgressDisplay\n"
+        "      init_args: {every_s: 0.5}\n"
+    )
     started = time.monotonic()
-    proc = subprocess.run([*_vae_command(), *FIT, "--config", str(config), "--trainer.default_root_dir", str(tmp_path)],
-                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [*_vae_command(), *FIT, "--config", str(config), "--trainer.default_root_dir", str(tmp_path)],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "\r" not in proc.stdout
@@ -106,8 +149,18 @@ def test_in_a_pipe_status_lines_come_every_n_seconds_set_through_trainer_callbac
 
 
 def bars(*args: str) -> list:
-    cli = VAECLI(args=["--config", str(REPO / "configs/base.yaml"), "--config", str(REPO / "configs/sprites/vae.yaml"),
-                       "--trainer.logger", "false", *args], run=False)
+    cli = VAECLI(
+        args=[
+            "--config",
+            str(REPO / "configs/base.yaml"),
+            "--config",
+            str(REPO / "configs/sprites/vae.yaml"),
+            "--trainer.logger",
+            "false",
+            *args,
+        ],
+        run=False,
+    )
     return [type(c) for c in cli.trainer.callbacks if isinstance(c, L.pytorch.callbacks.ProgressBar)]
 
 

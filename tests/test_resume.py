@@ -13,37 +13,59 @@ import torch
 from lightning.pytorch import Callback
 
 from conftest import TINY_MODEL
-from vae_lightning.cli.lightning import VAECLI
 from vae_lightning.callbacks import SLURMPreemption
+from vae_lightning.cli.lightning import VAECLI
 from vae_lightning.data.loader import BatchLoader, TensorSource
 from vae_lightning.runtime.records import read_history, read_summary
 
 # 200 training images at batch 16: an epoch is 12 steps (drop_last); validate every 10 steps.
 TINY = [
     *TINY_MODEL,
-    "--data", "vae_lightning.data.SpritesDataModule",
-    "--data.init_args.num_images", "240",
-    "--data.init_args.val_size", "40",
-    "--data.init_args.batch_size", "16",
-    "--trainer.accelerator", "cpu",
-    "--trainer.deterministic", "true",
-    "--trainer.logger", "false",
-    "--trainer.enable_progress_bar", "false",
-    "--trainer.enable_model_summary", "false",
-    "--trainer.val_check_interval", "10",
-    "--trainer.check_val_every_n_epoch", "null",
-    "--trainer.limit_val_batches", "2",
-    "--images.every_n_val", "0",
+    "--data",
+    "vae_lightning.data.SpritesDataModule",
+    "--data.init_args.num_images",
+    "240",
+    "--data.init_args.val_size",
+    "40",
+    "--data.init_args.batch_size",
+    "16",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.deterministic",
+    "true",
+    "--trainer.logger",
+    "false",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.val_check_interval",
+    "10",
+    "--trainer.check_val_every_n_epoch",
+    "null",
+    "--trainer.limit_val_batches",
+    "2",
+    "--images.every_n_val",
+    "0",
 ]
 TOTAL = 30  # 2.5 epochs
-FAKE_SLURM = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "vae-test", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1",
-              "SLURM_NNODES": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
-              "SLURM_NODELIST": "localhost"}
+FAKE_SLURM = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NAME": "vae-test",
+    "SLURM_NTASKS": "1",
+    "SLURM_NTASKS_PER_NODE": "1",
+    "SLURM_NNODES": "1",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "0",
+    "SLURM_NODELIST": "localhost",
+}
 
 
 def fit(root, max_steps: int, *extra: str, callbacks=(), ckpt_path=None):
-    cli = VAECLI([*TINY, "--trainer.default_root_dir", str(root), "--trainer.max_steps", str(max_steps), *extra],
-                 run=False)
+    cli = VAECLI(
+        [*TINY, "--trainer.default_root_dir", str(root), "--trainer.max_steps", str(max_steps), *extra], run=False
+    )
     cli.trainer.callbacks.extend(callbacks)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
     return cli.trainer, {k: v.detach().clone() for k, v in cli.model.state_dict().items()}
@@ -110,8 +132,9 @@ def test_preempted_run_resumes_to_bitwise_equal_weights(tmp_path, straight, fake
 
 @pytest.mark.slow
 @pytest.mark.parametrize("val_every, crash_step, saved_step", [(7, 9, 7)], ids=["mid-epoch-validation"])
-def test_crashed_run_resumed_from_last_ckpt_gives_bitwise_equal_weights(tmp_path, straight, val_every, crash_step,
-                                                                        saved_step):
+def test_crashed_run_resumed_from_last_ckpt_gives_bitwise_equal_weights(
+    tmp_path, straight, val_every, crash_step, saved_step
+):
     # validation draws its noise from a copy of the RNG, so validating at other steps (every 7)
     # than the reference run (every 10) leaves training unchanged
     extra = ("--trainer.val_check_interval", str(val_every))
@@ -145,8 +168,20 @@ def _batches(loader, n=None):
 @pytest.mark.parametrize("world_size", [1, 2])
 def test_batch_loader_resumes_to_the_same_next_batch(world_size):
     source = TensorSource(torch.zeros(50, 1, 2, 2, dtype=torch.uint8), torch.arange(50))
-    make = lambda rank: BatchLoader(source, torch.arange(50), 8, shuffle=True, drop_last=True, seed=3,  # noqa: E731
-                                    binarize="dynamic", rank=rank, world_size=world_size)
+
+    def make(rank):
+        return BatchLoader(
+            source,
+            torch.arange(50),
+            8,
+            shuffle=True,
+            drop_last=True,
+            seed=3,
+            binarize="dynamic",
+            rank=rank,
+            world_size=world_size,
+        )
+
     for rank in range(world_size):
         reference = make(rank)
         epochs = [_batches(reference) for _ in range(3)]

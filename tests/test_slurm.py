@@ -21,15 +21,24 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 # 640 training images at batch 16: 40 steps an epoch; 80 steps in all
 FIT = [
     *TINY_MODEL,
-    "--data.init_args.num_images", "700",
-    "--data.init_args.val_size", "60",
-    "--data.init_args.batch_size", "16",
-    "--trainer.max_steps", "80",
-    "--trainer.val_check_interval", "20",
-    "--trainer.limit_val_batches", "2",
-    "--trainer.deterministic", "true",
-    "--trainer.enable_progress_bar", "false",
-    "--images.every_n_val", "0",
+    "--data.init_args.num_images",
+    "700",
+    "--data.init_args.val_size",
+    "60",
+    "--data.init_args.batch_size",
+    "16",
+    "--trainer.max_steps",
+    "80",
+    "--trainer.val_check_interval",
+    "20",
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.deterministic",
+    "true",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--images.every_n_val",
+    "0",
 ]
 ENV = {"PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
@@ -52,8 +61,9 @@ def cluster():
     problem = _cluster_state()
     if problem:
         if IN_CI:
-            pytest.fail(f"CI=true but no SLURM cluster answers ({problem}); .ci/run starts one with "
-                        "slurm/local-cluster.sh up")
+            pytest.fail(
+                f"CI=true but no SLURM cluster answers ({problem}); .ci/run starts one with slurm/local-cluster.sh up"
+            )
         pytest.skip(f"no SLURM cluster answers ({problem}); start one with `sudo slurm/local-cluster.sh up`")
 
 
@@ -62,8 +72,9 @@ def job_info(job: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", out))
 
 
-def wait_for(job: str, states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"),
-             timeout: float = 240) -> dict[str, str]:
+def wait_for(
+    job: str, states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"), timeout: float = 240
+) -> dict[str, str]:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         info = job_info(job)
@@ -76,9 +87,23 @@ def wait_for(job: str, states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "N
 
 def submit(tmp: Path, name: str, *extra: str) -> str:
     root = tmp / name
-    result = run_vae("slurm", "submit", "--config", str(REPO / "configs/base.yaml"), "--gpus-per-node", "0",
-                     "--job-name", name, "--", *FIT, "--trainer.default_root_dir", str(root), *extra,
-                     cwd=tmp, env=ENV)
+    result = run_vae(
+        "slurm",
+        "submit",
+        "--config",
+        str(REPO / "configs/base.yaml"),
+        "--gpus-per-node",
+        "0",
+        "--job-name",
+        name,
+        "--",
+        *FIT,
+        "--trainer.default_root_dir",
+        str(root),
+        *extra,
+        cwd=tmp,
+        env=ENV,
+    )
     assert result.returncode == 0, result.stderr
     job = result.stdout.strip()
     assert job.isdigit(), result.stdout
@@ -95,8 +120,13 @@ def runs(cluster, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("slurm")
     progress = tmp / "progress"
     reference = submit(tmp, "reference")
-    preempted = submit(tmp, "preempted", "--trainer.callbacks+=tests.probe.Progress",
-                       f"--trainer.callbacks.out={progress}", "--trainer.callbacks.delay=0.1")
+    preempted = submit(
+        tmp,
+        "preempted",
+        "--trainer.callbacks+=tests.probe.Progress",
+        f"--trainer.callbacks.out={progress}",
+        "--trainer.callbacks.delay=0.1",
+    )
     end = time.monotonic() + 120
     while not (progress.exists() and progress.read_text().strip().isdigit() and int(progress.read_text()) >= 25):
         assert time.monotonic() < end, f"the job never reached step 25: {job_info(preempted)}"
@@ -110,7 +140,10 @@ def test_submitted_fit_completes(runs):
     tmp, reference, _, _, info, _ = runs
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", info
     assert info["Restarts"] == "0"
-    assert torch.load(next((tmp / "reference/checkpoints").glob("slurm-*/last.ckpt")), weights_only=False)["global_step"] == 80
+    assert (
+        torch.load(next((tmp / "reference/checkpoints").glob("slurm-*/last.ckpt")), weights_only=False)["global_step"]
+        == 80
+    )
     assert (tmp / f"slurm-reference-{reference}.out").exists()
 
 

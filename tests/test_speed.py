@@ -13,7 +13,6 @@ import torch
 from lightning.pytorch.loggers import Logger
 
 from bench.micro import full_frame_render  # the renderer before the speed work: every formula on every pixel
-
 from vae_lightning import VAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from vae_lightning.data import MNISTDataModule, SpritesDataModule
 from vae_lightning.data.base import VAEDataModule
@@ -64,9 +63,17 @@ def train_tiny(tmp_path, every_step: bool):
     if every_step:  # the behaviour before: self.log on every training step
         model.log_now = lambda: True
     logger, losses = Recorder(), Losses()
-    trainer = L.Trainer(max_steps=12, log_every_n_steps=5, logger=logger, callbacks=[losses], limit_val_batches=0,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=12,
+        log_every_n_steps=5,
+        logger=logger,
+        callbacks=[losses],
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     calls = []
     log = model.log
     model.log = lambda name, *a, **k: (calls.append(name), log(name, *a, **k))
@@ -90,7 +97,9 @@ def test_train_metrics_are_written_on_the_cadence_with_the_same_keys_and_values(
 
 def test_windowed_render_draws_the_same_pixels_as_the_full_frame():
     # every shape, scale and orientation at the four extreme positions, plus random images
-    grid = torch.cartesian_prod(*[torch.arange(n) for n in FACTOR_SIZES[:3]], torch.tensor([0, 31]), torch.tensor([0, 31]))
+    grid = torch.cartesian_prod(
+        *[torch.arange(n) for n in FACTOR_SIZES[:3]], torch.tensor([0, 31]), torch.tensor([0, 31])
+    )
     g = torch.Generator().manual_seed(0)
     rand = torch.stack([torch.randint(0, n, (2000,), generator=g) for n in FACTOR_SIZES], 1)
     factors = torch.cat([grid, rand])
@@ -101,10 +110,17 @@ def fake_trainer(device: str):
     return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), global_rank=0, world_size=1)
 
 
-@pytest.mark.parametrize("on_device, device, expected", [
-    (None, "cuda:0", "cuda:0"), (None, "cpu", None), (None, "mps", None), (False, "cuda:0", None), (True, "cpu", None),
-    (True, "mps", "mps"),
-])
+@pytest.mark.parametrize(
+    "on_device, device, expected",
+    [
+        (None, "cuda:0", "cuda:0"),
+        (None, "cpu", None),
+        (None, "mps", None),
+        (False, "cuda:0", None),
+        (True, "cpu", None),
+        (True, "mps", "mps"),
+    ],
+)
 def test_sources_go_to_the_training_device_when_it_is_a_gpu_or_when_asked(on_device, device, expected):
     dm = SpritesDataModule(on_device=on_device)
     dm.trainer = fake_trainer(device)
@@ -132,8 +148,15 @@ def test_sprites_batches_are_rendered_on_the_gpu(tmp_path):
     model = VAE(encoder=MLPEncoder, decoder=MLPDecoder, latent_dim=2, image_shape=dm.image_shape)
     seen = []
     model.on_train_batch_start = lambda batch, i: seen.append(batch[0].device.type)
-    L.Trainer(accelerator="gpu", devices=1, max_steps=3, logger=False, enable_checkpointing=False,
-              limit_val_batches=0, default_root_dir=tmp_path).fit(model, datamodule=dm)
+    L.Trainer(
+        accelerator="gpu",
+        devices=1,
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    ).fit(model, datamodule=dm)
     assert seen == ["cuda"] * 3 and dm.train_source.device.type == "cuda"
 
 

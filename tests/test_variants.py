@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import vae_lightning.variants as variants
-from vae_lightning import MLPDecoder, MLPEncoder, VAE
+from vae_lightning import VAE, MLPDecoder, MLPEncoder
 from vae_lightning.checkpoints import load_model
 from vae_lightning.data import SpritesDataModule
 from vae_lightning.errors import UserError
@@ -27,23 +27,43 @@ VARIANTS = [VAE] + sorted(
     key=lambda c: c.__name__,
 )
 # (class, prior factory): every variant with the default prior, and learned priors on two of them
-CASES = [(c, None) for c in VARIANTS] + [(VAE, functools.partial(VampPrior, num_components=5)),
-                                         (variants.BetaVAE, functools.partial(MixtureOfGaussians, num_components=4))]
+CASES = [(c, None) for c in VARIANTS] + [
+    (VAE, functools.partial(VampPrior, num_components=5)),
+    (variants.BetaVAE, functools.partial(MixtureOfGaussians, num_components=4)),
+]
 
 
 def tiny(cls, prior=None):
-    return cls(encoder=functools.partial(MLPEncoder, hidden=[16]), decoder=functools.partial(MLPDecoder, hidden=[16]),
-               latent_dim=3, image_shape=(1, 64, 64), iw_samples=3, prior=prior)
+    return cls(
+        encoder=functools.partial(MLPEncoder, hidden=[16]),
+        decoder=functools.partial(MLPDecoder, hidden=[16]),
+        latent_dim=3,
+        image_shape=(1, 64, 64),
+        iw_samples=3,
+        prior=prior,
+    )
 
 
-@pytest.mark.parametrize(("cls", "prior"), CASES,
-                         ids=lambda c: "default-prior" if c is None else getattr(c, "__name__", None) or c.func.__name__)
+@pytest.mark.parametrize(
+    ("cls", "prior"),
+    CASES,
+    ids=lambda c: "default-prior" if c is None else getattr(c, "__name__", None) or c.func.__name__,
+)
 def test_every_variant_fits_evaluates_predicts_samples_and_round_trips(cls, prior, tmp_path):
     L.seed_everything(0)
     dm = SpritesDataModule(batch_size=16, val_size=32, num_images=256)
-    trainer = L.Trainer(max_steps=4, val_check_interval=2, limit_val_batches=1, limit_test_batches=1,
-                        limit_predict_batches=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path, accelerator="cpu")
+    trainer = L.Trainer(
+        max_steps=4,
+        val_check_interval=2,
+        limit_val_batches=1,
+        limit_test_batches=1,
+        limit_predict_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
     model = tiny(cls, prior and prior())
     trainer.fit(model, datamodule=dm)
     ckpt = Path(trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path)
@@ -144,8 +164,14 @@ class NoSizeData(L.LightningDataModule):
 
 def test_beta_tcvae_mss_refuses_data_without_a_known_size(tmp_path):
     model = tiny(functools.partial(variants.BetaTCVAE, estimator="mss"))
-    trainer = L.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_checkpointing=False,
-                        default_root_dir=tmp_path, accelerator="cpu")
+    trainer = L.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
     with pytest.raises(UserError, match="BetaTCVAE needs the training-set size.*num_train"):
         trainer.fit(model, datamodule=NoSizeData())
     with pytest.raises(UserError, match="model.init_args.estimator must be 'mws' or 'mss', got 'msw'"):

@@ -22,8 +22,14 @@ from vae_lightning.models import ForwardRecord
 
 
 def tiny(cls, **kw):
-    return cls(encoder=functools.partial(MLPEncoder, hidden=[16]), decoder=functools.partial(MLPDecoder, hidden=[16]),
-               latent_dim=3, image_shape=(1, 64, 64), iw_samples=3, **kw)
+    return cls(
+        encoder=functools.partial(MLPEncoder, hidden=[16]),
+        decoder=functools.partial(MLPDecoder, hidden=[16]),
+        latent_dim=3,
+        image_shape=(1, 64, 64),
+        iw_samples=3,
+        **kw,
+    )
 
 
 # ---- DIP-VAE -------------------------------------------------------------------------------
@@ -171,14 +177,22 @@ def test_factor_vae_steps_both_optimizers_and_checkpoints_their_states(tmp_path)
     dm = SpritesDataModule(batch_size=16, val_size=32, num_images=256)
     model = tiny(variants.FactorVAE, disc_hidden=32, disc_layers=3)
     before = {n: p.detach().clone() for n, p in model.discriminator.named_parameters()}
-    trainer = L.Trainer(max_steps=6, val_check_interval=3, limit_val_batches=1, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                        accelerator="cpu")
+    trainer = L.Trainer(
+        max_steps=6,
+        val_check_interval=3,
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
     trainer.fit(model, datamodule=dm)
     assert trainer.global_step == 6  # VAE steps only: the discriminator's step does not count
     assert all(not torch.equal(p, before[n]) for n, p in model.discriminator.named_parameters())
-    ckpt = torch.load(trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path,
-                      weights_only=False)
+    ckpt = torch.load(
+        trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path, weights_only=False
+    )
     vae_state, disc_state = ckpt["optimizer_states"]
     n_vae = sum(1 for n, _ in model.named_parameters() if not n.startswith("discriminator."))
     assert len(vae_state["state"]) == n_vae and len(disc_state["state"]) == len(before)
@@ -199,8 +213,16 @@ def test_factor_vae_resumed_from_a_crash_is_bitwise_equal(tmp_path):
     """As tests/test_resume.py does for the VAE: crash at step 9, resume from last.ckpt (step 7)."""
     from test_resume import CrashAt, assert_same, fit
 
-    extra = ("--model", "vae_lightning.FactorVAE", "--model.init_args.disc_hidden", "32",
-             "--model.init_args.disc_layers", "3", "--trainer.val_check_interval", "7")
+    extra = (
+        "--model",
+        "vae_lightning.FactorVAE",
+        "--model.init_args.disc_hidden",
+        "32",
+        "--model.init_args.disc_layers",
+        "3",
+        "--trainer.val_check_interval",
+        "7",
+    )
     _, straight = fit(tmp_path / "straight", 30, *extra)
     with pytest.raises(RuntimeError, match=r"simulated crash"):
         fit(tmp_path / "a", 30, *extra, callbacks=[CrashAt(9)])

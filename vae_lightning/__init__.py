@@ -12,11 +12,28 @@ module that touches private Lightning/W&B attributes (``runtime.compat``). See d
 from importlib import import_module
 
 __all__ = [
-    "VAE", "BetaVAE", "FreeBitsVAE", "BetaTCVAE", "FactorVAE", "DIPVAE", "IWAE", "ForwardRecord", "Objective",
-    "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder",
-    "Bernoulli", "Gaussian", "LearnedGaussian",
-    "StandardNormal", "MixtureOfGaussians", "VampPrior",
-    "Constant", "LinearWarmup", "Cyclical",
+    "DIPVAE",
+    "IWAE",
+    "VAE",
+    "Bernoulli",
+    "BetaTCVAE",
+    "BetaVAE",
+    "Constant",
+    "ConvDecoder",
+    "ConvEncoder",
+    "Cyclical",
+    "FactorVAE",
+    "ForwardRecord",
+    "FreeBitsVAE",
+    "Gaussian",
+    "LearnedGaussian",
+    "LinearWarmup",
+    "MLPDecoder",
+    "MLPEncoder",
+    "MixtureOfGaussians",
+    "Objective",
+    "StandardNormal",
+    "VampPrior",
     "load_model",
 ]
 

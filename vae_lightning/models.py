@@ -221,14 +221,16 @@ class VAE(L.LightningModule):
         batch_size = f.x.shape[0]
         if stage == "train":  # on the steps Lightning writes (every log_every_n_steps)
             for name, value in values.items():
-                self.log(f"train/{name}", value, prog_bar=name == "loss", on_step=True, on_epoch=False,
-                         batch_size=batch_size)
+                self.log(
+                    f"train/{name}", value, prog_bar=name == "loss", on_step=True, on_epoch=False, batch_size=batch_size
+                )
             return objective, f
         # val/test: averaged over the epoch and reduced across DDP ranks by the metric objects
         metrics = self.eval_metrics[stage]
         for name, value in values.items():
-            metrics[name].update(torch.as_tensor(value, dtype=torch.float32, device=self.device).detach(),
-                                 weight=batch_size)
+            metrics[name].update(
+                torch.as_tensor(value, dtype=torch.float32, device=self.device).detach(), weight=batch_size
+            )
         self.log_dict({f"{stage}/{name}": metrics[name] for name in values}, on_step=False, on_epoch=True)
         return objective, f
 
@@ -310,13 +312,16 @@ class VAE(L.LightningModule):
         return self.decode(z)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
-               draw: bool = False) -> Tensor:
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0, draw: bool = False
+    ) -> Tensor:
         """n images (n, C, H, W) in [0, 1] decoded from z ~ p(z), the model's prior (with the
         standard-normal prior and ``temperature`` T: z ~ N(0, T²I)): the means E[x|z], or with
         ``draw`` draws from p(x|z) (see ``decode``)."""
         if temperature != 1.0 and not isinstance(self.prior, StandardNormal):
-            raise UserError(f"--temperature needs the standard-normal prior; this model has {type(self.prior).__name__}.")
+            raise UserError(
+                f"--temperature needs the standard-normal prior; this model has {type(self.prior).__name__}."
+            )
         z = temperature * self.prior.sample(n, generator)
         return self.decode(z, draw=draw, generator=generator)
 

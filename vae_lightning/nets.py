@@ -136,9 +136,11 @@ class ConvEncoder(Encoder):
         self.conv = nn.Sequential(*layers, nn.Flatten())
         with torch.no_grad():
             n_flat = self.conv(torch.zeros(1, *image_shape)).shape[1]
-        head = [nn.Linear(n_flat, hidden), nn.ReLU(), nn.Linear(hidden, 2 * latent_dim)] if hidden else [
-            nn.Linear(n_flat, 2 * latent_dim)
-        ]
+        head = (
+            [nn.Linear(n_flat, hidden), nn.ReLU(), nn.Linear(hidden, 2 * latent_dim)]
+            if hidden
+            else [nn.Linear(n_flat, 2 * latent_dim)]
+        )
         self.head = nn.Sequential(*head)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -167,9 +169,11 @@ class ConvDecoder(Decoder):
         self.start = math.ceil(h / 2**n)  # side before the first upsampling
         rev = list(channels)[::-1]
         n_flat = rev[0] * self.start**2
-        head = [nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, n_flat)] if hidden else [
-            nn.Linear(latent_dim, n_flat)
-        ]
+        head = (
+            [nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, n_flat)]
+            if hidden
+            else [nn.Linear(latent_dim, n_flat)]
+        )
         self.head = nn.Sequential(*head, nn.ReLU(), nn.Unflatten(1, (rev[0], self.start, self.start)))
         layers: list[nn.Module] = []
         for c_in, c_out in zip(rev, rev[1:]):

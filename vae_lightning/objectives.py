@@ -85,9 +85,7 @@ class Cyclical(KLSchedule):
         self, total_steps: int = 10_000, n_cycles: int = 4, ratio: float = 0.5, max_weight: float = 1.0
     ) -> None:
         if total_steps < 1 or n_cycles < 1:
-            raise ValueError(
-                f"Cyclical(total_steps={total_steps}, n_cycles={n_cycles}): both must be >= 1."
-            )
+            raise ValueError(f"Cyclical(total_steps={total_steps}, n_cycles={n_cycles}): both must be >= 1.")
         if not 0 < ratio <= 1:
             raise ValueError(f"Cyclical(ratio={ratio}): ratio must be in (0, 1].")
         self.total_steps, self.n_cycles, self.ratio, self.max_weight = total_steps, n_cycles, ratio, max_weight

@@ -16,7 +16,6 @@ import math
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
-from torch.distributions import Normal
 from typing_extensions import override
 
 from vae_lightning.errors import UserError
@@ -40,7 +39,12 @@ class BetaVAE(VAE):
     terms = ("kl_weight", "capacity")
 
     def __init__(
-        self, *args, beta: float = 4.0, c_max: float | None = None, c_steps: int = 100_000, gamma: float = 1000.0,
+        self,
+        *args,
+        beta: float = 4.0,
+        c_max: float | None = None,
+        c_steps: int = 100_000,
+        gamma: float = 1000.0,
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -124,8 +128,9 @@ class BetaTCVAE(VAE):
 
     terms = ("kl_weight", "index_mi", "tc", "dim_kl")
 
-    def __init__(self, *args, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0, estimator: str = "mws",
-                 **kwargs) -> None:
+    def __init__(
+        self, *args, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0, estimator: str = "mws", **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
             if value < 0:
@@ -187,8 +192,9 @@ class DIPVAE(VAE):
 
     terms = ("kl_weight", "dip_od", "dip_d")
 
-    def __init__(self, *args, kind: str = "i", lambda_od: float = 10.0, lambda_d: float | None = None,
-                 **kwargs) -> None:
+    def __init__(
+        self, *args, kind: str = "i", lambda_od: float = 10.0, lambda_d: float | None = None, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         if kind not in ("i", "ii"):
             raise UserError(f"model.init_args.kind must be 'i' (DIP-VAE-I) or 'ii' (DIP-VAE-II), got {kind!r}.")
@@ -239,8 +245,9 @@ class IWAE(VAE):
         if k < 1:
             raise UserError(f"model.init_args.k must be >= 1 (importance samples per example in training), got {k}.")
         if not isinstance(self.kl_schedule, Constant) or self.kl_schedule.weight != 1.0:
-            raise UserError("IWAE trains on the k-sample bound, which has no KL term to weight; "
-                            "remove model.init_args.kl_schedule.")
+            raise UserError(
+                "IWAE trains on the k-sample bound, which has no KL term to weight; remove model.init_args.kl_schedule."
+            )
         self.k, self.dreg = k, dreg
 
     def log_weights(self, f: ForwardRecord) -> Tensor:
@@ -305,14 +312,22 @@ class FactorVAE(VAE):
 
     terms = ("kl_weight", "tc", "disc_loss")
 
-    def __init__(self, *args, gamma: float = 40.0, disc_hidden: int = 1000, disc_layers: int = 6,
-                 disc_optimizer: OptimizerCallable | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        gamma: float = 40.0,
+        disc_hidden: int = 1000,
+        disc_layers: int = 6,
+        disc_optimizer: OptimizerCallable | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}.")
         if self.lr_scheduler is not None:
-            raise UserError("FactorVAE steps its optimizers by hand and does not apply "
-                            "model.init_args.lr_scheduler; remove it.")
+            raise UserError(
+                "FactorVAE steps its optimizers by hand and does not apply model.init_args.lr_scheduler; remove it."
+            )
         self.gamma = gamma
         self.discriminator = Discriminator(self.latent_dim, disc_hidden, disc_layers)
         self.disc_optimizer = disc_optimizer or functools.partial(torch.optim.Adam, lr=1e-4, betas=(0.5, 0.9))
@@ -325,8 +340,10 @@ class FactorVAE(VAE):
     @automatic_optimization.setter
     def automatic_optimization(self, value: bool) -> None:
         if value:
-            raise UserError("FactorVAE trains its discriminator with its own optimizer through manual optimization, "
-                            "so automatic_optimization cannot be True; leave it unset.")
+            raise UserError(
+                "FactorVAE trains its discriminator with its own optimizer through manual optimization, "
+                "so automatic_optimization cannot be True; leave it unset."
+            )
 
     def disc_loss(self, z: Tensor) -> Tensor:
         """Cross-entropy (nats) of D on z (B, D) as class 0 and on permute_dims(z) as class 1, averaged."""

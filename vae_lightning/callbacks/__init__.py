@@ -22,7 +22,19 @@ from vae_lightning.callbacks.wandb_summaries import WandbSummaries
 from vae_lightning.evaluation.scoring import AnomalyScores  # a BasePredictionWriter; see evaluation/scoring.py
 
 __all__ = [
-    "AnomalyScores", "Checkpoint", "CollapseMonitor", "Disentanglement", "FID", "ImageLogger", "NonFiniteGuard",
-    "NonFiniteLoss", "ProgressDisplay", "RNGState", "RunRecord", "SLURMPreemption", "WandbSummaries", "log_image",
+    "FID",
+    "AnomalyScores",
+    "Checkpoint",
+    "CollapseMonitor",
+    "Disentanglement",
+    "ImageLogger",
+    "NonFiniteGuard",
+    "NonFiniteLoss",
+    "ProgressDisplay",
+    "RNGState",
+    "RunRecord",
+    "SLURMPreemption",
+    "WandbSummaries",
+    "log_image",
     "picture_dir",
 ]

@@ -62,7 +62,9 @@ class CollapseMonitor(Callback):
         every_n_val: draw the bar chart at every n-th validation (0: never; the warning still works).
     """
 
-    def __init__(self, enabled: bool = True, kl_threshold: float = 0.1, patience: int = 3, every_n_val: int = 1) -> None:
+    def __init__(
+        self, enabled: bool = True, kl_threshold: float = 0.1, patience: int = 3, every_n_val: int = 1
+    ) -> None:
         if kl_threshold < 0 or patience < 1 or every_n_val < 0:
             raise ValueError(
                 f"CollapseMonitor needs kl_threshold >= 0, patience >= 1 and every_n_val >= 0; got {kl_threshold}, "
@@ -77,12 +79,16 @@ class CollapseMonitor(Callback):
         """The warning for one validation's total KL and active units, or None; counts patience."""
         self.low_kl_count = self.low_kl_count + 1 if kl < self.kl_threshold else 0
         if active == 0:
-            return (f"Posterior collapse: none of the {dims} latent dimensions is active (the encoder gives every "
-                    f"input nearly the same code; total KL {kl:.3f} nats), so the decoder ignores z. {REMEDIES}")
+            return (
+                f"Posterior collapse: none of the {dims} latent dimensions is active (the encoder gives every "
+                f"input nearly the same code; total KL {kl:.3f} nats), so the decoder ignores z. {REMEDIES}"
+            )
         if self.low_kl_count >= self.patience:
-            return (f"Posterior collapse: the KL has stayed under {self.kl_threshold} nats for {self.low_kl_count} "
-                    f"validations ({kl:.3f} nats now, {active}/{dims} active dimensions), so the code carries almost "
-                    f"no information about the input. {REMEDIES}")
+            return (
+                f"Posterior collapse: the KL has stayed under {self.kl_threshold} nats for {self.low_kl_count} "
+                f"validations ({kl:.3f} nats now, {active}/{dims} active dimensions), so the code carries almost "
+                f"no information about the input. {REMEDIES}"
+            )
         return None
 
     @override

@@ -28,13 +28,22 @@ class Disentanglement(Callback):
         seed: seed of the factor draws.
     """
 
-    def __init__(self, enabled: bool | None = None, num_points: int = 10_000, num_bins: int = 20,
-                 factor_vae_train: int = 1000, factor_vae_eval: int = 500, factor_vae_batch: int = 64,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        enabled: bool | None = None,
+        num_points: int = 10_000,
+        num_bins: int = 20,
+        factor_vae_train: int = 1000,
+        factor_vae_eval: int = 500,
+        factor_vae_batch: int = 64,
+        seed: int = 0,
+    ) -> None:
         if min(num_points, factor_vae_batch) < 2 or min(num_bins, factor_vae_train, factor_vae_eval) < 1:
-            raise ValueError("Disentanglement needs num_points, factor_vae_batch >= 2 and num_bins, factor_vae_train, "
-                             f"factor_vae_eval >= 1; got {num_points}, {factor_vae_batch}, {num_bins}, "
-                             f"{factor_vae_train}, {factor_vae_eval}.")
+            raise ValueError(
+                "Disentanglement needs num_points, factor_vae_batch >= 2 and num_bins, factor_vae_train, "
+                f"factor_vae_eval >= 1; got {num_points}, {factor_vae_batch}, {num_bins}, "
+                f"{factor_vae_train}, {factor_vae_eval}."
+            )
         self.enabled, self.num_points, self.num_bins, self.seed = enabled, num_points, num_bins, seed
         self.train, self.eval, self.batch = factor_vae_train, factor_vae_eval, factor_vae_batch
 
@@ -46,8 +55,10 @@ class Disentanglement(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "test" and self.enabled and not self._has_factors(trainer.datamodule):
             name = type(trainer.datamodule).__name__
-            raise UserError(f"disentanglement metrics need ground-truth factors, which {name} does not have; "
-                            "use sprites (vae_lightning.data.SpritesDataModule) or set --disentanglement.enabled false.")
+            raise UserError(
+                f"disentanglement metrics need ground-truth factors, which {name} does not have; "
+                "use sprites (vae_lightning.data.SpritesDataModule) or set --disentanglement.enabled false."
+            )
 
     @override
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -59,8 +70,9 @@ class Disentanglement(Callback):
         codes = represent(factors)
         scores = {
             "mig": mig(codes, factors, self.num_bins),
-            "factor_vae": factor_vae_score(represent, dm.factor_sizes, self.train, self.eval, self.batch,
-                                           seed=self.seed + 1, codes=codes),
+            "factor_vae": factor_vae_score(
+                represent, dm.factor_sizes, self.train, self.eval, self.batch, seed=self.seed + 1, codes=codes
+            ),
         }
         for name, value in scores.items():
             pl_module.log(f"test/{name}", value, rank_zero_only=True)

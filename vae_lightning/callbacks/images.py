@@ -58,9 +58,24 @@ class ImageLogger(Callback):
             ``<default_root_dir>/images/version_N``, one folder per run).
     """
 
-    def __init__(self, every_n_val: int = 1, num_images: int = 32, traverse_dims: int = 10, traverse_steps: int = 7,
-                 interpolations: int = 4, interpolation_steps: int = 8, dirpath: str | None = None) -> None:
-        counts = (every_n_val, num_images - 1, traverse_dims, traverse_steps - 2, interpolations, interpolation_steps - 2)
+    def __init__(
+        self,
+        every_n_val: int = 1,
+        num_images: int = 32,
+        traverse_dims: int = 10,
+        traverse_steps: int = 7,
+        interpolations: int = 4,
+        interpolation_steps: int = 8,
+        dirpath: str | None = None,
+    ) -> None:
+        counts = (
+            every_n_val,
+            num_images - 1,
+            traverse_dims,
+            traverse_steps - 2,
+            interpolations,
+            interpolation_steps - 2,
+        )
         if min(counts) < 0:
             raise ValueError(
                 "ImageLogger needs every_n_val, traverse_dims, interpolations >= 0, num_images >= 1 and "
@@ -114,4 +129,7 @@ class ImageLogger(Callback):
         pairs = min(self.interpolations, len(x) // 2)
         if pairs:
             a, b = slice(0, 2 * pairs, 2), slice(1, 2 * pairs, 2)
-            log("interpolations", pictures.interpolation_grid(pl_module, mu[a], mu[b], self.interpolation_steps, x[a], x[b]))
+            log(
+                "interpolations",
+                pictures.interpolation_grid(pl_module, mu[a], mu[b], self.interpolation_steps, x[a], x[b]),
+            )

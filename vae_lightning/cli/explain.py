@@ -20,8 +20,14 @@ from pathlib import Path
 from vae_lightning.runtime.imports import locate
 
 _TYPE_WORDS = {
-    "int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-    "collections.abc.Sequence": "a list", "list": "a list", "tuple": "a list", "dict": "a mapping",
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "collections.abc.Sequence": "a list",
+    "list": "a list",
+    "tuple": "a list",
+    "dict": "a mapping",
 }
 
 #: every piece of jsonargparse's (4.53.0) message text that ``explain`` reads; each one is
@@ -115,8 +121,11 @@ def _with_section(message: str, text: str) -> str:
     from lightning.pytorch import LightningDataModule, LightningModule
 
     cls = locate(owner.group(1))
-    section = "model" if isinstance(cls, type) and issubclass(cls, LightningModule) else (
-        "data" if isinstance(cls, type) and issubclass(cls, LightningDataModule) else None)
+    section = (
+        "model"
+        if isinstance(cls, type) and issubclass(cls, LightningModule)
+        else ("data" if isinstance(cls, type) and issubclass(cls, LightningDataModule) else None)
+    )
     return f"{section}.init_args.{message}" if section else message
 
 
@@ -187,7 +196,9 @@ def _yaml_problem(args: list[str], text: str) -> str:
         except OSError:
             continue
         if loaded is not None and not isinstance(loaded, dict):
-            return (f"config file {name!r} must hold a mapping of keys (trainer:, model:, data:, ...), "
-                    f"not a {type(loaded).__name__}.")
+            return (
+                f"config file {name!r} must hold a mapping of keys (trainer:, model:, data:, ...), "
+                f"not a {type(loaded).__name__}."
+            )
     first = text.splitlines()[0]
     return f"a config could not be read as YAML ({first}); check the file given to --config."

@@ -118,15 +118,22 @@ def _wandb_run(trainer: Trainer) -> dict | None:
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             run = logger.experiment
-            return {"id": run.id, "project": getattr(run, "project", None), "group": run.group or None,
-                    "save_dir": str(Path(logger.save_dir or ".").resolve())}
+            return {
+                "id": run.id,
+                "project": getattr(run, "project", None),
+                "group": run.group or None,
+                "save_dir": str(Path(logger.save_dir or ".").resolve()),
+            }
     return None
 
 
 def _file_loggers(trainer: Trainer) -> dict:
     """Where each CSV/TensorBoard logger writes: an evaluation writes below the same folder."""
-    return {type(lg).__name__: {"save_dir": str(Path(lg.save_dir).resolve()), "name": lg.name, "version": lg.version}
-            for lg in trainer.loggers if type(lg).__name__ in continuation.FILE_LOGGERS}
+    return {
+        type(lg).__name__: {"save_dir": str(Path(lg.save_dir).resolve()), "name": lg.name, "version": lg.version}
+        for lg in trainer.loggers
+        if type(lg).__name__ in continuation.FILE_LOGGERS
+    }
 
 
 class PlainHelpFormatter(DefaultHelpFormatter):
@@ -220,9 +227,13 @@ class VAECLI(LightningCLI):
         parser.add_lightning_class_args(SLURMPreemption, "preemption")  # USR1 on SLURM: save, requeue
         parser.add_lightning_class_args(RunRecord, "record")  # history.csv, summary.json for `vae compare`
         parser.add_lightning_class_args(WandbSummaries, "wandb_summaries")  # best val/elbo, KL table
-        parser.add_argument("--eval_run", choices=continuation.EVAL_RUN, default="continue",
-                            help="validate/test/predict of a fit's checkpoint: continue the fit's W&B run, or make "
-                                 "a separate run (job_type eval, the fit's group, fit_run_id in its config)")
+        parser.add_argument(
+            "--eval_run",
+            choices=continuation.EVAL_RUN,
+            default="continue",
+            help="validate/test/predict of a fit's checkpoint: continue the fit's W&B run, or make "
+            "a separate run (job_type eval, the fit's group, fit_run_id in its config)",
+        )
         parser.set_defaults(
             {
                 "model": lazy_instance(VAE),
@@ -322,4 +333,3 @@ def _known_keys(parser: LightningArgumentParser, argv: list[str]) -> list[str]:
         return compat.subcommand_options(parser, sub)
     except Exception:
         return []
-

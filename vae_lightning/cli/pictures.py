@@ -18,7 +18,7 @@ from vae_lightning.errors import UserError
 
 DOC = {
     "sample": "decode N draws z ~ N(0, T^2 I): a PNG grid (--out x.png), a folder of N PNGs (--out DIR) "
-              "or an array file (--out x.npz)",
+    "or an array file (--out x.npz)",
     "traverse": "latent traversals: one row per dimension, set from -3 to +3, most influential first",
     "interpolate": "decode straight lines in latent space between pairs of images (or of prior draws)",
 }
@@ -39,23 +39,36 @@ def _parser(name: str) -> argparse.ArgumentParser:
     if name == "sample":
         p.add_argument("--num", type=int, default=64, help="number of samples (default: %(default)s)")
         p.add_argument("--nrow", type=int, default=8, help="images per row of a grid (default: %(default)s)")
-        p.add_argument("--format", choices=FORMATS,
-                       help="grid (one PNG), png (a folder of N PNGs) or npz; default: from the --out extension")
+        p.add_argument(
+            "--format",
+            choices=FORMATS,
+            help="grid (one PNG), png (a folder of N PNGs) or npz; default: from the --out extension",
+        )
         p.add_argument("--temperature", type=float, default=1.0, help="z ~ N(0, T^2 I) (default: %(default)s)")
         kind = p.add_mutually_exclusive_group()
         kind.add_argument("--mean", dest="draw", action="store_false", help="images are E[x|z] (the default)")
-        kind.add_argument("--draw", dest="draw", action="store_true",
-                          help="images are draws from p(x|z): binary for a Bernoulli model")
+        kind.add_argument(
+            "--draw",
+            dest="draw",
+            action="store_true",
+            help="images are draws from p(x|z): binary for a Bernoulli model",
+        )
         p.add_argument("--batch-size", type=int, default=256, help="images decoded at once (default: %(default)s)")
         p.set_defaults(draw=False)  # else --mean's store_false default (True) would win
     if name == "traverse":
         p.add_argument("--image", help="traverse around the code μ(x) of this image file; default: around z = 0")
-        p.add_argument("--dims", type=int, default=10, help="dimensions shown, most influential first (default: %(default)s)")
+        p.add_argument(
+            "--dims", type=int, default=10, help="dimensions shown, most influential first (default: %(default)s)"
+        )
         p.add_argument("--steps", type=int, default=7, help="values per row from -span to +span (default: %(default)s)")
-        p.add_argument("--span", type=float, default=3.0, help="largest |z_u|, in prior std units (default: %(default)s)")
+        p.add_argument(
+            "--span", type=float, default=3.0, help="largest |z_u|, in prior std units (default: %(default)s)"
+        )
     if name == "interpolate":
         p.add_argument("--images", nargs="+", help="image files, taken in pairs; default: pairs of prior draws")
-        p.add_argument("--rows", type=int, default=4, help="pairs of prior draws when no --images (default: %(default)s)")
+        p.add_argument(
+            "--rows", type=int, default=4, help="pairs of prior draws when no --images (default: %(default)s)"
+        )
         p.add_argument("--steps", type=int, default=8, help="decoded images per row (default: %(default)s)")
     return p
 
@@ -148,8 +161,14 @@ def _run(name: str, args: argparse.Namespace) -> Path:
     g = torch.Generator().manual_seed(args.seed)
     if name == "traverse":
         if args.dims < 1 or args.steps < 2 or args.span <= 0:
-            raise UserError(f"need --dims >= 1, --steps >= 2 and --span > 0; got {args.dims}, {args.steps}, {args.span}.")
-        z = pictures.encode_mean(model, read_image(args.image, model))[0].cpu() if args.image else torch.zeros(model.latent_dim)
+            raise UserError(
+                f"need --dims >= 1, --steps >= 2 and --span > 0; got {args.dims}, {args.steps}, {args.span}."
+            )
+        z = (
+            pictures.encode_mean(model, read_image(args.image, model))[0].cpu()
+            if args.image
+            else torch.zeros(model.latent_dim)
+        )
         dims = _influence_order(model, z, args.span)[: args.dims]
         grid = pictures.traversal_grid(model, z, dims, args.steps, args.span)
     else:

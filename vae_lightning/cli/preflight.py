@@ -15,7 +15,6 @@ from typing import Any
 from vae_lightning.cli.slurm import check_allocation
 from vae_lightning.errors import UserError
 
-
 # every output path of `vae fit|validate|test|predict` (config key, kind); None values take a
 # default under trainer.default_root_dir, which is checked first
 OUTPUTS = (("trainer.default_root_dir", "dir"), ("checkpoint.dirpath", "dir"), ("images.dirpath", "dir"))
@@ -85,9 +84,13 @@ def check_hardware(accelerator: Any, devices: Any, precision: Any) -> None:
     acc = accelerator.lower()
     cuda = torch.cuda.is_available()
     if acc in ("gpu", "cuda") and not cuda:
-        raise UserError(f"trainer.accelerator is {accelerator!r} but this machine has no CUDA GPUs; use accelerator: cpu (or auto).")
+        raise UserError(
+            f"trainer.accelerator is {accelerator!r} but this machine has no CUDA GPUs; use accelerator: cpu (or auto)."
+        )
     if acc == "mps" and not torch.backends.mps.is_available():
-        raise UserError("trainer.accelerator is 'mps' but Apple's MPS is not available here; use accelerator: cpu (or auto).")
+        raise UserError(
+            "trainer.accelerator is 'mps' but Apple's MPS is not available here; use accelerator: cpu (or auto)."
+        )
     if acc not in ("auto", "cpu", "gpu", "cuda", "mps"):
         raise UserError(f"trainer.accelerator {accelerator!r} is not available here; use auto, cpu or gpu.")
     on_gpu = acc in ("gpu", "cuda") or (acc == "auto" and cuda)
@@ -108,7 +111,10 @@ def check_hardware(accelerator: Any, devices: Any, precision: Any) -> None:
     if prec.startswith("bf16") and on_gpu and not torch.cuda.is_bf16_supported():
         raise UserError(f"trainer.precision={prec} needs a GPU with bfloat16 support; use 16-mixed or 32-true here.")
     if prec.startswith("transformer-engine"):
-        raise UserError(f"trainer.precision={prec} needs NVIDIA Transformer Engine, which vae does not support; use bf16-mixed or 32-true.")
+        raise UserError(
+            f"trainer.precision={prec} needs NVIDIA Transformer Engine, which vae does not support; "
+            "use bf16-mixed or 32-true."
+        )
 
 
 def check_output(flag: str, path: Any, kind: str = "file") -> None:
@@ -151,12 +157,18 @@ def check_built(model: Any, subcommand: str, trainer: Any = None) -> None:
     if subcommand != "fit" or not hasattr(model, "configure_optimizers"):
         return
     if trainer is not None and not getattr(model, "automatic_optimization", True):
-        for key, value, neutral in (("gradient_clip_val", trainer.gradient_clip_val, (None, 0)),
-                                    ("accumulate_grad_batches", trainer.accumulate_grad_batches, (1,))):
+        for key, value, neutral in (
+            ("gradient_clip_val", trainer.gradient_clip_val, (None, 0)),
+            ("accumulate_grad_batches", trainer.accumulate_grad_batches, (1,)),
+        ):
             if value not in neutral:
-                raise UserError(f"{type(model).__name__} steps its optimizers by hand (manual optimization) and "
-                                f"cannot apply trainer.{key}={value}; remove it.")
+                raise UserError(
+                    f"{type(model).__name__} steps its optimizers by hand (manual optimization) and "
+                    f"cannot apply trainer.{key}={value}; remove it."
+                )
     try:
         model.configure_optimizers()
     except (ValueError, TypeError, KeyError) as err:
-        raise UserError(f"model.init_args.optimizer or lr_scheduler refused by torch: {str(err).strip().splitlines()[0]}.") from None
+        raise UserError(
+            f"model.init_args.optimizer or lr_scheduler refused by torch: {str(err).strip().splitlines()[0]}."
+        ) from None

@@ -35,11 +35,31 @@ SPRITES = ["--config", "configs/base.yaml", "--config", "configs/sprites/vae.yam
 TEMPLATES = {
     "single_gpu.sbatch": [*SPRITES, "--gpus-per-node", "1", "--time", "24:00:00"],
     "multi_gpu.sbatch": [*SPRITES, "--gpus-per-node", "4", "--cpus-per-task", "8", "--time", "24:00:00"],
-    "multi_node.sbatch": [*SPRITES, "--nodes", "2", "--gpus-per-node", "4", "--cpus-per-task", "8",
-                          "--time", "24:00:00"],
-    "sweep_beta.sbatch": ["--config", "configs/base.yaml", "--config", "configs/sprites/vae.yaml",
-                          "--config", "configs/sprites/beta_vae.yaml",
-                          "--gpus-per-node", "1", "--time", "24:00:00", "--array", "model.init_args.beta=1,2,4,8,16"],
+    "multi_node.sbatch": [
+        *SPRITES,
+        "--nodes",
+        "2",
+        "--gpus-per-node",
+        "4",
+        "--cpus-per-task",
+        "8",
+        "--time",
+        "24:00:00",
+    ],
+    "sweep_beta.sbatch": [
+        "--config",
+        "configs/base.yaml",
+        "--config",
+        "configs/sprites/vae.yaml",
+        "--config",
+        "configs/sprites/beta_vae.yaml",
+        "--gpus-per-node",
+        "1",
+        "--time",
+        "24:00:00",
+        "--array",
+        "model.init_args.beta=1,2,4,8,16",
+    ],
 }
 
 
@@ -132,47 +152,65 @@ def render(job: Job, vae: str = "vae") -> str:
     gpus = job.gpus_per_node
     devices = f"{_n(job.nodes, 'node')} x {_n(job.tasks_per_node, 'GPU' if gpus else 'CPU process')}"
     # (comment, directive) pairs; sbatch reads no comment on a directive's own line
-    sbatch = [(None, f"--job-name={job.name}"), (None, f"--nodes={job.nodes}"),
-              ("one task per device: Lightning reads each process's rank from SLURM",
-               f"--ntasks-per-node={job.tasks_per_node}")]
+    sbatch = [
+        (None, f"--job-name={job.name}"),
+        (None, f"--nodes={job.nodes}"),
+        (
+            "one task per device: Lightning reads each process's rank from SLURM",
+            f"--ntasks-per-node={job.tasks_per_node}",
+        ),
+    ]
     if gpus:
         sbatch.append((None, f"--gpus-per-node={gpus}"))
-    for flag, value in (("cpus-per-task", job.cpus_per_task), ("time", job.time), ("partition", job.partition),
-                        ("account", job.account)):
+    for flag, value in (
+        ("cpus-per-task", job.cpus_per_task),
+        ("time", job.time),
+        ("partition", job.partition),
+        ("account", job.account),
+    ):
         if value is not None:
             sbatch.append((None, f"--{flag}={value}"))
     log = "slurm-%x-%j.out"
     if job.grid:
         keys = " x ".join(k for k, _ in job.grid)
-        sbatch.append((f"one array task per combination of {keys}",
-                       f"--array=0-{len(study.tasks(job.grid)) - 1}"))
+        sbatch.append((f"one array task per combination of {keys}", f"--array=0-{len(study.tasks(job.grid)) - 1}"))
         log = "slurm-%x-%A_%a.out"
     sbatch += [
         ("a preempted or requeued job starts again and resumes from its hpc_ckpt", "--requeue"),
-        (f"{SIGNAL_SECONDS} s before the time limit: checkpoint after the current step, requeue",
-         f"--signal=USR1@{SIGNAL_SECONDS}"),
+        (
+            f"{SIGNAL_SECONDS} s before the time limit: checkpoint after the current step, requeue",
+            f"--signal=USR1@{SIGNAL_SECONDS}",
+        ),
         ("the restarted job appends to the same log", "--open-mode=append"),
         (None, f"--output={log}"),
     ]
-    lines = ["#!/bin/bash", f"# vae fit{' + vae test' if job.test else ''} on {devices}. Written by:",
-             f"#   {job.command}"]
+    lines = [
+        "#!/bin/bash",
+        f"# vae fit{' + vae test' if job.test else ''} on {devices}. Written by:",
+        f"#   {job.command}",
+    ]
     for comment, directive in sbatch:
         lines += ([f"# {comment}"] if comment else []) + [f"#SBATCH {directive}"]
-    lines += ["", "set -euo pipefail",
-              "# torch's CPU threads per task: the cores SLURM gave it, not every core of the node",
-              "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"]
+    lines += [
+        "",
+        "set -euo pipefail",
+        "# torch's CPU threads per task: the cores SLURM gave it, not every core of the node",
+        "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}",
+    ]
     lines += study.array_lines(job.grid, job.root) if job.grid else [f"ROOT={_q(job.root)}"]
     lines += ["", "ARGS=(", *(f"    {a}" for a in _args(job)), ")"]
     if not job.test:
         return "\n".join([*lines, f'srun {vae} fit "${{ARGS[@]}}"']) + "\n"
-    lines += ["# the fit writes $DONE when it ends without a preemption: a requeued job then only tests",
-              f'DONE="$ROOT/{study.DONE_FILE}"',
-              'if [[ ! -f $DONE ]]; then',
-              f'    srun {vae} fit "${{ARGS[@]}}" --preemption.done_file "$DONE"',
-              "fi",
-              "[[ -f $DONE ]] || exit 0  # preempted: the job is being requeued",
-              "# the checkpoint with the best val/loss of this job's fit (its last.ckpt if none), same W&B run",
-              f'srun {vae} test "${{ARGS[@]}}" --ckpt_path best']
+    lines += [
+        "# the fit writes $DONE when it ends without a preemption: a requeued job then only tests",
+        f'DONE="$ROOT/{study.DONE_FILE}"',
+        "if [[ ! -f $DONE ]]; then",
+        f'    srun {vae} fit "${{ARGS[@]}}" --preemption.done_file "$DONE"',
+        "fi",
+        "[[ -f $DONE ]] || exit 0  # preempted: the job is being requeued",
+        "# the checkpoint with the best val/loss of this job's fit (its last.ckpt if none), same W&B run",
+        f'srun {vae} test "${{ARGS[@]}}" --ckpt_path best',
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -180,16 +218,28 @@ def _args(job: Job) -> list[str]:
     """The ``vae fit`` (and ``vae test``) arguments, one flag and value a line. The arguments after
     ``--`` come before the task's folder and swept values, so that those win."""
     args = [a for c in job.configs for a in ("--config", _q(c))]
-    args += ["--trainer.accelerator", "gpu" if job.gpus_per_node else "cpu", "--trainer.devices",
-             str(job.tasks_per_node), "--trainer.num_nodes", str(job.nodes)]
+    args += [
+        "--trainer.accelerator",
+        "gpu" if job.gpus_per_node else "cpu",
+        "--trainer.devices",
+        str(job.tasks_per_node),
+        "--trainer.num_nodes",
+        str(job.nodes),
+    ]
     lines = [f"{a} {b}" for a, b in zip(args[::2], args[1::2])]
     lines += [" ".join(_q(a) for a in job.fit_args)] if job.fit_args else []
     args = ["--trainer.default_root_dir", '"$ROOT"', *study.array_args(job.grid)]
     if job.wandb:  # W&B groups the runs of one submission and can compare them by tag
         if job.grid:
             args += ["--trainer.logger.init_args.name", '"${NAMES[$I]}"']
-        args += ["--trainer.logger.init_args.group", _q(job.name), "--trainer.logger.init_args.job_type", "fit",
-                 "--trainer.logger.init_args.tags", '"${TAGS[$I]}"' if job.grid else _q("[slurm]")]
+        args += [
+            "--trainer.logger.init_args.group",
+            _q(job.name),
+            "--trainer.logger.init_args.job_type",
+            "fit",
+            "--trainer.logger.init_args.tags",
+            '"${TAGS[$I]}"' if job.grid else _q("[slurm]"),
+        ]
     return lines + [f"{a} {b}" for a, b in zip(args[::2], args[1::2])]
 
 
@@ -215,27 +265,48 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     from vae_lightning.cli.console import plain
 
-    p = _Parser(prog="vae slurm submit", description=plain(__doc__.split("\n\n")[0]),
-                epilog="Arguments after `--` go to `vae fit` unchanged.")
+    p = _Parser(
+        prog="vae slurm submit",
+        description=plain(__doc__.split("\n\n")[0]),
+        epilog="Arguments after `--` go to `vae fit` unchanged.",
+    )
     p.add_argument("--config", action="append", required=True, help="YAML config, as for `vae fit` (repeatable)")
     p.add_argument("--nodes", type=int, default=1, help="number of nodes (trainer.num_nodes)")
-    p.add_argument("--gpus-per-node", type=int, default=None,
-                   help="GPUs per node = trainer.devices; 0 for a CPU job (default: the config's devices, or 1)")
-    p.add_argument("--ntasks-per-node", type=int, default=None,
-                   help="tasks per node; must equal the GPUs per node (CPU jobs: the DDP processes per node)")
+    p.add_argument(
+        "--gpus-per-node",
+        type=int,
+        default=None,
+        help="GPUs per node = trainer.devices; 0 for a CPU job (default: the config's devices, or 1)",
+    )
+    p.add_argument(
+        "--ntasks-per-node",
+        type=int,
+        default=None,
+        help="tasks per node; must equal the GPUs per node (CPU jobs: the DDP processes per node)",
+    )
     p.add_argument("--cpus-per-task", type=int, default=None, help="CPU cores per task (data loading, rendering)")
     p.add_argument("--time", help="time limit, e.g. 24:00:00; USR1 comes 120 s before it")
     p.add_argument("--partition")
     p.add_argument("--account")
-    p.add_argument("--array", metavar="KEY=V1,V2,...", action="append",
-                   help="swept config key and values, e.g. model.init_args.beta=1,2,4,8; repeatable: one array "
-                        "task per combination, in runs/<study>/<key=value,...>/")
+    p.add_argument(
+        "--array",
+        metavar="KEY=V1,V2,...",
+        action="append",
+        help="swept config key and values, e.g. model.init_args.beta=1,2,4,8; repeatable: one array "
+        "task per combination, in runs/<study>/<key=value,...>/",
+    )
     p.add_argument("--seeds", metavar="S1,S2,...", help="shorthand for --array seed_everything=S1,S2,...")
-    p.add_argument("--study", help="the study's name: tasks train in runs/<study>/..., W&B group = the name "
-                                   "(default: trainer.default_root_dir and its folder name)")
-    p.add_argument("--test", action="store_true",
-                   help="after the fit, `vae test` its best checkpoint (by val/loss; last.ckpt if none) in the "
-                        "same job and W&B run; a job requeued after the fit re-runs only the test")
+    p.add_argument(
+        "--study",
+        help="the study's name: tasks train in runs/<study>/..., W&B group = the name "
+        "(default: trainer.default_root_dir and its folder name)",
+    )
+    p.add_argument(
+        "--test",
+        action="store_true",
+        help="after the fit, `vae test` its best checkpoint (by val/loss; last.ckpt if none) in the "
+        "same job and W&B run; a job requeued after the fit re-runs only the test",
+    )
     p.add_argument("--job-name", help="default: the name of trainer.default_root_dir (the run's folder)")
     p.add_argument("--dry-run", action="store_true", help="print the script instead of submitting it")
     return p
@@ -256,30 +327,47 @@ def job_from_args(argv: list[str]) -> tuple[Job, bool]:
         raise UserError(f"--gpus-per-node must be >= 0 (0: a CPU job), got {gpus}.")
     tasks = opts.ntasks_per_node if opts.ntasks_per_node is not None else max(gpus, 1)
     if tasks < 1 or (gpus and tasks != gpus):
-        raise UserError(f"--ntasks-per-node {tasks} must equal --gpus-per-node {gpus}: Lightning runs one task per "
-                        "device; leave --ntasks-per-node out.")
+        raise UserError(
+            f"--ntasks-per-node {tasks} must equal --gpus-per-node {gpus}: Lightning runs one task per "
+            "device; leave --ntasks-per-node out."
+        )
     if not gpus and str(trainer.get("precision")) in ("16", "16-mixed"):
-        raise UserError(f"trainer.precision={trainer['precision']} needs a CUDA GPU; use --gpus-per-node >= 1 or "
-                        "bf16-mixed on the CPU.")
+        raise UserError(
+            f"trainer.precision={trainer['precision']} needs a CUDA GPU; use --gpus-per-node >= 1 or "
+            "bf16-mixed on the CPU."
+        )
     if opts.cpus_per_task is not None and opts.cpus_per_task < 1:
         raise UserError(f"--cpus-per-task must be >= 1, got {opts.cpus_per_task}.")
     grid = study.grid_from(opts.array, opts.seeds)
     root = f"runs/{opts.study}" if opts.study else str(trainer.get("default_root_dir") or "runs/default")
     logger = trainer.get("logger")
     wandb = isinstance(logger, dict) and "WandbLogger" in str(logger.get("class_path", ""))
-    job = Job(configs=opts.config, nodes=opts.nodes, gpus_per_node=gpus, tasks_per_node=tasks,
-              cpus_per_task=opts.cpus_per_task, time=opts.time, partition=opts.partition, account=opts.account,
-              grid=grid, name=opts.job_name or opts.study or Path(root).name or "vae", root=root, wandb=wandb,
-              test=opts.test, fit_args=fit_args,
-              command=shlex.join(["vae", "slurm", "submit", *argv]))
+    job = Job(
+        configs=opts.config,
+        nodes=opts.nodes,
+        gpus_per_node=gpus,
+        tasks_per_node=tasks,
+        cpus_per_task=opts.cpus_per_task,
+        time=opts.time,
+        partition=opts.partition,
+        account=opts.account,
+        grid=grid,
+        name=opts.job_name or opts.study or Path(root).name or "vae",
+        root=root,
+        wandb=wandb,
+        test=opts.test,
+        fit_args=fit_args,
+        command=shlex.join(["vae", "slurm", "submit", *argv]),
+    )
     return job, opts.dry_run
 
 
 def submit(script: str) -> str:
     """Submit ``script`` with sbatch; returns the job id."""
     if shutil.which("sbatch") is None:
-        raise UserError("sbatch was not found on PATH; run this on a SLURM login node (or add --dry-run to print "
-                        "the script).")
+        raise UserError(
+            "sbatch was not found on PATH; run this on a SLURM login node (or add --dry-run to print the script)."
+        )
     # sbatch hands this environment to the job, and to every restart of it; a W&B service of
     # this process (set by a notebook or a test) must not be shared with the job
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
@@ -298,8 +386,10 @@ def _vae_command() -> str:
 
 def main(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: vae slurm submit --config X.yaml [options] [--dry-run] [-- vae fit arguments]\n\n"
-              "Run `vae slurm submit --help` for the options.")
+        print(
+            "usage: vae slurm submit --config X.yaml [options] [--dry-run] [-- vae fit arguments]\n\n"
+            "Run `vae slurm submit --help` for the options."
+        )
         return
     if argv[0] != "submit":
         raise UserError(f"unknown slurm command {argv[0]!r}; use `vae slurm submit` (see `vae slurm submit --help`).")

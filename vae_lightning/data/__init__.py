@@ -12,6 +12,12 @@ from vae_lightning.data.vision import (
 )
 
 __all__ = [
-    "VAEDataModule", "SpritesDataModule", "MNISTDataModule", "FashionMNISTDataModule",
-    "CIFAR10DataModule", "CelebADataModule", "ImageFolderDataModule", "StreamingDataModule",
+    "CIFAR10DataModule",
+    "CelebADataModule",
+    "FashionMNISTDataModule",
+    "ImageFolderDataModule",
+    "MNISTDataModule",
+    "SpritesDataModule",
+    "StreamingDataModule",
+    "VAEDataModule",
 ]

@@ -67,8 +67,15 @@ class VAEDataModule(L.LightningDataModule):
     factor_names: tuple[str, ...] | None = None
     factor_sizes: tuple[int, ...] | None = None
 
-    def __init__(self, batch_size: int = 128, seed: int = 0, binarize: str = "none", val_size: int | float = 0,
-                 on_device: bool | None = None, split_seed: int = 0) -> None:
+    def __init__(
+        self,
+        batch_size: int = 128,
+        seed: int = 0,
+        binarize: str = "none",
+        val_size: int | float = 0,
+        on_device: bool | None = None,
+        split_seed: int = 0,
+    ) -> None:
         super().__init__()
         check_common(batch_size, binarize, val_size)
         self.batch_size, self.seed, self.binarize, self.val_size = batch_size, seed, binarize, val_size
@@ -102,8 +109,17 @@ class VAEDataModule(L.LightningDataModule):
         rank, world = self._rank()
         idx = torch.arange(len(source)) if idx is None else idx
         binarize = "dynamic" if train and self.binarize == "dynamic" else "none"
-        return BatchLoader(source, idx, self.batch_size, shuffle=train, drop_last=train, seed=self.seed,
-                           binarize=binarize, rank=rank, world_size=world)
+        return BatchLoader(
+            source,
+            idx,
+            self.batch_size,
+            shuffle=train,
+            drop_last=train,
+            seed=self.seed,
+            binarize=binarize,
+            rank=rank,
+            world_size=world,
+        )
 
     def source_device(self) -> torch.device | None:
         """Where the sources should live: the trainer's device when ``on_device`` asks for it."""

@@ -41,7 +41,11 @@ class TensorSource:
 
     def to(self, device: torch.device | str) -> TensorSource:
         """This source with its tensors on ``device`` (copied once; uint8, so MNIST is 47 MB)."""
-        return self if torch.device(device) == self.device else TensorSource(self.images.to(device), self.targets.to(device))
+        return (
+            self
+            if torch.device(device) == self.device
+            else TensorSource(self.images.to(device), self.targets.to(device))
+        )
 
     def __getitem__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
         # index_select rather than images[idx] (advanced indexing): faster for a batch of rows (docs/benchmarks.md)
@@ -124,7 +128,8 @@ class BatchLoader:
         for b in range(start, len(self)):
             x, y = self.source[order[b * self.batch_size : (b + 1) * self.batch_size]]
             if self.binarize == "dynamic":
-                # x ~ Bernoulli(x) as one uniform draw and a compare: faster than torch.bernoulli on CPUs (docs/benchmarks.md)
+                # x ~ Bernoulli(x) as one uniform draw and a compare: faster than torch.bernoulli
+                # on CPUs (docs/benchmarks.md)
                 g = _seeded(self.seed, self.epoch, b, self.rank, device=x.device)
                 x = torch.rand(x.shape, generator=g, device=x.device).lt_(x).to(x.dtype)
             self.batch = b + 1

@@ -52,9 +52,7 @@ def factor_values(factors: Tensor) -> Tensor:
     of 2π/39; a step of 2π/40 made squares repeat every 10 steps and ellipses every 20), x and y
     in [0, 1]."""
     f = factors.float()
-    return torch.stack(
-        [f[:, 0], 0.5 + 0.1 * f[:, 1], f[:, 2] * (2 * math.pi / 39), f[:, 3] / 31, f[:, 4] / 31], dim=1
-    )
+    return torch.stack([f[:, 0], 0.5 + 0.1 * f[:, 1], f[:, 2] * (2 * math.pi / 39), f[:, 3] / 31, f[:, 4] / 31], dim=1)
 
 
 WINDOW = 2 * int(MARGIN)  # 28: a window this wide around the centre holds any shape (≤ 13 px from it)
@@ -100,7 +98,9 @@ def render(factors: Tensor) -> Tensor:
         if len(sel):
             window[sel] = inside(u[sel], v[sel])
     img = torch.zeros(n, SIZE, SIZE, device=device)
-    img[torch.arange(n, device=device).view(-1, 1, 1), rows.view(-1, WINDOW, 1), cols.view(-1, 1, WINDOW)] = window.float()
+    img[torch.arange(n, device=device).view(-1, 1, 1), rows.view(-1, WINDOW, 1), cols.view(-1, 1, WINDOW)] = (
+        window.float()
+    )
     return img.unsqueeze(1)
 
 
@@ -143,11 +143,22 @@ class SpritesDataModule(VAEDataModule):
     render = staticmethod(render)  # factor indices (B, 5) -> images, for the disentanglement metrics
 
     def __init__(
-        self, batch_size: int = 64, seed: int = 0, val_size: int | float = 10_000, num_images: int | None = None,
-        on_device: bool | None = None, split_seed: int = 0,
+        self,
+        batch_size: int = 64,
+        seed: int = 0,
+        val_size: int | float = 10_000,
+        num_images: int | None = None,
+        on_device: bool | None = None,
+        split_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed, binarize="none", val_size=val_size, on_device=on_device,
-                         split_seed=split_seed)
+        super().__init__(
+            batch_size=batch_size,
+            seed=seed,
+            binarize="none",
+            val_size=val_size,
+            on_device=on_device,
+            split_seed=split_seed,
+        )
         if num_images is not None and not 1 < num_images <= NUM_IMAGES:
             raise UserError(f"data.init_args.num_images must be in [2, {NUM_IMAGES}], got {num_images}.")
         self.num_images = num_images

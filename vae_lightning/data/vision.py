@@ -34,7 +34,9 @@ def _torchvision_set(cls, data_dir: str, download: bool, **kwargs):
         hint = "set data.init_args.download: true" if not download else "delete the partial files and retry"
         raise UserError(f"{name}: no complete copy under {data_dir!r} ({err}); {hint}.") from None
     except OSError as err:  # network errors while downloading
-        raise UserError(f"{name}: download into {data_dir!r} failed ({err}); check the network or fetch the files by hand.") from None
+        raise UserError(
+            f"{name}: download into {data_dir!r} failed ({err}); check the network or fetch the files by hand."
+        ) from None
 
 
 class _InMemoryVision(VAEDataModule):
@@ -54,8 +56,14 @@ class _InMemoryVision(VAEDataModule):
         on_device: bool | None = None,
         split_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed, binarize=binarize, val_size=val_size, on_device=on_device,
-                         split_seed=split_seed)
+        super().__init__(
+            batch_size=batch_size,
+            seed=seed,
+            binarize=binarize,
+            val_size=val_size,
+            on_device=on_device,
+            split_seed=split_seed,
+        )
         self.data_dir, self.download = os.path.expanduser(data_dir), download
 
     def prepare_data(self) -> None:
@@ -140,8 +148,16 @@ class CIFAR10DataModule(_InMemoryVision):
 
     image_shape = (3, 32, 32)
 
-    def __init__(self, data_dir: str = "data", download: bool = False, batch_size: int = 128, seed: int = 0,
-                 binarize: str = "none", val_size: int | float = 5000, on_device: bool | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str = "data",
+        download: bool = False,
+        batch_size: int = 128,
+        seed: int = 0,
+        binarize: str = "none",
+        val_size: int | float = 5000,
+        on_device: bool | None = None,
+    ) -> None:
         super().__init__(data_dir, download, batch_size, seed, binarize, val_size, on_device)
 
     @property
@@ -174,12 +190,12 @@ class ImageFiles(Dataset):
 
         root_path = Path(root).expanduser()
         if not root_path.is_dir():
-            raise UserError(f"ImageFolderDataModule: data_dir {str(root)!r} is not a directory; point it at a folder of images.")
+            raise UserError(
+                f"ImageFolderDataModule: data_dir {str(root)!r} is not a directory; point it at a folder of images."
+            )
         self.files = sorted(p for p in root_path.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
         if not self.files:
-            raise UserError(
-                f"ImageFolderDataModule: no image files ({', '.join(IMG_EXTENSIONS)}) under {str(root)!r}."
-            )
+            raise UserError(f"ImageFolderDataModule: no image files ({', '.join(IMG_EXTENSIONS)}) under {str(root)!r}.")
         self.transform = _transform(image_size, channels)
         self.mode = "L" if channels == 1 else "RGB"
 
@@ -192,7 +208,9 @@ class ImageFiles(Dataset):
                 with Image.open(path) as im:
                     im.verify()
             except Exception as err:  # PIL raises many types for broken files
-                raise UserError(f"ImageFolderDataModule: cannot read image {str(path)!r} ({err}); remove or replace it.") from None
+                raise UserError(
+                    f"ImageFolderDataModule: cannot read image {str(path)!r} ({err}); remove or replace it."
+                ) from None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -211,8 +229,9 @@ class ImageFiles(Dataset):
 class _FileBacked(VAEDataModule):
     """Train/val/test over map-style data sets read by DataLoader workers."""
 
-    def __init__(self, batch_size: int, seed: int, num_workers: int, binarize: str = "none",
-                 val_size: int | float = 0) -> None:
+    def __init__(
+        self, batch_size: int, seed: int, num_workers: int, binarize: str = "none", val_size: int | float = 0
+    ) -> None:
         super().__init__(batch_size=batch_size, seed=seed, binarize=binarize, val_size=val_size)
         if num_workers < 0:
             raise UserError(f"data.init_args.num_workers must be >= 0, got {num_workers}.")
@@ -224,14 +243,23 @@ class _FileBacked(VAEDataModule):
             raise UserError(f"{type(self).__name__} has no data for this stage; call setup() first.")
         rank, world = self._rank()
         # a resumable loader (not a shuffling DataLoader): a mid-epoch resume sees the same images
-        return FileBatchLoader(ds, torch.arange(len(ds)), self.batch_size, shuffle=train, drop_last=train,
-                               seed=self.seed, rank=rank, world_size=world, num_workers=self.num_workers)
+        return FileBatchLoader(
+            ds,
+            torch.arange(len(ds)),
+            self.batch_size,
+            shuffle=train,
+            drop_last=train,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            num_workers=self.num_workers,
+        )
 
     @property
     def num_train(self) -> int | None:
         return len(self.train_set) if self.train_set is not None else None
 
-    def split_loader(self, split: str) -> DataLoader:
+    def split_loader(self, split: str) -> FileBatchLoader:
         """One split's batches in data order (see ``VAEDataModule.split_loader``)."""
         return self._dl(getattr(self, f"{'test' if split == 'predict' else split}_set"), False)
 
@@ -261,8 +289,17 @@ class ImageFolderDataModule(_FileBacked):
         split_seed: seed of the val/test split (the same for every ``seed``).
     """
 
-    def __init__(self, data_dir: str = "images", image_size: int = 64, channels: int = 3, batch_size: int = 128,
-                 seed: int = 0, val_size: int | float = 0.1, num_workers: int = 2, split_seed: int = 0) -> None:
+    def __init__(
+        self,
+        data_dir: str = "images",
+        image_size: int = 64,
+        channels: int = 3,
+        batch_size: int = 128,
+        seed: int = 0,
+        val_size: int | float = 0.1,
+        num_workers: int = 2,
+        split_seed: int = 0,
+    ) -> None:
         super().__init__(batch_size, seed, num_workers, val_size=val_size)
         self.split_seed = split_seed
         if channels not in (1, 3):
@@ -297,8 +334,15 @@ class CelebADataModule(_FileBacked):
         num_workers: DataLoader worker processes.
     """
 
-    def __init__(self, data_dir: str = "data", download: bool = False, image_size: int = 64, batch_size: int = 128,
-                 seed: int = 0, num_workers: int = 4) -> None:
+    def __init__(
+        self,
+        data_dir: str = "data",
+        download: bool = False,
+        image_size: int = 64,
+        batch_size: int = 128,
+        seed: int = 0,
+        num_workers: int = 4,
+    ) -> None:
         super().__init__(batch_size, seed, num_workers)
         self.data_dir, self.download = os.path.expanduser(data_dir), download
         self.image_shape = (3, image_size, image_size)
@@ -316,4 +360,8 @@ class CelebADataModule(_FileBacked):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self.download = False  # prepare_data fetched it on one process
-            self.train_set, self.val_set, self.test_set = self._split("train"), self._split("valid"), self._split("test")
+            self.train_set, self.val_set, self.test_set = (
+                self._split("train"),
+                self._split("valid"),
+                self._split("test"),
+            )

@@ -54,16 +54,27 @@ def discrete_mutual_info(a: Tensor, b: Tensor) -> Tensor:
 def mig(codes: Tensor, factors: Tensor, num_bins: int = 20) -> float:
     """Mutual information gap of mean representations codes (N, D) for factor indices (N, K)."""
     binned = histogram_discretize(codes, num_bins)
-    m = torch.stack([torch.stack([discrete_mutual_info(binned[:, u], factors[:, k]) for k in range(factors.shape[1])])
-                     for u in range(codes.shape[1])])  # (D, K)
+    m = torch.stack(
+        [
+            torch.stack([discrete_mutual_info(binned[:, u], factors[:, k]) for k in range(factors.shape[1])])
+            for u in range(codes.shape[1])
+        ]
+    )  # (D, K)
     entropy = torch.stack([discrete_mutual_info(factors[:, k], factors[:, k]) for k in range(factors.shape[1])])
     m = torch.cat([m, torch.zeros_like(m[:1])])  # with one latent dimension the runner-up has 0
     top2 = m.topk(2, dim=0).values  # (2, K)
     return float(((top2[0] - top2[1]) / entropy).mean())
 
 
-def _votes(represent: Represent, factor_sizes: Sequence[int], num_votes: int, batch_size: int,
-           global_var: Tensor, active: Tensor, generator: torch.Generator) -> Tensor:
+def _votes(
+    represent: Represent,
+    factor_sizes: Sequence[int],
+    num_votes: int,
+    batch_size: int,
+    global_var: Tensor,
+    active: Tensor,
+    generator: torch.Generator,
+) -> Tensor:
     """(K, D) counts of (fixed factor, dimension with the smallest normalized variance)."""
     votes = torch.zeros(len(factor_sizes), len(global_var), dtype=torch.long)
     active_idx = active.nonzero().squeeze(1)
@@ -77,9 +88,17 @@ def _votes(represent: Represent, factor_sizes: Sequence[int], num_votes: int, ba
     return votes
 
 
-def factor_vae_score(represent: Represent, factor_sizes: Sequence[int], num_train: int = 1000, num_eval: int = 500,
-                     batch_size: int = 64, num_variance: int = 10_000, prune_std: float = 0.05,
-                     seed: int = 0, codes: Tensor | None = None) -> float:
+def factor_vae_score(
+    represent: Represent,
+    factor_sizes: Sequence[int],
+    num_train: int = 1000,
+    num_eval: int = 500,
+    batch_size: int = 64,
+    num_variance: int = 10_000,
+    prune_std: float = 0.05,
+    seed: int = 0,
+    codes: Tensor | None = None,
+) -> float:
     """FactorVAE score (Kim & Mnih 2018); ``codes``: representations of ``num_variance`` random
     factor tuples if already at hand (their variances normalize the votes)."""
     g = torch.Generator().manual_seed(seed)

@@ -270,8 +270,12 @@ class LatentMetrics(nn.Module):
         self.total_kl.update(gaussian_kl(mu, logvar).sum(1) if kl is None else kl.detach())
 
     def compute(self) -> dict[str, Tensor]:
-        return {"kl_per_dim": self.kl.compute(), **self.active.compute(), "mi": self.mi.compute(),
-                "kl": self.total_kl.compute()}
+        return {
+            "kl_per_dim": self.kl.compute(),
+            **self.active.compute(),
+            "mi": self.mi.compute(),
+            "kl": self.total_kl.compute(),
+        }
 
     def reset(self) -> None:
         for metric in (self.kl, self.active, self.mi, self.total_kl):

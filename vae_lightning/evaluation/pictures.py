@@ -66,15 +66,18 @@ def traversal_grid(model, z: Tensor, dims: Tensor | list[int], steps: int = 7, s
 
 
 @torch.no_grad()
-def interpolation_grid(model, z_a: Tensor, z_b: Tensor, steps: int = 8,
-                       x_a: Tensor | None = None, x_b: Tensor | None = None) -> Tensor:
+def interpolation_grid(
+    model, z_a: Tensor, z_b: Tensor, steps: int = 8, x_a: Tensor | None = None, x_b: Tensor | None = None
+) -> Tensor:
     """One row per pair (z_a[i], z_b[i]) of latents (P, D): decodings of (1 − t)·z_a + t·z_b for
     ``steps`` values of t in [0, 1]; with inputs x_a, x_b (P, C, H, W) they frame each row."""
     t = torch.linspace(0, 1, steps).view(1, steps, 1)
     zs = (1 - t) * z_a.float().cpu().unsqueeze(1) + t * z_b.float().cpu().unsqueeze(1)  # (P, steps, D)
     images = model.decode_mean(zs.flatten(0, 1)).cpu().view(len(z_a), steps, *model.image_shape)
     if x_a is not None and x_b is not None:
-        images = torch.cat([x_a.cpu().unsqueeze(1).to(images.dtype), images, x_b.cpu().unsqueeze(1).to(images.dtype)], 1)
+        images = torch.cat(
+            [x_a.cpu().unsqueeze(1).to(images.dtype), images, x_b.cpu().unsqueeze(1).to(images.dtype)], 1
+        )
     return _grid(images.flatten(0, 1), images.shape[1])
 
 

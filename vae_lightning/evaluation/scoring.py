@@ -88,8 +88,14 @@ class AnomalyScores(BasePredictionWriter):
         anomalous_labels: class labels of the predict split that count as anomalies.
     """
 
-    def __init__(self, path: str | None = None, background_images: int = 50_000, fpr: float | None = None,
-                 score: str | None = None, anomalous_labels: int | list[int] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | None = None,
+        background_images: int = 50_000,
+        fpr: float | None = None,
+        score: str | None = None,
+        anomalous_labels: int | list[int] | None = None,
+    ) -> None:
         super().__init__(write_interval="batch")
         if path is not None and not str(path).endswith(".csv"):
             raise UserError(f"scores.path must name a .csv file, got {path!r}.")
@@ -131,8 +137,10 @@ class AnomalyScores(BasePredictionWriter):
         if self.deciding and trainer.world_size > 1:
             raise UserError("scores.fpr and scores.anomalous_labels need one device; set trainer.devices 1.")
         if self.anomalous_labels is not None and getattr(trainer.datamodule, "factor_names", None):
-            raise UserError(f"scores.anomalous_labels needs class labels, but {type(trainer.datamodule).__name__} "
-                            "has ground-truth factors; leave it out.")
+            raise UserError(
+                f"scores.anomalous_labels needs class labels, but {type(trainer.datamodule).__name__} "
+                "has ground-truth factors; leave it out."
+            )
         self._background = self._fit_background(trainer, pl_module) if self.background_images else None
         if self.fpr is not None:
             self._threshold = self._fit_threshold(trainer, pl_module)
@@ -149,8 +157,10 @@ class AnomalyScores(BasePredictionWriter):
         dm.setup("fit")
         loader = dm.val_dataloader() if dm is not None else None
         if loader is None or len(loader) == 0:
-            raise UserError("scores.fpr needs held-out normal data in the validation split, which is empty; "
-                            "set data.init_args.val_size > 0.")
+            raise UserError(
+                "scores.fpr needs held-out normal data in the validation split, which is empty; "
+                "set data.init_args.val_size > 0."
+            )
         normal = []
         for batch in loader:
             x = images(batch).to(pl_module.device)
@@ -158,15 +168,19 @@ class AnomalyScores(BasePredictionWriter):
         normal = torch.cat(normal)
         self._val_count = len(normal)
         threshold = decisions.threshold_at_fpr(normal, self.fpr)
-        print(f"vae: threshold on {self.score} at a {self.fpr:g} false-positive rate, fit to {len(normal)} "
-              f"validation inputs: {threshold if self.score not in decisions.LOW_IS_ANOMALOUS else -threshold:.6g}")
+        print(
+            f"vae: threshold on {self.score} at a {self.fpr:g} false-positive rate, fit to {len(normal)} "
+            f"validation inputs: {threshold if self.score not in decisions.LOW_IS_ANOMALOUS else -threshold:.6g}"
+        )
         return threshold
 
     def _fit_background(self, trainer: Trainer, pl_module: LightningModule):
         dm = trainer.datamodule
         if dm is None or not hasattr(dm, "train_dataloader"):
-            raise UserError("vae predict: neg_llr needs the data module's training split; pass --data, "
-                            "or set --scores.background_images 0 to leave neg_llr out.")
+            raise UserError(
+                "vae predict: neg_llr needs the data module's training split; pass --data, "
+                "or set --scores.background_images 0 to leave neg_llr out."
+            )
         dm.setup("fit")
         marginals = PixelMarginals(pl_module.image_shape, binary=pl_module.likelihood.discrete).to(pl_module.device)
         per_rank = -(-self.background_images // trainer.world_size)
@@ -178,7 +192,9 @@ class AnomalyScores(BasePredictionWriter):
             if seen >= per_rank:
                 break
         if trainer.is_global_zero:
-            print(f"vae: background model for neg_llr fit to {min(seen, per_rank) * trainer.world_size} training images")
+            print(
+                f"vae: background model for neg_llr fit to {min(seen, per_rank) * trainer.world_size} training images"
+            )
         return marginals.compute()  # summed over ranks by torchmetrics
 
     @override
@@ -197,7 +213,11 @@ class AnomalyScores(BasePredictionWriter):
             if torch.is_tensor(y) and y.dim() == 1:
                 row["label"] = int(y[i])
             elif torch.is_tensor(y) and y.dim() == 2:
-                keys = factor_names if factor_names and len(factor_names) == y.shape[1] else [f"y{j}" for j in range(y.shape[1])]
+                keys = (
+                    factor_names
+                    if factor_names and len(factor_names) == y.shape[1]
+                    else [f"y{j}" for j in range(y.shape[1])]
+                )
                 row.update({key: int(v) for key, v in zip(keys, y[i].tolist())})
             row.update({name: f"{cols[name][i]:.6g}" for name in columns})
             if flags is not None:

@@ -111,8 +111,10 @@ def find_best(checkpoints: Path) -> Path:
     if run is None or not (run / "last.ckpt").is_file():
         last = find_last(checkpoints)
         if last is None:
-            raise UserError(f"--ckpt_path best: no run with a last.ckpt under {str(checkpoints)!r}; train first or "
-                            "give a checkpoint file.")
+            raise UserError(
+                f"--ckpt_path best: no run with a last.ckpt under {str(checkpoints)!r}; train first or "
+                "give a checkpoint file."
+            )
         run = last.parent
     best = sorted(run.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
     return best[-1] if best else run / "last.ckpt"
@@ -133,7 +135,9 @@ def read_checkpoint(path: str) -> dict:
             "use another checkpoint, e.g. an earlier one from the same folder."
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise UserError(f"{path!r} is not a Lightning checkpoint (it has no state_dict); give a .ckpt file written by vae fit.")
+        raise UserError(
+            f"{path!r} is not a Lightning checkpoint (it has no state_dict); give a .ckpt file written by vae fit."
+        )
     return ckpt
 
 
@@ -146,7 +150,9 @@ def resolve_ckpt_path(config, subcommand: str) -> None:
     if path == "last":
         last = find_last(checkpoints)
         if last is None and subcommand != "fit":
-            raise UserError(f"--ckpt_path last: no last.ckpt under {str(checkpoints)!r}; train first or give a checkpoint file.")
+            raise UserError(
+                f"--ckpt_path last: no last.ckpt under {str(checkpoints)!r}; train first or give a checkpoint file."
+            )
         if last is None:
             return  # a first fit with "last" starts fresh (Lightning warns), so job scripts can always pass it
         path = config.ckpt_path = str(last)
@@ -195,7 +201,10 @@ def check_fits_model(path: str, model: torch.nn.Module) -> None:
             )
     extra = sorted(set(theirs) - set(ours_sd))
     if extra:
-        raise UserError(f"checkpoint {path!r} has weights the configured net lacks ({extra[0]}, ...); it was written by a different net.")
+        raise UserError(
+            f"checkpoint {path!r} has weights the configured net lacks ({extra[0]}, ...); "
+            "it was written by a different net."
+        )
 
 
 # ---- loading a trained model (vae sample|traverse|interpolate) ------------------------------
@@ -215,7 +224,10 @@ def checkpoint_model_class(path: str | Path) -> type:
     if cls is None:
         raise UserError(f"checkpoint {str(path)!r} needs the model class {class_path!r}, which cannot be imported.")
     if not (isinstance(cls, type) and issubclass(cls, VAE)):
-        raise UserError(f"checkpoint {str(path)!r} holds a {class_path!r}, not a vae_lightning VAE model; pass a checkpoint written by `vae fit`.")
+        raise UserError(
+            f"checkpoint {str(path)!r} holds a {class_path!r}, not a vae_lightning VAE model; "
+            "pass a checkpoint written by `vae fit`."
+        )
     return cls
 
 
@@ -229,5 +241,8 @@ def load_model(path: str | Path, map_location: str = "cpu"):
             warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
             model = cls.load_from_checkpoint(path, map_location=map_location)
     except Exception as err:  # wrong keys or shapes: a checkpoint of another model
-        raise UserError(f"checkpoint {str(path)!r} does not fit {cls.__name__} ({type(err).__name__}: {str(err).splitlines()[0][:200]}).") from None
+        raise UserError(
+            f"checkpoint {str(path)!r} does not fit {cls.__name__} "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200]})."
+        ) from None
     return model.eval()
