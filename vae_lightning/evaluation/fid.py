@@ -1,7 +1,7 @@
 """Fréchet Inception Distance (Heusel et al. 2017) between test images and prior samples, through
 torchmetrics' ``FrechetInceptionDistance`` (the callback is ``vae_lightning.callbacks.FID``).
-Lower is better; 0 means identical feature statistics. FID values are comparable only between runs with the same feature extractor and
-the same number of images.
+Lower is better; 0 means identical feature statistics. FID values are comparable only between
+runs with the same feature extractor and the same number of images.
 """
 
 from __future__ import annotations
