@@ -40,7 +40,8 @@ scores:
   background_images: 8
 """
 
-# placeholders: {config} a tiny run's YAML, {ckpt} its last.ckpt, {out} the bad output path
+# placeholders: {config} a tiny run's YAML, {ckpt} its last.ckpt, {run} its root folder, {out} the bad
+# output path
 RUN = ["--config", "{config}"]
 EVAL = [*RUN, "--ckpt_path", "{ckpt}"]
 CSV_LOGGER = ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger"]
@@ -70,6 +71,11 @@ OUTPUTS = [
     ],
     ("predict", "scores.path", EVAL, ["--scores.path", "{out}/scores.csv"]),
     *[(cmd, "--out", ["{ckpt}"], ["--out", "{out}/grid.png"]) for cmd in ("sample", "traverse", "interpolate")],
+    ("encode", "--out", ["{ckpt}", *RUN, "--split", "test"], ["--out", "{out}/codes.npz"]),
+    ("sample", "--out", ["{ckpt}", "--num", "4"], ["--out", "{out}/samples", "--format", "png"]),
+    ("sample", "--out", ["{ckpt}", "--num", "4"], ["--out", "{out}/samples.npz"]),
+    ("compare", "--out", ["{run}"], ["--out", "{out}"]),
+    ("data prepare", "DST", ["{run}"], ["{out}/chunks"]),
     (
         "slurm submit",
         "trainer.default_root_dir",
@@ -90,7 +96,7 @@ def tiny_run(tmp_path_factory) -> dict[str, str]:
         main(["fit", "--config", str(config), "--trainer.default_root_dir", str(base / "run")])
     ckpt = base / "run" / "checkpoints" / "version_0" / "last.ckpt"
     assert ckpt.is_file()
-    return {"config": str(config), "ckpt": str(ckpt)}
+    return {"config": str(config), "ckpt": str(ckpt), "run": str(base / "run")}
 
 
 def _no_work(*args, **kwargs):

@@ -75,6 +75,10 @@ def main(argv: list[str]) -> None:
     opts = parser().parse_args(argv)
     if opts.html and not opts.out:
         raise UserError("--html writes <out>/report.html; add --out DIR.")
+    if opts.out:
+        from vae_lightning.cli.preflight import check_output
+
+        check_output("--out", opts.out, "dir")  # before any run folder is read
     runs, notes = load(opts)
     if not runs:
         raise UserError("found no runs; " + (" ".join(notes) if notes else "check the folders."))
