@@ -17,7 +17,9 @@ from torch.distributions import Independent, Normal
 
 
 class Likelihood(nn.Module, metaclass=ABCMeta):
-    """Base class, and the type of ``model.init_args.likelihood``. Subclasses implement
+    """Base class of the likelihoods p(x|z).
+
+    Base class, and the type of ``model.init_args.likelihood``. Subclasses implement
     ``dist(out)``, a distribution over one example's pixels (abstract, so help lists only them)."""
 
     #: True when the likelihood is a probability mass over {0, 1} pixels (needs binary data).
@@ -42,7 +44,9 @@ class Likelihood(nn.Module, metaclass=ABCMeta):
 
 
 class Bernoulli(Likelihood):
-    """Bernoulli per pixel with the decoder output as logits. Data must be binary {0, 1}:
+    """Bernoulli pixels for binary data; the decoder outputs logits.
+
+    Bernoulli per pixel with the decoder output as logits. Data must be binary {0, 1}:
     binary data sets (sprites) or gray images binarized dynamically or with a fixed draw."""
 
     discrete = True
@@ -53,7 +57,9 @@ class Bernoulli(Likelihood):
 
 
 class Gaussian(Likelihood):
-    """Gaussian per pixel, mean = decoder output, fixed standard deviation ``sigma``.
+    """Gaussian pixels with a fixed standard deviation.
+
+    Gaussian per pixel, mean = decoder output, fixed standard deviation ``sigma``.
 
     Args:
         sigma: standard deviation in data units (pixels scaled to [0, 1]).

@@ -93,7 +93,9 @@ class Objective(NamedTuple):
 
 
 class VAE(L.LightningModule):
-    """Variational autoencoder (Kingma & Welling 2014) with a diagonal-Gaussian posterior,
+    """Variational autoencoder: loss = −ELBO = recon + kl.
+
+    Variational autoencoder (Kingma & Welling 2014) with a diagonal-Gaussian posterior,
     a configurable prior (standard normal by default) and a configurable likelihood.
     Loss = −ELBO = recon + kl.
 

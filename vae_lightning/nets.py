@@ -58,7 +58,9 @@ def _mlp(sizes: Sequence[int]) -> nn.Sequential:
 
 
 class Encoder(nn.Module, metaclass=ABCMeta):
-    """The role of an encoder, and the type of ``model.init_args.encoder``: a subclass is built as
+    """Base class of the encoders.
+
+    The role of an encoder, and the type of ``model.init_args.encoder``: a subclass is built as
     ``Encoder(image_shape, latent_dim, **init_args)`` and maps images x (B, C, H, W) to the
     posterior's parameters (mu, logvar), each (B, D). A user's encoder subclasses this, so that
     help and error messages list our encoders and the user's, not every ``nn.Module``."""
@@ -69,7 +71,9 @@ class Encoder(nn.Module, metaclass=ABCMeta):
 
 
 class Decoder(nn.Module, metaclass=ABCMeta):
-    """The role of a decoder, and the type of ``model.init_args.decoder``: a subclass is built as
+    """Base class of the decoders.
+
+    The role of a decoder, and the type of ``model.init_args.decoder``: a subclass is built as
     ``Decoder(image_shape, latent_dim, **init_args)`` and maps latents z (B, D) to the
     likelihood's parameter (B, C, H, W)."""
 
@@ -148,7 +152,9 @@ class ConvEncoder(Encoder):
 
 
 class ConvDecoder(Decoder):
-    """DCGAN-style decoder, the mirror of ``ConvEncoder``: linear layer, then 4x4 stride-2
+    """Convolutional decoder, the mirror of ConvEncoder.
+
+    DCGAN-style decoder, the mirror of ``ConvEncoder``: linear layer, then 4x4 stride-2
     transposed convolutions. 28 px images are generated at 32 px and center-cropped.
 
     Args:

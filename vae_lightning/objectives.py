@@ -39,7 +39,9 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
 
 
 class KLSchedule(metaclass=ABCMeta):
-    """Weight w(step) that multiplies the KL term of the objective; the type of
+    """Base class of the KL-weight schedules.
+
+    Weight w(step) that multiplies the KL term of the objective; the type of
     ``model.init_args.kl_schedule`` (abstract, so help lists only its subclasses)."""
 
     @abstractmethod
@@ -48,7 +50,9 @@ class KLSchedule(metaclass=ABCMeta):
 
 
 class Constant(KLSchedule):
-    """w(step) = ``weight`` at every step."""
+    """A constant KL weight.
+
+    w(step) = ``weight`` at every step."""
 
     def __init__(self, weight: float = 1.0) -> None:
         if weight < 0:
@@ -60,7 +64,9 @@ class Constant(KLSchedule):
 
 
 class LinearWarmup(KLSchedule):
-    """w rises linearly from ``start`` to ``end`` over ``steps`` optimizer steps, then stays."""
+    """A KL weight that rises linearly, then stays.
+
+    w rises linearly from ``start`` to ``end`` over ``steps`` optimizer steps, then stays."""
 
     def __init__(self, steps: int = 10_000, start: float = 0.0, end: float = 1.0) -> None:
         if steps < 1:
@@ -75,7 +81,9 @@ class LinearWarmup(KLSchedule):
 
 
 class Cyclical(KLSchedule):
-    """Cyclical annealing (Fu et al. 2019, NAACL): ``n_cycles`` cycles over ``total_steps``.
+    """Cyclical KL annealing.
+
+    Cyclical annealing (Fu et al. 2019, NAACL): ``n_cycles`` cycles over ``total_steps``.
 
     Within each cycle w rises linearly from 0 to ``max_weight`` during the first ``ratio`` of
     the cycle and stays at ``max_weight`` for the rest. After ``total_steps`` w = ``max_weight``.

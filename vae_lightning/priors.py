@@ -75,7 +75,9 @@ def _mixture_sample(n: int, loc: Tensor, scale: Tensor, weights: Tensor, generat
 
 
 class StandardNormal(Prior):
-    """p(z) = N(0, I). The KL is in closed form per dimension (``gaussian_kl``); no parameters."""
+    """The standard-normal prior N(0, I), the default.
+
+    p(z) = N(0, I). The KL is in closed form per dimension (``gaussian_kl``); no parameters."""
 
     closed_form = True
 
@@ -97,7 +99,9 @@ class StandardNormal(Prior):
 
 
 class MixtureOfGaussians(Prior):
-    """p(z) = Σ_k π_k N(z; m_k, diag s_k²), K diagonal Gaussians whose means m (K, D), log
+    """A learned mixture of K diagonal Gaussians as the prior.
+
+    p(z) = Σ_k π_k N(z; m_k, diag s_k²), K diagonal Gaussians whose means m (K, D), log
     variances log s² (K, D) and weights π = softmax(logits) (K,) are learned with the model.
     Means start at N(0, I) draws, variances at 1, weights equal. KL: Monte Carlo.
 
@@ -129,7 +133,9 @@ class MixtureOfGaussians(Prior):
 
 
 class VampPrior(Prior):
-    """The VampPrior (Tomczak & Welling 2018, "VAE with a VampPrior", eq. 9): the mixture of the
+    """The VampPrior: a mixture of the model's posteriors at K learned pseudo-inputs.
+
+    The VampPrior (Tomczak & Welling 2018, "VAE with a VampPrior", eq. 9): the mixture of the
     model's own posteriors at K learned pseudo-inputs u_k, p(z) = (1/K) Σ_k q(z|u_k). The
     pseudo-inputs (K, C, H, W) are sigmoid(θ_k), so they stay in the data's [0, 1] range, and
     start near 0.5 (θ ~ N(0, 0.01²)). KL: Monte Carlo. Each use costs one encoder pass over

@@ -25,7 +25,9 @@ from vae_lightning.objectives import Constant, posterior
 
 
 class BetaVAE(VAE):
-    """β-VAE (Higgins et al. 2017): loss = recon + β·kl. With ``c_max`` set, the capacity form of
+    """β-VAE, plain (β·kl) or in the capacity form (γ·|kl − C|, the AnnealedVAE).
+
+    β-VAE (Higgins et al. 2017): loss = recon + β·kl. With ``c_max`` set, the capacity form of
     Burgess et al. 2018 (their "AnnealedVAE"): loss = recon + γ·|kl − C|, C rising linearly from
     0 to ``c_max`` nats over ``c_steps`` optimizer steps. The KL schedule multiplies either term.
 
@@ -70,7 +72,9 @@ class BetaVAE(VAE):
 
 
 class FreeBitsVAE(VAE):
-    """Free-bits VAE (Kingma et al. 2016, "Improved variational inference with inverse
+    """Free-bits VAE: no group of latent dimensions is pushed below λ nats of KL.
+
+    Free-bits VAE (Kingma et al. 2016, "Improved variational inference with inverse
     autoregressive flow", eq. 15): the KL term is Σ_g max(λ, E_batch[KL_g]) over groups g of
     latent dimensions, so no group is pushed below λ nats. ``kl`` and ``elbo`` are still logged
     with the true KL.
@@ -102,7 +106,9 @@ class FreeBitsVAE(VAE):
 
 
 class BetaTCVAE(VAE):
-    """β-TCVAE (Chen et al. 2018, "Isolating sources of disentanglement in VAEs"): the KL is split
+    """β-TCVAE: the KL split into index-code MI, total correlation and dimension-wise KL.
+
+    β-TCVAE (Chen et al. 2018, "Isolating sources of disentanglement in VAEs"): the KL is split
     into index-code MI, total correlation and dimension-wise KL, and the TC gets its own weight:
     loss = recon + w(step)·(α·index_mi + β·tc + γ·dim_kl), each term in nats per example and
     logged under its name. q(z) and its marginals q(z_u) at each z_i of a batch of M are
@@ -177,7 +183,9 @@ def batch_covariance(x: Tensor) -> Tensor:
 
 
 class DIPVAE(VAE):
-    """DIP-VAE (Kumar et al. 2018, "Variational inference of disentangled latent concepts from
+    """DIP-VAE-I and -II: the VAE loss plus penalties that push a latent covariance towards I.
+
+    DIP-VAE (Kumar et al. 2018, "Variational inference of disentangled latent concepts from
     unlabeled observations"): loss = recon + w(step)·(kl + λ_od·Σ_{i≠j} C_ij² + λ_d·Σ_i (C_ii − 1)²),
     C a batch estimate of a latent covariance: ``kind: i``, C = Cov_x[μ(x)] (their eq. 6);
     ``kind: ii``, C = Cov_q[z] = E_x[diag σ²(x)] + Cov_x[μ(x)] (eq. 7). Logged: ``dip_od`` and
@@ -224,7 +232,9 @@ class DIPVAE(VAE):
 
 
 class IWAE(VAE):
-    """Importance-weighted autoencoder (Burda et al. 2015): trained on the k-sample bound
+    """Importance-weighted autoencoder, trained on the k-sample bound.
+
+    Importance-weighted autoencoder (Burda et al. 2015): trained on the k-sample bound
     L_k = log (1/k) Σ_i p(x, z_i)/q(z_i|x), z_i ~ q(z|x); loss = −L_k in nats per example (k = 1:
     the one-sample −ELBO). The record's draw is the first of the k samples, so a batch costs k
     decoder passes; the weights come from ``evaluation.metrics.iw_log_weights``, as in ``nll_iw``.
@@ -295,7 +305,9 @@ class Discriminator(nn.Module):
 
 
 class FactorVAE(VAE):
-    """FactorVAE (Kim & Mnih 2018, "Disentangling by factorising"): loss = recon + w(step)·(kl + γ·tc),
+    """FactorVAE: the VAE loss plus γ times a discriminator's estimate of the total correlation.
+
+    FactorVAE (Kim & Mnih 2018, "Disentangling by factorising"): loss = recon + w(step)·(kl + γ·tc),
     tc ≈ E[log D(z)/(1 − D(z))] = E[logit_q − logit_perm], the density-ratio estimate of the total
     correlation from a discriminator D that tells z ~ q(z) from ``permute_dims(z)``. D is trained
     with its own optimizer on the cross-entropy ``disc_loss`` (nats), on the same batch's z

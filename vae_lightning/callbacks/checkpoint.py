@@ -10,7 +10,9 @@ from vae_lightning.runtime import compat
 
 
 class Checkpoint(ModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` that also writes ``last.ckpt`` when training ends between
+    """Lightning's ModelCheckpoint that always leaves the final state in last.ckpt.
+
+    Lightning's ``ModelCheckpoint`` that also writes ``last.ckpt`` when training ends between
     two validations (e.g. on ``max_steps``), so ``last.ckpt`` is always the final state."""
 
     @override

@@ -46,7 +46,9 @@ def kl_bar_chart(kl_per_dim: Tensor, mu_var: Tensor | None = None, threshold: fl
 
 
 class CollapseMonitor(Callback):
-    """After every validation: draws the KL per latent dimension (``images/kl_per_dim``, W&B and
+    """Draws the KL per latent dimension and warns once of posterior collapse.
+
+    After every validation: draws the KL per latent dimension (``images/kl_per_dim``, W&B and
     PNG in the run's picture folder) and warns once, in plain words, when the posterior
     collapses — no active unit (the model logs ``val/active_units``), or the total KL under
     ``kl_threshold`` nats for ``patience`` validations in a row. On by default; rank zero only.

@@ -12,7 +12,9 @@ from vae_lightning.evaluation.disentanglement import factor_vae_score, mig, mode
 
 
 class Disentanglement(Callback):
-    """Logs ``test/mig`` and ``test/factor_vae`` at the end of ``vae test`` for data modules with
+    """Logs disentanglement metrics at the end of vae test on data with factors.
+
+    Logs ``test/mig`` and ``test/factor_vae`` at the end of ``vae test`` for data modules with
     ground-truth factors (``factor_sizes`` and ``render(factors)``, e.g. sprites). Rank zero only.
     Sizes follow disentanglement_lib except the FactorVAE vote counts (10,000 / 5,000 there),
     which are lower by default to keep CPU runs short.

@@ -12,7 +12,9 @@ from vae_lightning.evaluation.fid import make_fid, rgb
 
 
 class FID(Callback):
-    """Logs ``test/fid`` at the end of ``vae test``: FID between the test images and as many prior
+    """Logs the Fréchet Inception Distance of prior samples at the end of vae test.
+
+    Logs ``test/fid`` at the end of ``vae test``: FID between the test images and as many prior
     samples E[x|z], z ~ N(0, I). Add it with ``--trainer.callbacks+=vae_lightning.callbacks.FID``.
 
     Args:

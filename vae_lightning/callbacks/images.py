@@ -36,7 +36,9 @@ def picture_dir(trainer: Trainer) -> Path:
 
 
 class ImageLogger(Callback):
-    """Every ``every_n_val`` validations, four pictures of the same validation inputs:
+    """Draws reconstructions, samples, traversals and interpolations during training.
+
+    Every ``every_n_val`` validations, four pictures of the same validation inputs:
 
     - ``reconstructions``: inputs in odd rows, their reconstructions E[x|z=μ(x)] in the row below;
     - ``samples``: E[x|z] for fixed draws z ~ N(0, I);

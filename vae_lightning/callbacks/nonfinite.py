@@ -24,7 +24,9 @@ class NonFiniteLoss(UserError):
 
 
 class NonFiniteGuard(Callback):
-    """Checks every optimizer step, after backward and before the weights change, that the loss
+    """Stops (or skips) a step whose loss or gradients are NaN or infinite.
+
+    Checks every optimizer step, after backward and before the weights change, that the loss
     and all gradients are finite. On the first bad step it saves the weights as they were (the
     last good state) to ``last.ckpt`` in the checkpoint folder and stops with a message naming
     the global step and the terms that went bad (``recon``, ``kl``, ``loss``, ``grad``). With

@@ -42,7 +42,9 @@ def _set_rng_state(state: dict) -> None:
 
 
 class RNGState(Callback):
-    """Saves torch's global RNG state (CPU, and CUDA when in use) in every checkpoint and restores
+    """Keeps torch's RNG state in checkpoints, so a resumed run draws the same noise.
+
+    Saves torch's global RNG state (CPU, and CUDA when in use) in every checkpoint and restores
     it on resume. Validation draws its noise from a copy, so where a validation falls relative
     to an interruption never changes the training noise."""
 
@@ -69,7 +71,9 @@ class RNGState(Callback):
 
 
 class SLURMPreemption(Callback):
-    """Under SLURM, on the requeue signal (USR1, sent ``--signal=USR1@<s>`` before the time limit
+    """Saves, requeues and stops a SLURM job on its requeue signal.
+
+    Under SLURM, on the requeue signal (USR1, sent ``--signal=USR1@<s>`` before the time limit
     or by ``scancel --signal=USR1``): finish the current optimizer step, save
     ``<default_root_dir>/hpc_ckpt_<n>.ckpt`` (all ranks agree on the step), requeue the job with
     ``scontrol requeue`` and stop. The requeued job runs the same command; Lightning finds the

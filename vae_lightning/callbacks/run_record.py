@@ -56,7 +56,9 @@ def _finite(x: float | None) -> bool:
 
 
 class RunRecord(Callback):
-    """Writes ``history.csv`` and ``summary.json`` (see the module docstring) on rank zero.
+    """Writes history.csv and summary.json beside the checkpoints, whatever the logger.
+
+    Writes ``history.csv`` and ``summary.json`` (see the module docstring) on rank zero.
 
     Work happens only when Lightning writes metrics (every ``log_every_n_steps`` training steps,
     each validation, the end of a test), never on the other steps. Each write replaces the whole

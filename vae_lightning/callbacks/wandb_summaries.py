@@ -28,7 +28,9 @@ def _runs(trainer: Trainer):
 
 
 class WandbSummaries(Callback):
-    """Defines the W&B step metric and summaries at setup and logs the per-dimension KL table
+    """Sets W&B's step metric and summaries and logs the KL per dimension as one table.
+
+    Defines the W&B step metric and summaries at setup and logs the per-dimension KL table
     after a test (see the module docstring). Does nothing without a ``WandbLogger``."""
 
     @override

@@ -23,6 +23,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from vae_lightning.cli.console import plain
 from vae_lightning.cli.preflight import check_writable
 from vae_lightning.errors import UserError
 
@@ -37,7 +38,7 @@ _MARK = "vae-prepare-error: "  # a worker's UserError crosses LitData's process 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vae data prepare",
-        description=__doc__.split("\n\n")[0],
+        description=plain(__doc__.split("\n\n")[0]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("src", help="folder of images, the CelebA folder, or a torchvision root (with --kind)")

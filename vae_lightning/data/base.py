@@ -48,7 +48,9 @@ def fixed_binarization(images: Tensor, seed: int) -> Tensor:
 
 
 class VAEDataModule(L.LightningDataModule):
-    """Base class. Subclasses set ``image_shape`` (C, H, W) and ``binary`` and build the
+    """Base class of the data modules.
+
+    Base class. Subclasses set ``image_shape`` (C, H, W) and ``binary`` and build the
     sources in ``setup``; in-memory sources are served by ``BatchLoader``.
 
     Args:

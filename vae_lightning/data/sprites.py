@@ -124,7 +124,9 @@ class SpritesSource:
 
 
 class SpritesDataModule(VAEDataModule):
-    """The default data set: sprites on the dSprites factor grid, rendered on the fly (no
+    """Sprites on the dSprites factor grid, the default data set (no download).
+
+    The default data set: sprites on the dSprites factor grid, rendered on the fly (no
     download, a few MB of memory). Batches are (x (B, 1, 64, 64) in {0, 1}, factors (B, 5) long).
 
     Args:

@@ -136,7 +136,9 @@ class StreamingBatches:
 
 
 class StreamingDataModule(VAEDataModule):
-    """Images prepared by ``vae data prepare`` (uint8 chunks with LitData), streamed from a local
+    """Images prepared by vae data prepare, streamed with LitData.
+
+    Images prepared by ``vae data prepare`` (uint8 chunks with LitData), streamed from a local
     folder or object storage. Batches are x (B, C, H, W) float in [0, 1] and the targets; the
     image shape (C, H, W) comes from the prepared folder's ``vae_data.json``.
 

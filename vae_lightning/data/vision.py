@@ -94,7 +94,9 @@ class _InMemoryVision(VAEDataModule):
 
 
 class MNISTDataModule(_InMemoryVision):
-    """MNIST (LeCun et al. 1998): 28×28 gray digits; 60,000 train (re-split into train/val) and
+    """MNIST digits, held in memory.
+
+    MNIST (LeCun et al. 1998): 28×28 gray digits; 60,000 train (re-split into train/val) and
     10,000 test. Files under ``data_dir/MNIST/raw`` as torchvision lays them out.
 
     Args:
@@ -132,7 +134,9 @@ class FashionMNISTDataModule(_InMemoryVision):
 
 
 class CIFAR10DataModule(_InMemoryVision):
-    """CIFAR-10 (Krizhevsky 2009): 32×32 RGB; 50,000 train (re-split into train/val), 10,000
+    """CIFAR-10 images, held in memory.
+
+    CIFAR-10 (Krizhevsky 2009): 32×32 RGB; 50,000 train (re-split into train/val), 10,000
     test. Files under ``data_dir/cifar-10-batches-py``. Gray values by default (``binarize:
     none``), for the Gaussian likelihoods.
 
@@ -274,7 +278,9 @@ class _FileBacked(VAEDataModule):
 
 
 class ImageFolderDataModule(_FileBacked):
-    """Any folder of images (searched recursively; PNG, JPEG, …), resized and center-cropped to
+    """Any folder of images, read from disk.
+
+    Any folder of images (searched recursively; PNG, JPEG, …), resized and center-cropped to
     ``image_size`` and converted to gray (``channels: 1``) or RGB (``channels: 3``). A seeded
     ``val_size`` share is held out for validation and also used as the test split.
 
@@ -319,7 +325,9 @@ class ImageFolderDataModule(_FileBacked):
 
 
 class CelebADataModule(_FileBacked):
-    """CelebA (Liu et al. 2015) aligned faces, center-cropped to 148 px and resized to
+    """CelebA faces, read from disk.
+
+    CelebA (Liu et al. 2015) aligned faces, center-cropped to 148 px and resized to
     ``image_size`` (64 by default), with the official train/valid/test partition. Files under
     ``data_dir/celeba`` as torchvision lays them out. torchvision downloads from Google Drive,
     which often refuses automated downloads; if it fails, fetch ``img_align_celeba.zip`` and the

@@ -63,7 +63,9 @@ def anomaly_scores(model, x: Tensor, k: int) -> dict[str, Tensor]:
 
 
 class AnomalyScores(BasePredictionWriter):
-    """Writes one CSV row per predicted input: ``index`` (position in the predict split, per
+    """Writes the anomaly scores of vae predict as CSV, one row per input.
+
+    Writes one CSV row per predicted input: ``index`` (position in the predict split, per
     device), the label or ground-truth factors when the data has them, then the scores
     (neg_elbo, nll_iw, recon, kl, sq_error, log_pz, nll_pixels, neg_llr; see
     ``vae_lightning.evaluation.scoring``). The background model of nll_pixels and neg_llr is fit at the
