@@ -74,9 +74,10 @@ def test_ddp_fit_splits_the_data_and_only_rank_zero_writes(ddp_run):
         "best-20.ckpt",
         "history.csv",
         "last.ckpt",
+        "provenance.json",
         "summary.json",
         "vae_config.yaml",
-    ]  # checkpoints and run records
+    ]  # checkpoints, run records and provenance
     steps = [row.split(",")[0] for row in (folder / "history.csv").read_text().splitlines()[1:]]
     assert steps == sorted(set(steps), key=int)  # one writer: each logged step once
     assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 20
