@@ -33,6 +33,7 @@ IGNORED_KEYS = (
     "trainer.default_root_dir",
     "checkpoint.dirpath",
     "images.dirpath",
+    "preemption.done_file",  # a per-task path that `vae slurm submit --test` sets
     "scores.path",
     "ckpt_path",
     "config",
