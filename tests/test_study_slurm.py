@@ -176,7 +176,7 @@ def test_vae_compare_tables_and_plots_the_study(study, tmp_path):
     for beta in ("1", "4"):
         for seed in ("0", "1"):
             assert any(beta in line and seed in line for line in lines), (beta, seed, result.stdout)
-    grouped = [line for line in lines if "±" in line]
+    grouped = [line for line in lines if "±" in line and "groups" not in line]  # rows, not the title
     assert len(grouped) == 2 and all("2" in line for line in grouped), result.stdout  # mean ± sd, n = 2
     assert len(list(out.glob("*.png"))) == 3, sorted(out.iterdir())
 
