@@ -12,22 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, run_vae
+from conftest import REPO, TINY_MODEL, run_vae
 
 pytestmark = pytest.mark.slow
 
-MODEL = [
-    "--model.init_args.latent_dim",
-    "4",
-    "--model.init_args.encoder",
-    "vae_lightning.MLPEncoder",
-    "--model.init_args.encoder.init_args.hidden",
-    "[32]",
-    "--model.init_args.decoder",
-    "vae_lightning.MLPDecoder",
-    "--model.init_args.decoder.init_args.hidden",
-    "[32]",
-]
+MODEL = TINY_MODEL[2:]  # the tiny nets, for any model class
 CONFIGS = ["--config", "configs/base.yaml", "--config", "configs/mnist/vae.yaml"]
 NOISE = (
     "Tip: For seamless cloud logging",  # Lightning's litlogger advert
