@@ -68,7 +68,7 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}[precision]
 
 
-def build_model(device: torch.device, compile: bool, channels_last: bool):
+def build_model(device: torch.device, compile: bool | str, channels_last: bool):
     """The model of configs/sprites/vae.yaml (configs/model/conv64.yaml), built without the CLI;
     returns (model, optimizer)."""
     from vae_lightning import VAE, ConvDecoder, ConvEncoder
@@ -123,7 +123,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def fit_rate(work: Path, tag: str, s: dict, precision: str, batch: int, compile: bool, channels_last: bool) -> float:
+def fit_rate(
+    work: Path, tag: str, s: dict, precision: str, batch: int, compile: bool | str, channels_last: bool
+) -> float:
     """Images/s of `vae fit` (shipped sprites configs, data on the device) for one setting."""
     from vae_lightning.cli import run
 
@@ -198,12 +200,30 @@ def throughput_rows(work: Path, device, s: dict) -> list[dict]:
     return rows
 
 
+def compile_name(value: bool | str) -> str:
+    return value if isinstance(value, str) else ("on" if value else "off")
+
+
+def mode_rows(work: Path, device, s: dict) -> list[dict]:
+    """torch.compile's modes (``model.init_args.compile: <mode>``) at the first batch size,
+    bf16-mixed, channels_last on: the options for the GPU path (``--compile-modes``)."""
+    batch, precision, rows = s["batches"][0], "bf16-mixed", []
+    for mode in ("default", "reduce-overhead", "max-autotune"):
+        tag = f"b{batch}-{precision}-cl1-{mode}"
+        fit = fit_rate(work, tag, s, precision, batch, mode, True)
+        _, bare = bare_train(device, precision, batch, s["steps"], mode, True, s["warmup"])
+        rows.append(dict(batch=batch, precision=precision, channels_last=True, compile=mode, fit=fit, bare=bare))
+        rows[-1]["ratio"] = fit / bare
+        print(f"{tag}: fit {fit:.0f} img/s, bare {bare:.0f} img/s, fit/bare {fit / bare:.3f}", flush=True)
+    return rows
+
+
 def table(rows: list[dict], elbos: dict[str, float], head: str) -> str:
     columns = "| batch | precision | channels_last | compile | `vae fit` img/s | bare step img/s | fit / bare |"
     lines = [head, "", columns, "|---|---|---|---|---|---|---|"]
     lines += [
         f"| {r['batch']} | {r['precision']} | {'on' if r['channels_last'] else 'off'} | "
-        f"{'on' if r['compile'] else 'off'} | {r['fit']:.0f} | {r['bare']:.0f} | {r['ratio']:.3f} |"
+        f"{compile_name(r['compile'])} | {r['fit']:.0f} | {r['bare']:.0f} | {r['ratio']:.3f} |"
         for r in rows
     ]
     ratios = [r["ratio"] for r in rows]
@@ -225,6 +245,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dry-run", action="store_true", help="on the CPU at tiny sizes: checks the code, measures nothing")
     p.add_argument("--doc", help="markdown file to append the table to (default: docs/benchmarks.md, not in a dry run)")
     p.add_argument("--out", help="also write the rows as JSON here")
+    p.add_argument(
+        "--compile-modes",
+        action="store_true",
+        help="also torch.compile's default, reduce-overhead and max-autotune modes (batch 256, bf16-mixed, "
+        "channels_last; several minutes of compilation beyond the 4-minute table)",
+    )
     a = p.parse_args(argv)
     if not a.dry_run and not torch.cuda.is_available():
         raise SystemExit("bench.gpu: no CUDA GPU here; use --dry-run to check the code on the CPU.")
@@ -244,6 +270,15 @@ def main(argv: list[str] | None = None) -> None:
         f"{time.perf_counter() - started:.0f} s in all."
     )
     text = table(rows, elbos, head)
+    if a.compile_modes:
+        modes = mode_rows(work, device, s)
+        text += "\ntorch.compile modes (`model.init_args.compile: <mode>`):\n\n" + "\n".join(
+            f"- {r['compile']}: `vae fit` {r['fit']:.0f} img/s, bare step {r['bare']:.0f} img/s, "
+            f"fit / bare {r['ratio']:.3f}"
+            for r in modes
+        )
+        text += "\n"
+        rows += modes
     print("\n" + text)
     doc = a.doc or (None if a.dry_run else str(w.REPO / "docs" / "benchmarks.md"))
     if doc:

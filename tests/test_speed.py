@@ -18,6 +18,7 @@ from vae_lightning.data import MNISTDataModule, SpritesDataModule
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.loader import TensorSource
 from vae_lightning.data.sprites import FACTOR_SIZES, render
+from vae_lightning.errors import UserError
 
 KEYS = {"train/loss", "train/recon", "train/kl", "train/elbo", "train/kl_weight"}
 
@@ -202,3 +203,31 @@ def test_compile_keeps_the_outputs_gradients_and_checkpoint_keys(monkeypatch):
     for a, b in zip(*outputs):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert not math.isnan(outputs[1][0].sum().item())
+
+
+def test_a_compile_mode_reaches_torch_compile_and_a_bad_one_is_refused(monkeypatch):
+    import vae_lightning.models as models
+
+    calls, compiling = [], [False]
+
+    def fake_compile(fn, mode):  # records the mode; runs fn eagerly, as if inside the compiled graph
+        def run(*args):
+            compiling[0] = True
+            try:
+                return fn(*args)
+            finally:
+                compiling[0] = False
+
+        calls.append(mode)
+        return run
+
+    monkeypatch.setattr(models, "_COMPILED", {})
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling[0])
+    args = dict(encoder=MLPEncoder, decoder=MLPDecoder, latent_dim=2, image_shape=(1, 4, 4))
+    x = torch.rand(3, 1, 4, 4)
+    for value, mode in ((True, "default"), ("reduce-overhead", "reduce-overhead"), ("max-autotune", "max-autotune")):
+        VAE(**args, compile=value)(x)
+        assert calls[-1] == mode
+    with pytest.raises(UserError, match="model.init_args.compile must be true, false or one of default"):
+        VAE(**args, compile="fastest")

@@ -51,14 +51,17 @@ EncoderFactory = Callable[[Shape, int], Encoder]
 DecoderFactory = Callable[[Shape, int], Decoder]
 
 
-_COMPILED: dict[Callable, Callable] = {}
+_COMPILED: dict[tuple[Callable, str], Callable] = {}
+#: torch.compile's modes (``model.init_args.compile``); true means "default"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def compiled(fn: Callable) -> Callable:
-    """``torch.compile(fn)``, made once per function (compiled code is cached per model by guards)."""
-    if fn not in _COMPILED:
-        _COMPILED[fn] = torch.compile(fn)
-    return _COMPILED[fn]
+def compiled(fn: Callable, mode: str = "default") -> Callable:
+    """``torch.compile(fn, mode=mode)``, made once per function and mode (compiled code is cached
+    per model by guards)."""
+    if (fn, mode) not in _COMPILED:
+        _COMPILED[fn, mode] = torch.compile(fn, mode=mode)
+    return _COMPILED[fn, mode]
 
 
 class ForwardRecord(NamedTuple):
@@ -117,6 +120,8 @@ class VAE(L.LightningModule):
             the bound tightens as k grows, at k times the cost of a decoder pass.
         compile: ``torch.compile`` the model step (nets and objective terms in ``forward``); the
             first steps pay for compilation (seconds to a minute). Checkpoint keys do not change.
+            ``true`` uses torch's default mode; a mode name (``reduce-overhead``: CUDA graphs,
+            ``max-autotune``, ``max-autotune-no-cudagraphs``) selects that mode.
         channels_last: keep conv weights and images in channels-last memory layout (faster
             convolutions on GPUs with tensor cores; usually no gain on CPUs).
     """
@@ -141,7 +146,7 @@ class VAE(L.LightningModule):
         lr_interval: str = "step",
         image_shape: tuple[int, int, int] | None = None,
         iw_samples: int = 100,
-        compile: bool = False,
+        compile: bool | str = False,
         channels_last: bool = False,
     ) -> None:
         super().__init__()
@@ -154,6 +159,10 @@ class VAE(L.LightningModule):
         if iw_samples < 1:
             raise UserError(
                 f"model.init_args.iw_samples must be >= 1 (the number of importance samples k), got {iw_samples}."
+            )
+        if isinstance(compile, str) and compile not in COMPILE_MODES:
+            raise UserError(
+                f"model.init_args.compile must be true, false or one of {', '.join(COMPILE_MODES)}; got {compile!r}."
             )
         self.save_hyperparameters(logger=False)  # the CLI sends the whole config to the logger
         self.image_shape = tuple(image_shape)
@@ -206,7 +215,8 @@ class VAE(L.LightningModule):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.compile_step and not torch.compiler.is_compiling():
-            return compiled(type(self).forward)(self, x)
+            mode = self.compile_step if isinstance(self.compile_step, str) else "default"
+            return compiled(type(self).forward, mode)(self, x)
         mu, logvar = self.encoder(x)
         z = posterior(mu, logvar).rsample()  # (B, D), float32
         out = self.decoder(z.to(mu.dtype))
