@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import WandbLogger
 from typing_extensions import override
 
 from vae_lightning.cli.slurm import slurm_job_id
-from vae_lightning.runtime import compat
+from vae_lightning.runtime import compat, requeue_signal
 from vae_lightning.runtime.atomic import atomic_open
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ class SLURMPreemption(Callback):
     ``<default_root_dir>/hpc_ckpt_<n>.ckpt`` (all ranks agree on the step), requeue the job with
     ``scontrol requeue`` and stop. The requeued job runs the same command; Lightning finds the
     ``hpc_ckpt`` and resumes from it. Outside SLURM, or with ``auto_requeue: false`` in a
-    ``SLURMEnvironment`` plugin, it does nothing.
+    ``SLURMEnvironment`` plugin, it does nothing. A USR1 that came while ``vae`` was starting up
+    (recorded by ``runtime.requeue_signal``) counts as one that came during the first step.
 
     Args:
         done_file: a file written when the fit ends without a preemption (``vae slurm submit
@@ -94,8 +95,17 @@ class SLURMPreemption(Callback):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         env = compat.cluster_environment(trainer)
-        if stage != "fit" or not isinstance(env, SLURMEnvironment) or not env.auto_requeue:
+        slurm = isinstance(env, SLURMEnvironment) and env.auto_requeue
+        early = requeue_signal.take() and slurm and env.requeue_signal == signal.SIGUSR1  # during start-up
+        if stage != "fit" or not slurm or env.requeue_signal != signal.SIGUSR1:
+            # Lightning installs its own requeue handler (validate/test/predict) only where the
+            # signal has none: hand USR1 back; a USR1 of the start-up is acted on now
+            requeue_signal.release()
+        if early and stage != "fit" and trainer.is_global_zero:
+            self.requeue(slurm_job_id())
+        if stage != "fit" or not slurm:
             return
+        self._signalled = early  # a USR1 of the start-up: save and requeue after the first step
         # Installed before the trainer registers its handlers, so Lightning keeps ours for this
         # signal (it never overrides an existing one) and restores the previous one at the end.
         self._previous = signal.signal(env.requeue_signal, self._handler)
