@@ -16,6 +16,7 @@ import signal
 import subprocess
 
 import torch
+import torch.distributed as dist
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
@@ -46,10 +47,17 @@ class RNGState(Callback):
 
     Saves torch's global RNG state (CPU, and CUDA when in use) in every checkpoint and restores
     it on resume. Validation draws its noise from a copy, so where a validation falls relative
-    to an interruption never changes the training noise."""
+    to an interruption never changes the training noise. Under DDP only rank 0 writes the
+    checkpoint, so during a fit every rank's state is gathered into it (``ranks``, one per rank)
+    and each rank restores its own; with another world size every rank takes rank 0's."""
 
     def __init__(self) -> None:
         self._train_state: dict | None = None  # the training stream, set aside during validation
+        self._trainer: Trainer | None = None
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._trainer = trainer
 
     @override
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -63,11 +71,21 @@ class RNGState(Callback):
 
     @override
     def state_dict(self) -> dict:
-        return {"torch": self._train_state or _rng_state()}
+        state = {"torch": self._train_state or _rng_state()}
+        trainer = self._trainer
+        # every rank saves during a fit (Lightning's checkpointing is collective there); other
+        # stages may save on one rank only (Lightning's own requeue handler), so no gather
+        if trainer is not None and trainer.world_size > 1 and trainer.state.fn == "fit" and dist.is_initialized():
+            ranks: list = [None] * trainer.world_size
+            dist.all_gather_object(ranks, state["torch"])
+            state["ranks"] = ranks
+        return state
 
     @override
     def load_state_dict(self, state_dict: dict) -> None:
-        _set_rng_state(state_dict["torch"])
+        ranks, trainer = state_dict.get("ranks"), self._trainer
+        own = trainer is not None and ranks is not None and len(ranks) == trainer.world_size
+        _set_rng_state(ranks[trainer.global_rank] if own else state_dict["torch"])
 
 
 class SLURMPreemption(Callback):
