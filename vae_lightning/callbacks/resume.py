@@ -114,20 +114,20 @@ class SLURMPreemption(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         env = compat.cluster_environment(trainer)
         slurm = isinstance(env, SLURMEnvironment) and env.auto_requeue
-        early = requeue_signal.take() and slurm and env.requeue_signal == signal.SIGUSR1  # during start-up
-        if stage != "fit" or not slurm or env.requeue_signal != signal.SIGUSR1:
-            # Lightning installs its own requeue handler (validate/test/predict) only where the
-            # signal has none: hand USR1 back; a USR1 of the start-up is acted on now
-            requeue_signal.release()
-        if early and stage != "fit" and trainer.is_global_zero:
-            self.requeue(slurm_job_id())
-        if stage != "fit" or not slurm:
-            return
-        self._signalled = early  # a USR1 of the start-up: save and requeue after the first step
-        # Installed before the trainer registers its handlers, so Lightning keeps ours for this
-        # signal (it never overrides an existing one) and restores the previous one at the end.
-        self._previous = signal.signal(env.requeue_signal, self._handler)
-        self._signum, self._active = env.requeue_signal, True
+        if slurm and stage == "fit":
+            # Installed before the trainer registers its handlers, so Lightning keeps ours for this
+            # signal (it never overrides an existing one) and restores the previous one at the end.
+            self._previous = signal.signal(env.requeue_signal, self._handler)
+            self._signum, self._active = env.requeue_signal, True
+        # A USR1 that came during start-up (runtime.requeue_signal recorded it) counts from here.
+        # Then USR1 leaves the recorder: to ours, or back to the default action, so that Lightning
+        # installs its own requeue handler (validate/test/predict: it keeps any existing one).
+        early = requeue_signal.take() and slurm and env.requeue_signal == signal.SIGUSR1
+        requeue_signal.release()
+        if early and self._active:
+            self._signalled = True  # saved and requeued after the first step
+        elif early and trainer.is_global_zero:
+            self.requeue(slurm_job_id())  # nothing to save outside a fit: the requeued job repeats it
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
