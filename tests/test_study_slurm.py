@@ -98,12 +98,10 @@ def study(cluster, tmp_path_factory):  # noqa: F811
         assert time.monotonic() < end, f"array task 0 never reached step 10: {job_info(f'{array}_0')}"
         time.sleep(0.1)
     signalled_at = int(progress.read_text())
-    # Exactly one USR1, by the task's own job id: while other tasks of the array are pending,
-    # `scancel --signal=USR1 <array>_0` signals the task but answers "Job can not be altered now"
-    # and retries for about a minute, so that a later try signals the restarted task again.
-    task = job_info(f"{array}_0")
-    assert task["JobId"] != task["ArrayJobId"], task  # an id of this task alone, not of the whole array
-    subprocess.run(["scancel", "--signal=USR1", task["JobId"]], check=True, timeout=30)
+    # USR1 to the fit's step (step 0) of task 0, not to the task: while other tasks of the array
+    # are pending, `scancel --signal=USR1 <array>_0` signals the task but answers "Job can not be
+    # altered now" and retries for about a minute, and a later try signals the restarted task too
+    subprocess.run(["scancel", "--signal=USR1", f"{array}_0.0"], check=True, timeout=30)
     infos = [wait_for(f"{array}_{i}", timeout=600) for i in range(4)]
     return tmp, array, signalled_at, infos, wait_for(f"{reference}_0", timeout=600)
 
