@@ -199,8 +199,8 @@ def render(job: Job, vae: str = "vae") -> str:
     ]
     lines += study.array_lines(job.grid, job.root) if job.grid else [f"ROOT={_q(job.root)}"]
     lines += ["", "ARGS=(", *(f"    {a}" for a in _args(job)), ")"]
-    # without it a rank that died leaves the others waiting in a DDP collective until the process
-    # group's timeout (half an hour by default)
+    # without it a rank that died can leave the others waiting in a DDP collective until the
+    # process group's timeout (NCCL; gloo notices a closed connection)
     srun = "srun --kill-on-bad-exit=1"
     lines += ["# a task that exits non-zero ends the job's other tasks: no rank waits for a dead one"]
     if not job.test:
