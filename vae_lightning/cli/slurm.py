@@ -5,11 +5,12 @@
     vae slurm submit --config ... --array model.init_args.beta=1,2,4,8 -- --trainer.max_steps 50000
 
 One task per device (``--ntasks-per-node`` = devices), ``srun --kill-on-bad-exit=1`` to start
-them (Lightning reads ranks from SLURM; a task that fails ends the others), ``--requeue``, ``--signal=USR1@120`` (two minutes before the time limit the
-run checkpoints at the next step and requeues itself) and ``--open-mode=append`` (a restarted
-job appends to its log). The templates in ``slurm/`` are this module's output. It also holds what
-a run inside a SLURM job needs to know (job id, W&B run id, allocation checks). Imports neither
-torch nor lightning, so it answers at once on a login node.
+them (Lightning reads ranks from SLURM; a task that fails ends the others), ``--requeue``,
+``--signal=USR1@120`` (two minutes before the time limit the run checkpoints at the next step and
+requeues itself) and ``--open-mode=append`` (a restarted job appends to its log). The templates
+in ``slurm/`` are this module's output. It also holds what a run inside a SLURM job needs to know
+(job id, W&B run id, allocation checks). Imports neither torch nor lightning, so it answers at
+once on a login node.
 """
 
 from __future__ import annotations
