@@ -70,3 +70,16 @@ class TestProgress(Callback):
             (Path(trainer.default_root_dir) / self.out).write_text(str(batch_idx + 1))
         if os.environ.get("SLURM_RESTART_COUNT", "0") == "0":
             time.sleep(self.delay)
+
+
+class CrashAt(Callback):
+    """Rank ``rank`` raises at global step ``step``, after writing the time to ``<default_root_dir>/crashed``
+    (a test then bounds how long the other ranks live on)."""
+
+    def __init__(self, rank: int, step: int) -> None:
+        self.rank, self.step = rank, step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_rank == self.rank and trainer.global_step == self.step:
+            (Path(trainer.default_root_dir) / "crashed").write_text(str(time.time()))
+            raise RuntimeError(f"probe: rank {self.rank} crashes at step {self.step}")

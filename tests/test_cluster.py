@@ -177,7 +177,7 @@ def test_dry_run_of_every_template_shape_is_valid_bash_with_the_directives(name,
     assert directives["nodes"] == nodes
     assert directives["signal"] == "USR1@120" and directives["open-mode"] == "append" and "requeue" in directives
     assert f"\n    --trainer.devices {gpus}\n" in script and f"\n    --trainer.num_nodes {nodes}\n" in script
-    assert '\nsrun vae fit "${ARGS[@]}"\n' in script
+    assert '\nsrun --kill-on-bad-exit=1 vae fit "${ARGS[@]}"\n' in script
     if "--array" in args:
         assert directives["array"] == "0-4" and '--model.init_args.beta "${V0[$I]}"' in script
 

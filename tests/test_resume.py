@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch import Callback
 
 from conftest import TINY_MODEL
-from vae_lightning.callbacks import SLURMPreemption
+from vae_lightning.callbacks import RNGState, SLURMPreemption
 from vae_lightning.cli.lightning import VAECLI
 from vae_lightning.data.loader import BatchLoader, TensorSource
 from vae_lightning.runtime.records import read_history, read_summary
@@ -199,3 +199,21 @@ def test_batch_loader_resumes_to_the_same_next_batch(world_size):
             while len(seen) + len(rest) < len(flat):
                 rest += _batches(resumed)
             assert all(torch.equal(a, b) for a, b in zip(seen + rest, flat)), (rank, stop, per_epoch)
+
+
+def test_each_ddp_rank_restores_its_own_rng_state_from_a_checkpoint_of_the_same_world_size():
+    states = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        states.append({"cpu": torch.get_rng_state()})
+
+    class Rank1:
+        world_size, global_rank = 2, 1
+
+    rng = RNGState()
+    rng.setup(Rank1(), None, "fit")
+    rng.load_state_dict({"torch": states[0], "ranks": states})  # as rank 0 wrote it: every rank's state
+    assert torch.equal(torch.get_rng_state(), states[1]["cpu"])
+    Rank1.world_size = 3  # resumed with another world size: rank 0's stream for every rank
+    rng.load_state_dict({"torch": states[0], "ranks": states})
+    assert torch.equal(torch.get_rng_state(), states[0]["cpu"])

@@ -85,7 +85,8 @@ def wait_for(
     pytest.fail(f"job {job} did not finish in {timeout} s: {job_info(job)}")
 
 
-def submit(tmp: Path, name: str, *extra: str) -> str:
+def submit(tmp: Path, name: str, *extra: str, fit: list[str] = FIT, options: tuple[str, ...] = ()) -> str:
+    """Submit a CPU job ``vae fit <fit> <extra>`` in ``tmp/<name>`` (``options``: for `vae slurm submit`)."""
     root = tmp / name
     result = run_vae(
         "slurm",
@@ -94,10 +95,11 @@ def submit(tmp: Path, name: str, *extra: str) -> str:
         str(REPO / "configs/base.yaml"),
         "--gpus-per-node",
         "0",
+        *options,
         "--job-name",
         name,
         "--",
-        *FIT,
+        *fit,
         "--trainer.default_root_dir",
         str(root),
         *extra,

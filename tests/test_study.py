@@ -130,8 +130,8 @@ def test_dry_run_of_a_study_gives_each_array_task_its_folder_name_and_tags(tmp_p
     assert "--trainer.logger.init_args.group betas" in script
     # the test runs after the fit, on the best checkpoint; a requeued job with the fit done only tests
     fit, test = (
-        script.index('srun vae fit "${ARGS[@]}" --preemption.done_file "$DONE"'),
-        script.index('srun vae test "${ARGS[@]}" --ckpt_path best'),
+        script.index('srun --kill-on-bad-exit=1 vae fit "${ARGS[@]}" --preemption.done_file "$DONE"'),
+        script.index('srun --kill-on-bad-exit=1 vae test "${ARGS[@]}" --ckpt_path best'),
     )
     assert fit < script.index("[[ -f $DONE ]] || exit 0") < test
 

@@ -1,7 +1,8 @@
 """The study acceptance on a real SLURM cluster (`slurm/local-cluster.sh up`): one `vae slurm submit`
 line runs beta in {1, 4} x seed in {0, 1} on tiny sprites, each task fits and then tests; array task 0
-ends bitwise equal to the same task submitted alone; a job preempted during its test requeues and
-re-runs only the test; every task's W&B offline run holds config, history and test/* under one id;
+is sent USR1 mid-fit, requeues, resumes and ends bitwise equal to the same task submitted alone and
+never interrupted; a job preempted during its test requeues and re-runs only the test; every task's
+W&B offline run holds config, history and test/* under one id;
 `vae compare --study` then tables and plots the four runs."""
 
 from __future__ import annotations
@@ -91,10 +92,16 @@ def study(cluster, tmp_path_factory):  # noqa: F811
     tmp = tmp_path_factory.mktemp("study")
     array = submit(tmp, "betas", "--array", "model.init_args.beta=1,4", "--seeds", "0,1")
     reference = submit(tmp, "alone", "--array", "model.init_args.beta=1", "--seeds", "0")  # task 0, never signalled
-    # the USR1 preemption of an array task is left out here: after its requeue the restarted task
-    # ended FAILED (exit 138) on a quiet machine while it passed under load (a race to find);
-    # preemption and exact resume of a single job are tested in test_slurm.py and test_resume.py
-    signalled_at = None
+    progress = _folder(tmp, "betas", TASKS[0]) / "progress"  # written by task 0 alone, in its run folder
+    end = time.monotonic() + 300
+    while not (progress.exists() and progress.read_text().strip().isdigit() and int(progress.read_text()) >= 10):
+        assert time.monotonic() < end, f"array task 0 never reached step 10: {job_info(f'{array}_0')}"
+        time.sleep(0.1)
+    signalled_at = int(progress.read_text())
+    # USR1 to the fit's step (step 0) of task 0, not to the task: while other tasks of the array
+    # are pending, `scancel --signal=USR1 <array>_0` signals the task but answers "Job can not be
+    # altered now" and retries for about a minute, and a later try signals the restarted task too
+    subprocess.run(["scancel", "--signal=USR1", f"{array}_0.0"], check=True, timeout=30)
     infos = [wait_for(f"{array}_{i}", timeout=600) for i in range(4)]
     return tmp, array, signalled_at, infos, wait_for(f"{reference}_0", timeout=600)
 
@@ -130,15 +137,17 @@ def test_every_task_fits_and_tests_in_its_own_folder(study):
         )
 
 
-def test_a_task_ends_bitwise_equal_to_the_same_task_submitted_alone(study):
-    tmp, _, _, infos, alone = study
-    assert [i["Restarts"] for i in infos] == ["0", "0", "0", "0"]
+def test_the_preempted_task_requeues_and_ends_bitwise_equal_to_the_task_run_alone(study):
+    tmp, _, signalled_at, infos, alone = study
+    assert [i["Restarts"] for i in infos] == ["1", "0", "0", "0"], infos
     assert alone["JobState"] == "COMPLETED" and alone["Restarts"] == "0", alone
-    task, reference = _folder(tmp, "betas", TASKS[0]), _folder(tmp, "alone", TASKS[0])
-    final, ref = _ckpt(task)["state_dict"], _ckpt(reference)["state_dict"]
+    preempted, reference = _folder(tmp, "betas", TASKS[0]), _folder(tmp, "alone", TASKS[0])
+    hpc = torch.load(preempted / "hpc_ckpt_1.ckpt", weights_only=False, map_location="cpu")
+    assert signalled_at <= hpc["global_step"] < 40 and hpc["global_step"] % 22, hpc["global_step"]  # mid-epoch
+    final, ref = _ckpt(preempted)["state_dict"], _ckpt(reference)["state_dict"]
     assert final.keys() == ref.keys()
-    assert not [k for k in final if not torch.equal(final[k], ref[k])], "the array task's weights differ from alone"
-    ours, theirs = _test_numbers(merged(task / "wandb")), _test_numbers(merged(reference / "wandb"))
+    assert not [k for k in final if not torch.equal(final[k], ref[k])], "resumed weights differ from the task's alone"
+    ours, theirs = _test_numbers(merged(preempted / "wandb")), _test_numbers(merged(reference / "wandb"))
     assert {"test/elbo", "test/kl", "test/recon", "test/nll_iw", "test/active_units"} <= set(ours), sorted(ours)
     assert ours == theirs  # bitwise: the same floats, through the same JSON
 
@@ -148,7 +157,7 @@ def test_each_task_has_one_wandb_run_with_config_history_and_test_metrics(study)
     for i, task in enumerate(TASKS):
         run = merged(_folder(tmp, "betas", task) / "wandb")
         assert run["ids"] == {f"slurm-{array}_{i}"}, (task, run["folders"])
-        assert len(run["folders"]) == 2, run["folders"]  # the fit, then the test
+        assert len(run["folders"]) == (3 if i == 0 else 2), run["folders"]  # fit (+ its restart), then the test
         beta, seed = (v.split("=")[1] for v in task.split(","))
         assert run["config"]["model"]["init_args"]["beta"] == float(beta)
         assert run["config"]["seed_everything"] == int(seed)

@@ -16,13 +16,14 @@ import signal
 import subprocess
 
 import torch
+import torch.distributed as dist
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from typing_extensions import override
 
 from vae_lightning.cli.slurm import slurm_job_id
-from vae_lightning.runtime import compat
+from vae_lightning.runtime import compat, requeue_signal
 from vae_lightning.runtime.atomic import atomic_open
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,17 @@ class RNGState(Callback):
 
     Saves torch's global RNG state (CPU, and CUDA when in use) in every checkpoint and restores
     it on resume. Validation draws its noise from a copy, so where a validation falls relative
-    to an interruption never changes the training noise."""
+    to an interruption never changes the training noise. Under DDP only rank 0 writes the
+    checkpoint, so during a fit every rank's state is gathered into it (``ranks``, one per rank)
+    and each rank restores its own; with another world size every rank takes rank 0's."""
 
     def __init__(self) -> None:
         self._train_state: dict | None = None  # the training stream, set aside during validation
+        self._trainer: Trainer | None = None
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._trainer = trainer
 
     @override
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -63,11 +71,21 @@ class RNGState(Callback):
 
     @override
     def state_dict(self) -> dict:
-        return {"torch": self._train_state or _rng_state()}
+        state = {"torch": self._train_state or _rng_state()}
+        trainer = self._trainer
+        # every rank saves during a fit (Lightning's checkpointing is collective there); other
+        # stages may save on one rank only (Lightning's own requeue handler), so no gather
+        if trainer is not None and trainer.world_size > 1 and trainer.state.fn == "fit" and dist.is_initialized():
+            ranks: list = [None] * trainer.world_size
+            dist.all_gather_object(ranks, state["torch"])
+            state["ranks"] = ranks
+        return state
 
     @override
     def load_state_dict(self, state_dict: dict) -> None:
-        _set_rng_state(state_dict["torch"])
+        ranks, trainer = state_dict.get("ranks"), self._trainer
+        own = trainer is not None and ranks is not None and len(ranks) == trainer.world_size
+        _set_rng_state(ranks[trainer.global_rank] if own else state_dict["torch"])
 
 
 class SLURMPreemption(Callback):
@@ -78,7 +96,8 @@ class SLURMPreemption(Callback):
     ``<default_root_dir>/hpc_ckpt_<n>.ckpt`` (all ranks agree on the step), requeue the job with
     ``scontrol requeue`` and stop. The requeued job runs the same command; Lightning finds the
     ``hpc_ckpt`` and resumes from it. Outside SLURM, or with ``auto_requeue: false`` in a
-    ``SLURMEnvironment`` plugin, it does nothing.
+    ``SLURMEnvironment`` plugin, it does nothing. A USR1 that came while ``vae`` was starting up
+    (recorded by ``runtime.requeue_signal``) counts as one that came during the first step.
 
     Args:
         done_file: a file written when the fit ends without a preemption (``vae slurm submit
@@ -94,12 +113,21 @@ class SLURMPreemption(Callback):
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         env = compat.cluster_environment(trainer)
-        if stage != "fit" or not isinstance(env, SLURMEnvironment) or not env.auto_requeue:
-            return
-        # Installed before the trainer registers its handlers, so Lightning keeps ours for this
-        # signal (it never overrides an existing one) and restores the previous one at the end.
-        self._previous = signal.signal(env.requeue_signal, self._handler)
-        self._signum, self._active = env.requeue_signal, True
+        slurm = isinstance(env, SLURMEnvironment) and env.auto_requeue
+        if slurm and stage == "fit":
+            # Installed before the trainer registers its handlers, so Lightning keeps ours for this
+            # signal (it never overrides an existing one) and restores the previous one at the end.
+            self._previous = signal.signal(env.requeue_signal, self._handler)
+            self._signum, self._active = env.requeue_signal, True
+        # A USR1 that came during start-up (runtime.requeue_signal recorded it) counts from here.
+        # Then USR1 leaves the recorder: to ours, or back to the default action, so that Lightning
+        # installs its own requeue handler (validate/test/predict: it keeps any existing one).
+        early = requeue_signal.take() and slurm and env.requeue_signal == signal.SIGUSR1
+        requeue_signal.release()
+        if early and self._active:
+            self._signalled = True  # saved and requeued after the first step
+        elif early and trainer.is_global_zero:
+            self.requeue(slurm_job_id())  # nothing to save outside a fit: the requeued job repeats it
 
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:

@@ -78,6 +78,11 @@ def main(args: list[str] | None = None) -> None:
     completion = argv[0] in ("--print_completion", "--print_shtab")  # --print_shtab: jsonargparse's older name
     if not completion and (argv[0].startswith("-") or argv[0] not in SUBCOMMANDS):
         _fail(f"unknown subcommand {argv[0]!r}; choose one of {', '.join(SUBCOMMANDS)} (see `vae --help`).")
+    if argv[0] in ("fit", "validate", "test", "predict"):
+        # first of all: a SLURM requeue signal during the seconds of start-up must not kill the task
+        from vae_lightning.runtime import requeue_signal
+
+        requeue_signal.catch()
     from vae_lightning.cli import console
     from vae_lightning.errors import UserError
 

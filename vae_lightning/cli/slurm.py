@@ -4,12 +4,13 @@
     vae slurm submit --config ... --nodes 2 --gpus-per-node 4 --time 24:00:00 --partition gpu
     vae slurm submit --config ... --array model.init_args.beta=1,2,4,8 -- --trainer.max_steps 50000
 
-One task per device (``--ntasks-per-node`` = devices), ``srun`` to start them (Lightning reads
-ranks from SLURM), ``--requeue``, ``--signal=USR1@120`` (two minutes before the time limit the
-run checkpoints at the next step and requeues itself) and ``--open-mode=append`` (a restarted
-job appends to its log). The templates in ``slurm/`` are this module's output. It also holds what
-a run inside a SLURM job needs to know (job id, W&B run id, allocation checks). Imports neither
-torch nor lightning, so it answers at once on a login node.
+One task per device (``--ntasks-per-node`` = devices), ``srun --kill-on-bad-exit=1`` to start
+them (Lightning reads ranks from SLURM; a task that fails ends the others), ``--requeue``,
+``--signal=USR1@120`` (two minutes before the time limit the run checkpoints at the next step and
+requeues itself) and ``--open-mode=append`` (a restarted job appends to its log). The templates
+in ``slurm/`` are this module's output. It also holds what a run inside a SLURM job needs to know
+(job id, W&B run id, allocation checks). Imports neither torch nor lightning, so it answers at
+once on a login node.
 """
 
 from __future__ import annotations
@@ -199,17 +200,21 @@ def render(job: Job, vae: str = "vae") -> str:
     ]
     lines += study.array_lines(job.grid, job.root) if job.grid else [f"ROOT={_q(job.root)}"]
     lines += ["", "ARGS=(", *(f"    {a}" for a in _args(job)), ")"]
+    # without it a rank that died can leave the others waiting in a DDP collective until the
+    # process group's timeout (NCCL; gloo notices a closed connection)
+    srun = "srun --kill-on-bad-exit=1"
+    lines += ["# a task that exits non-zero ends the job's other tasks: no rank waits for a dead one"]
     if not job.test:
-        return "\n".join([*lines, f'srun {vae} fit "${{ARGS[@]}}"']) + "\n"
+        return "\n".join([*lines, f'{srun} {vae} fit "${{ARGS[@]}}"']) + "\n"
     lines += [
         "# the fit writes $DONE when it ends without a preemption: a requeued job then only tests",
         f'DONE="$ROOT/{study.DONE_FILE}"',
         "if [[ ! -f $DONE ]]; then",
-        f'    srun {vae} fit "${{ARGS[@]}}" --preemption.done_file "$DONE"',
+        f'    {srun} {vae} fit "${{ARGS[@]}}" --preemption.done_file "$DONE"',
         "fi",
         "[[ -f $DONE ]] || exit 0  # preempted: the job is being requeued",
         "# the checkpoint with the best val/loss of this job's fit (its last.ckpt if none), same W&B run",
-        f'srun {vae} test "${{ARGS[@]}}" --ckpt_path best',
+        f'{srun} {vae} test "${{ARGS[@]}}" --ckpt_path best',
     ]
     return "\n".join(lines) + "\n"
 
