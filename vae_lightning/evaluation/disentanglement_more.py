@@ -94,16 +94,17 @@ def dci(
 def sap_matrix(
     train_codes: Tensor, train_factors: Tensor, test_codes: Tensor, test_factors: Tensor, seed: int = 0
 ) -> np.ndarray:
-    """S (D, K): test accuracy of LinearSVC(C=0.01, class_weight="balanced") on code u alone for factor k."""
+    """S (D, K): test accuracy of LinearSVC(C=0.01, class_weight="balanced") on code u alone for
+    factor k. Solved in the primal (``dual=False``): the same problem as disentanglement_lib's
+    dual solver, which converges slowly on one feature and many points."""
     from sklearn.svm import LinearSVC
 
     scores = np.zeros((train_codes.shape[1], train_factors.shape[1]))
     for u in range(train_codes.shape[1]):
         x, x_test = train_codes[:, u : u + 1].double().numpy(), test_codes[:, u : u + 1].double().numpy()
         for k in range(train_factors.shape[1]):
-            svm = _quiet_fit(
-                LinearSVC(C=0.01, class_weight="balanced", random_state=seed), x, train_factors[:, k].numpy()
-            )
+            svm = LinearSVC(C=0.01, class_weight="balanced", dual=False, random_state=seed)
+            svm = _quiet_fit(svm, x, train_factors[:, k].numpy())
             scores[u, k] = (svm.predict(x_test) == test_factors[:, k].numpy()).mean()
     return scores
 
