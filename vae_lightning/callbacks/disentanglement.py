@@ -46,6 +46,8 @@ class Disentanglement(Callback):
         num_train: random factor tuples that train the DCI, SAP and explicitness classifiers
             (and give modularity's mutual information).
         num_test: random factor tuples that DCI, SAP and explicitness are scored on.
+        dci_trees: boosting rounds of each DCI classifier (scikit-learn's n_estimators; 100,
+            its default, in disentanglement_lib); its cost grows with them.
         beta_vae_train: BetaVAE points that train its logistic regression.
         beta_vae_eval: BetaVAE points that the score is measured on.
         beta_vae_batch: pairs per BetaVAE point, sharing the value of one factor.
@@ -63,6 +65,7 @@ class Disentanglement(Callback):
         factor_vae_batch: int = 64,
         num_train: int = 10_000,
         num_test: int = 5_000,
+        dci_trees: int = 100,
         beta_vae_train: int = 1000,
         beta_vae_eval: int = 500,
         beta_vae_batch: int = 64,
@@ -76,17 +79,17 @@ class Disentanglement(Callback):
         counts = {"num_points": num_points, "factor_vae_batch": factor_vae_batch, "num_train": num_train}
         counts |= {"num_test": num_test, "beta_vae_train": beta_vae_train, "beta_vae_batch": beta_vae_batch}
         small = {"num_bins": num_bins, "factor_vae_train": factor_vae_train, "factor_vae_eval": factor_vae_eval}
-        small["beta_vae_eval"] = beta_vae_eval
+        small |= {"beta_vae_eval": beta_vae_eval, "dci_trees": dci_trees}
         bad = [f"{k} {v}" for k, v in counts.items() if v < 2] + [f"{k} {v}" for k, v in small.items() if v < 1]
         if bad:
             raise UserError(
-                f"--disentanglement.{bad[0]} is too small; num_bins and the *_eval and factor_vae_train counts "
-                "need >= 1, the other counts >= 2."
+                f"--disentanglement.{bad[0]} is too small; num_bins, dci_trees and the *_eval and factor_vae_train "
+                "counts need >= 1, the other counts >= 2."
             )
         self.enabled, self.metrics = enabled, tuple(m for m in METRICS if metrics is None or m in metrics)
         self.num_points, self.num_bins, self.seed = num_points, num_bins, seed
         self.train, self.eval, self.batch = factor_vae_train, factor_vae_eval, factor_vae_batch
-        self.num_train, self.num_test = num_train, num_test
+        self.num_train, self.num_test, self.dci_trees = num_train, num_test, dci_trees
         self.beta_vae_train, self.beta_vae_eval, self.beta_vae_batch = beta_vae_train, beta_vae_eval, beta_vae_batch
 
     @staticmethod
@@ -128,7 +131,7 @@ class Disentanglement(Callback):
         if "mig" in self.metrics or "factor_vae" in self.metrics:
             out |= self._mig_and_factor_vae(represent, factor_sizes)
         if "dci" in self.metrics:
-            dci = more.dci(*split("dci"), seed=self.seed + SEED_OFFSETS["dci"])
+            dci = more.dci(*split("dci"), seed=self.seed + SEED_OFFSETS["dci"], trees=self.dci_trees)
             out |= {f"dci_{k}": v for k, v in dci.items()}
         if "sap" in self.metrics:
             out["sap"] = more.sap(*split("sap"), seed=self.seed + SEED_OFFSETS["sap"])

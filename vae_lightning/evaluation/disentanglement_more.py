@@ -69,9 +69,15 @@ def _quiet_fit(model, x: np.ndarray, y: np.ndarray):
 
 
 def dci(
-    train_codes: Tensor, train_factors: Tensor, test_codes: Tensor, test_factors: Tensor, seed: int = 0
+    train_codes: Tensor,
+    train_factors: Tensor,
+    test_codes: Tensor,
+    test_factors: Tensor,
+    seed: int = 0,
+    trees: int = 100,
 ) -> dict[str, float]:
-    """DCI with scikit-learn's GradientBoostingClassifier (its defaults, as disentanglement_lib):
+    """DCI with scikit-learn's GradientBoostingClassifier (its defaults, as disentanglement_lib;
+    ``trees``: its n_estimators, boosting rounds of one tree per class):
     {"disentanglement", "completeness", "informativeness"}, each in [0, 1]."""
     from sklearn.ensemble import GradientBoostingClassifier
 
@@ -80,7 +86,7 @@ def dci(
     accuracy = []
     for k in range(train_factors.shape[1]):
         y, y_test = train_factors[:, k].numpy(), test_factors[:, k].numpy()
-        model = GradientBoostingClassifier(random_state=seed).fit(x, y)
+        model = GradientBoostingClassifier(n_estimators=trees, random_state=seed).fit(x, y)
         importance[:, k] = np.abs(model.feature_importances_)
         accuracy.append(float((model.predict(x_test) == y_test).mean()))
     disentanglement, completeness = dci_scores(importance)
@@ -154,7 +160,8 @@ def _auc_per_value(probs: np.ndarray, classes: np.ndarray, y_test: np.ndarray) -
 
 def explicitness(train_codes: Tensor, train_factors: Tensor, test_codes: Tensor, test_factors: Tensor) -> float:
     """Explicitness: mean over factors of the mean one-vs-rest ROC AUC of a logistic regression
-    (scikit-learn defaults, C = 1) on codes standardized with the train draw's mean and std."""
+    (C = 1, liblinear: scikit-learn's default when disentanglement_lib was written) on codes
+    standardized with the train draw's mean and std."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
 
@@ -166,7 +173,7 @@ def explicitness(train_codes: Tensor, train_factors: Tensor, test_codes: Tensor,
         y, y_test = train_factors[:, k].numpy(), test_factors[:, k].numpy()
         if len(np.unique(y)) < 2:
             continue  # a factor that does not vary in the draw has nothing to explain
-        clf = _quiet_fit(OneVsRestClassifier(LogisticRegression()), x, y)
+        clf = _quiet_fit(OneVsRestClassifier(LogisticRegression(solver="liblinear")), x, y)
         per_factor.append(float(np.mean(_auc_per_value(clf.predict_proba(x_test), clf.classes_, y_test))))
     return float(np.mean(per_factor))
 
