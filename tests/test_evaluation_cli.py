@@ -72,10 +72,19 @@ def test_vae_test_prints_the_likelihood_latent_and_disentanglement_metrics(run):
         "100",
         "--disentanglement.factor_vae_eval",
         "100",
+        # the new metrics at tiny sizes: DCI's cost is trees × 113 factor values, whatever the points
+        *("--disentanglement.num_train", "200", "--disentanglement.num_test", "100"),
+        *("--disentanglement.dci_trees", "5"),
+        *("--disentanglement.beta_vae_train", "100", "--disentanglement.beta_vae_eval", "50"),
+        *("--disentanglement.beta_vae_batch", "16"),
     )
     assert r.returncode == 0, r.stderr[-3000:]
     m = metrics_table(r.stdout)
     assert {"nll_iw", "bpd", "active_units", "mi", "mig", "factor_vae", "elbo", "recon", "kl"} <= set(m), r.stdout
+    disentanglement = {"dci_disentanglement", "dci_completeness", "dci_informativeness", "sap", "modularity"}
+    disentanglement |= {"explicitness", "beta_vae"}
+    assert disentanglement <= set(m), r.stdout
+    assert all(0 <= m[k] <= 1 for k in disentanglement), {k: m[k] for k in disentanglement}
     assert "test/kl_dim/9" in r.stdout
     assert m["nll_iw"] <= -m["elbo"]  # the IW bound is never worse than the ELBO
     assert m["bpd"] == pytest.approx(m["nll_iw"] / (64 * 64 * 0.6931471805599453), rel=1e-4)
@@ -189,4 +198,9 @@ def test_bad_evaluation_settings_get_one_sentence(run, mnist_dir, tmp_path):
             "true",
         ),
         "ground-truth factors",
+    )
+    _one_line_error(
+        run_vae("test", *TINY, "--trainer.default_root_dir", str(tmp_path), "--disentanglement.metrics", "[mig,dci2]"),
+        "disentanglement.metrics",
+        "'dci2'",
     )

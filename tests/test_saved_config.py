@@ -37,6 +37,8 @@ data:
   init_args: {batch_size: 8, num_images: 64, val_size: 16}
 images:
   every_n_val: 0
+disentanglement:
+  metrics: [mig, factor_vae]  # the classifier-based metrics add minutes; tests/test_evaluation_cli.py has them
 """
 
 

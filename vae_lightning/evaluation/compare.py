@@ -26,7 +26,18 @@ from vae_lightning.errors import UserError
 from vae_lightning.runtime.records import SUMMARY, read_history, read_summary
 
 DEFAULT_METRICS = ("test/nll_iw", "test/elbo", "test/kl", "test/recon", "test/active_units")
-OPTIONAL_METRICS = ("test/mig", "test/factor_vae")  # shown when some run has them
+# shown when some run has them (the Disentanglement callback's keys, in its order)
+OPTIONAL_METRICS = (
+    "test/mig",
+    "test/factor_vae",
+    "test/dci_disentanglement",
+    "test/dci_completeness",
+    "test/dci_informativeness",
+    "test/sap",
+    "test/modularity",
+    "test/explicitness",
+    "test/beta_vae",
+)
 CURVE_KEYS = ("val/elbo",)  # the history a learning curve needs (read from W&B too)
 # config keys that name this run's files or ids: they differ between any two runs and say nothing
 IGNORED_KEYS = (
@@ -192,7 +203,7 @@ def select(runs: list[Run], metrics: list[str]) -> tuple[list[Run], list[str]]:
 
 
 def default_metrics(runs: list[Run]) -> list[str]:
-    """The default test metrics, plus MIG and FactorVAE score when some run has them."""
+    """The default test metrics, plus each disentanglement metric that some run has."""
     return [*DEFAULT_METRICS, *(m for m in OPTIONAL_METRICS if any(r.metric(m) is not None for r in runs))]
 
 

@@ -114,10 +114,10 @@ def factor_vae_score(
     return float(evals[classifier, torch.arange(evals.shape[1])].sum() / evals.sum())
 
 
-@torch.no_grad()
 def model_representation(model, render: Callable[[Tensor], Tensor], batch: int = 512) -> Represent:
     """factors (N, K) -> posterior means μ(render(factors)) (N, D), float32 on the CPU."""
 
+    @torch.no_grad()  # on the function that encodes: it also runs outside Lightning's test loop
     def represent(factors: Tensor) -> Tensor:
         out = []
         for i in range(0, len(factors), batch):
