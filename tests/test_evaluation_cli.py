@@ -86,6 +86,9 @@ def test_vae_test_prints_the_likelihood_latent_and_disentanglement_metrics(run):
     assert disentanglement <= set(m), r.stdout
     assert all(0 <= m[k] <= 1 for k in disentanglement), {k: m[k] for k in disentanglement}
     assert "test/kl_dim/9" in r.stdout
+    out = r.stdout + r.stderr  # a line before and after each metric, some take minutes at the defaults
+    assert "vae test: DCI (5 boosting rounds per factor, the slowest metric) ..." in out, out[-3000:]
+    assert re.search(r"vae test: the BetaVAE score: \d+ s", out), out[-3000:]
     assert m["nll_iw"] <= -m["elbo"]  # the IW bound is never worse than the ELBO
     assert m["bpd"] == pytest.approx(m["nll_iw"] / (64 * 64 * 0.6931471805599453), rel=1e-4)
     assert 0 <= m["active_units"] <= 10 and 0 <= m["mig"] <= 1 and 0 <= m["factor_vae"] <= 1

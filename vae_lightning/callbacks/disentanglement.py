@@ -4,16 +4,29 @@ modularity, explicitness, BetaVAE) at the end of ``vae test`` (the metric functi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from typing_extensions import override
 
 from vae_lightning.errors import UserError
 from vae_lightning.evaluation import disentanglement_more as more
 from vae_lightning.evaluation.disentanglement import factor_vae_score, mig, model_representation, sample_factors
+
+
+@contextmanager
+def _announced(what: str) -> Iterator[None]:
+    """A line before and after a metric: at the defaults some take minutes on a CPU (README)."""
+    start = time.monotonic()
+    rank_zero_info(f"vae test: {what} ...")
+    yield
+    rank_zero_info(f"vae test: {what}: {time.monotonic() - start:.0f} s")
+
 
 # each metric draws its points from seed + its offset, so switching one metric on or off does not
 # move another's numbers; modularity and explicitness share their draw, as in disentanglement_lib
@@ -129,20 +142,26 @@ class Disentanglement(Callback):
 
         out: dict[str, float] = {}
         if "mig" in self.metrics or "factor_vae" in self.metrics:
-            out |= self._mig_and_factor_vae(represent, factor_sizes)
+            with _announced("MIG and the FactorVAE score"):
+                out |= self._mig_and_factor_vae(represent, factor_sizes)
         if "dci" in self.metrics:
-            dci = more.dci(*split("dci"), seed=self.seed + SEED_OFFSETS["dci"], trees=self.dci_trees)
+            with _announced(f"DCI ({self.dci_trees} boosting rounds per factor, the slowest metric)"):
+                dci = more.dci(*split("dci"), seed=self.seed + SEED_OFFSETS["dci"], trees=self.dci_trees)
             out |= {f"dci_{k}": v for k, v in dci.items()}
         if "sap" in self.metrics:
-            out["sap"] = more.sap(*split("sap"), seed=self.seed + SEED_OFFSETS["sap"])
-        if "modularity" in self.metrics:
-            out["modularity"] = more.modularity(*split("modularity")[:2], self.num_bins)
-        if "explicitness" in self.metrics:
-            out["explicitness"] = more.explicitness(*split("explicitness"))
+            with _announced("SAP"):
+                out["sap"] = more.sap(*split("sap"), seed=self.seed + SEED_OFFSETS["sap"])
+        if "modularity" in self.metrics or "explicitness" in self.metrics:
+            with _announced("modularity and explicitness"):
+                if "modularity" in self.metrics:
+                    out["modularity"] = more.modularity(*split("modularity")[:2], self.num_bins)
+                if "explicitness" in self.metrics:
+                    out["explicitness"] = more.explicitness(*split("explicitness"))
         if "beta_vae" in self.metrics:
             seed = self.seed + SEED_OFFSETS["beta_vae"]
             args = (self.beta_vae_train, self.beta_vae_eval, self.beta_vae_batch, seed)
-            out["beta_vae"] = more.beta_vae_score(represent, factor_sizes, *args)
+            with _announced("the BetaVAE score"):
+                out["beta_vae"] = more.beta_vae_score(represent, factor_sizes, *args)
         return out
 
     def _mig_and_factor_vae(self, represent: Callable[[Tensor], Tensor], factor_sizes) -> dict[str, float]:
