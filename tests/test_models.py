@@ -116,3 +116,27 @@ def test_sample_and_reconstruct_shapes():
     x = torch.rand(3, *SHAPE)
     out = model.reconstruct(x)
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+
+
+def test_a_checkpoints_test_evaluates_the_kl_schedule_at_the_checkpoints_step(tmp_path):
+    # Lightning restores global_step only for fit: vae test of a step-6 checkpoint used to give
+    # the warm-up's step-0 weight (0) in test/loss and test/kl_weight
+    import lightning as L
+
+    from vae_lightning import LinearWarmup
+    from vae_lightning.data import SpritesDataModule
+
+    def trainer(**kw):
+        return L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, **kw)
+
+    def model():
+        return VAE(MLPEncoder, MLPDecoder, latent_dim=3, image_shape=(1, 64, 64), kl_schedule=LinearWarmup(steps=10))
+
+    data = SpritesDataModule(batch_size=16, num_images=96, val_size=32)
+    fit = trainer(max_steps=6, limit_val_batches=0, enable_checkpointing=False, default_root_dir=tmp_path)
+    fit.fit(model(), datamodule=data)
+    fit.save_checkpoint(tmp_path / "step6.ckpt")
+    ckpt = tmp_path / "step6.ckpt"
+    (result,) = trainer(default_root_dir=tmp_path).test(model(), datamodule=data, ckpt_path=ckpt, weights_only=False)
+    assert result["test/kl_weight"] == pytest.approx(0.6)
+    assert result["test/loss"] == pytest.approx(result["test/recon"] + 0.6 * result["test/kl"], rel=1e-5)

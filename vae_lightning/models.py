@@ -184,6 +184,7 @@ class VAE(L.LightningModule):
         self.optimizer, self.lr_scheduler, self.lr_interval = optimizer, lr_scheduler, lr_interval
         self.iw_samples = iw_samples
         self.dataset_size: int | None = None  # training examples, from the data module (saved in checkpoints)
+        self._checkpoint_step = 0  # the optimizer step of the checkpoint loaded, see schedule_step
         # torchmetrics states are not saved in checkpoints, so older checkpoints still load
         self.latent_metrics = nn.ModuleDict({"val": LatentMetrics(latent_dim), "test": LatentMetrics(latent_dim)})
         self.iw_bound = IWBound(math.prod(self.image_shape))
@@ -225,7 +226,7 @@ class VAE(L.LightningModule):
 
     def _step(self, batch, stage: str) -> tuple[Objective, ForwardRecord]:
         f = self(images(batch))
-        objective = self.objective(f, self.global_step, self.dataset_size)
+        objective = self.objective(f, self.schedule_step, self.dataset_size)
         loss, terms = objective
         if stage == "train" and not self.log_now():
             return objective, f  # self.log costs real time per call: train metrics only on the steps that are written
@@ -245,6 +246,14 @@ class VAE(L.LightningModule):
             )
         self.log_dict({f"{stage}/{name}": metrics[name] for name in values}, on_step=False, on_epoch=True)
         return objective, f
+
+    @property
+    def schedule_step(self) -> int:
+        """The optimizer step that schedules (KL weight, capacity) are evaluated at: the trainer's
+        global step, or the loaded checkpoint's step where that is larger. Lightning restores the
+        global step only for ``fit``; without this, ``vae test --ckpt_path X`` would compute
+        ``test/loss`` and ``test/kl_weight`` at step 0 of the schedule."""
+        return max(self.global_step, self._checkpoint_step)
 
     def log_now(self) -> bool:
         """True on the training steps whose metrics Lightning writes (every ``log_every_n_steps``);
@@ -385,6 +394,7 @@ class VAE(L.LightningModule):
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.dataset_size = checkpoint.get("dataset_size", self.dataset_size)
+        self._checkpoint_step = int(checkpoint.get("global_step", 0))
 
     @override
     def configure_optimizers(self):
