@@ -174,9 +174,7 @@ def test_a_process_of_another_node_makes_no_run_folder(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_two_nodes_of_one_process_train_the_weights_of_one_node_of_two(tmp_path):
-    one = run_vae(
-        "fit", *TINY, *DDP, *SHORT, "--trainer.default_root_dir", str(tmp_path / "one"), env=ENV, timeout=240
-    )
+    one = run_vae("fit", *TINY, *DDP, *SHORT, "--trainer.default_root_dir", str(tmp_path / "one"), env=ENV, timeout=240)
     assert one.returncode == 0, one.stderr[-3000:]
     # both nodes get the same default_root_dir, as on a cluster's shared file system
     root = tmp_path / "two"
