@@ -191,8 +191,9 @@ class ChaosFailure(AssertionError):
     """A start that failed for another reason than its interruption, or a final state that differs."""
 
 
-def run(folder: Path, interruptions: int, seed: int, steps: int) -> dict:
-    """The uninterrupted fit, then the interrupted one; a report (raises ``ChaosFailure``)."""
+def run(folder: Path, interruptions: int, seed: int, steps: int, log=lambda line: None) -> dict:
+    """The uninterrupted fit, then the interrupted one; a report (raises ``ChaosFailure``).
+    ``log`` gets a line per interruption as it happens."""
     began = time.monotonic()
     straight = start(folder / "straight", steps, None)
     if straight.returncode:
@@ -208,6 +209,7 @@ def run(folder: Path, interruptions: int, seed: int, steps: int) -> dict:
         if fault and _struck(fault, result, _requeues(chaos) > requeues):
             event = {"kind": fault[0], "n": fault[1], "resumed_from": before, "saved": last_step(chaos) or 0}
             events.append({**event, "half_written": sorted(_partial_files(chaos) - partial)})
+            log(f"{fault[0]:>9} n={fault[1]:<3} resumed from step {before:>5}, saved {event['saved']}")
             pending.pop(0)
             continue
         if result.returncode or last_step(chaos) != steps:
@@ -248,13 +250,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     steps = args.steps or max(300, 15 * args.interruptions)
     with tempfile.TemporaryDirectory(prefix="vae-chaos-") as folder:
-        report = run(Path(folder), args.interruptions, args.seed, steps)
+        report = run(Path(folder), args.interruptions, args.seed, steps, log=lambda line: print(line, flush=True))
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
-    for event in report["events"]:
-        print(
-            f"{event['kind']:>9} n={event['n']:<3} resumed from step {event['resumed_from']:>5}, saved {event['saved']}"
-        )
     final = "bitwise equal" if report["equal"] else "DIFFERS: " + ", ".join(report["differ"])
     print(
         f"{report['interruptions']} interruptions {report['kinds']}, {report['restarts']} restarts, "
