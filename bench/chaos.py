@@ -23,8 +23,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("kill", "kill_save", "usr1", "raise")
-EVERY = 5  # checkpoint.every_n_train_steps
-# 240 sprites, 40 held out, batch 16: 12 steps an epoch; a short validation every 50 steps
+EVERY = 10  # checkpoint.every_n_train_steps: a checkpoint write costs more than a step here
+# 240 sprites, 40 held out, batch 16: 12 steps an epoch; a short validation every 50 steps; nets
+# narrower than conftest.TINY_MODEL's, for smaller checkpoints (two files every EVERY steps)
 ARGS = [
     "--model",
     "vae_lightning.VAE",
@@ -33,11 +34,11 @@ ARGS = [
     "--model.init_args.encoder",
     "vae_lightning.MLPEncoder",
     "--model.init_args.encoder.init_args.hidden",
-    "[32]",
+    "[8]",
     "--model.init_args.decoder",
     "vae_lightning.MLPDecoder",
     "--model.init_args.decoder.init_args.hidden",
-    "[32]",
+    "[8]",
     "--data",
     "vae_lightning.data.SpritesDataModule",
     "--data.init_args.num_images",
@@ -113,8 +114,9 @@ def _env(bin_dir: Path, fault: tuple[str, int] | None) -> dict:
     return env
 
 
-def start(root: Path, steps: int, fault: tuple[str, int] | None, timeout: float = 300) -> subprocess.CompletedProcess:
+def start(root: Path, steps: int, fault: tuple[str, int] | None) -> subprocess.CompletedProcess:
     """One start of the fit: the same command every time, ``--ckpt_path last``."""
+    timeout = 120 + steps  # generous: a loaded machine runs a step and its checkpoint writes slowly
     bin_dir = root / "bin"  # a fake scontrol: records `scontrol requeue <job>`, requeues nothing
     if not (bin_dir / "scontrol").exists():
         bin_dir.mkdir(parents=True, exist_ok=True)
