@@ -16,6 +16,7 @@ from conftest import TINY_MODEL
 from vae_lightning.callbacks import RNGState, SLURMPreemption
 from vae_lightning.cli.lightning import VAECLI
 from vae_lightning.data.loader import BatchLoader, TensorSource
+from vae_lightning.runtime.checkpoint import find_last
 from vae_lightning.runtime.records import read_history, read_summary
 
 # 200 training images at batch 16: an epoch is 12 steps (drop_last); validate every 10 steps.
@@ -146,6 +147,22 @@ def test_crashed_run_resumed_from_last_ckpt_gives_bitwise_equal_weights(
     trainer, weights = fit(tmp_path / "b", TOTAL, *extra, ckpt_path=str(ckpt))
     assert trainer.global_step == TOTAL
     assert_same(weights, straight, f"crash at step {crash_step}, resumed from step {saved_step}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_step", [11], ids=["epoch-end"])
+def test_preempted_run_resumed_with_ckpt_path_last_gives_bitwise_equal_weights(
+    tmp_path, straight, fake_slurm, signal_step
+):
+    """A job script may pass --ckpt_path last: the requeued job then resumes from the last.ckpt
+    written as the preempted run stopped, not from its hpc_ckpt (bench/chaos.py, seed 0, 40
+    interruptions, ended with other weights after a USR1 in an epoch's last step)."""
+    fit(tmp_path, TOTAL, callbacks=[SignalAt(signal_step)])
+    last = find_last(tmp_path / "checkpoints")
+    assert torch.load(last, weights_only=False)["global_step"] == signal_step + 1
+    trainer, weights = fit(tmp_path, TOTAL, ckpt_path=str(last))
+    assert trainer.global_step == TOTAL
+    assert_same(weights, straight, f"USR1 at step {signal_step}, resumed from last.ckpt")
 
 
 @pytest.mark.slow

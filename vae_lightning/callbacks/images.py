@@ -91,6 +91,11 @@ class ImageLogger(Callback):
         self._inputs: Tensor | None = None
         self._count = 0
 
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # rank 0's folder on every rank: another node's process never picked one (runtime/checkpoint.py)
+        self.dirpath = trainer.strategy.broadcast(self.dirpath)
+
     def _val_inputs(self, trainer: Trainer) -> Tensor:
         if self._inputs is None:  # the same inputs at every validation, so pictures compare
             xs, n = [], 0

@@ -275,7 +275,7 @@ class VAECLI(LightningCLI):
                 # the folder is new or the resumed run's own: Lightning's "not empty" warning is noise
                 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
                 folder = run_checkpoint_dir(checkpoints, config.ckpt_path)
-                if not any(folder.iterdir()):
+                if folder.is_dir() and not any(folder.iterdir()):
                     self._new_run_dir = folder
                 config.checkpoint.dirpath = str(folder)
                 if config.images.dirpath is None:

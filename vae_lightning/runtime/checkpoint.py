@@ -75,10 +75,22 @@ def new_version_dir(checkpoints: Path) -> Path:
             n += 1
 
 
+#: the provisional folder name of a process that is not global rank 0, replaced in ``setup``
+PENDING_DIR = "from-global-rank-0"
+
+
+def launched_as_rank_zero() -> bool:
+    """False when the environment names this process a non-zero rank or node (``RANK``,
+    ``LOCAL_RANK``, ``NODE_RANK``, ``GROUP_RANK``: torchrun's and Lightning's variables)."""
+    return all(int(os.environ.get(name) or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
+
+
 def run_checkpoint_dir(checkpoints: Path, resume_from: str | None) -> Path:
     """The folder this fit writes checkpoints to: the resumed checkpoint's own folder when it lies
     under ``checkpoints``, the folder picked by the launching process in a DDP worker,
-    ``slurm-<job id>`` in a SLURM job, else a new ``version_N``."""
+    ``slurm-<job id>`` in a SLURM job, else a new ``version_N`` (made by global rank 0 only; any
+    other node gets the ``PENDING_DIR`` name, which ``ModelCheckpoint.setup`` replaces by rank 0's
+    folder through the strategy's broadcast)."""
     if os.environ.get(RUN_DIR_ENV) and (os.environ.get("LOCAL_RANK") or os.environ.get("RANK")):
         return Path(os.environ[RUN_DIR_ENV])
     if in_slurm_job():
@@ -91,6 +103,11 @@ def run_checkpoint_dir(checkpoints: Path, resume_from: str | None) -> Path:
         folder = Path(resume_from).resolve().parent
         if folder == checkpoints.resolve() or checkpoints.resolve() in folder.parents:
             return folder
+    if not launched_as_rank_zero():
+        # another node (outside SLURM): global rank 0 picks the folder and the checkpoint callback
+        # receives it by broadcast in its setup; making one here would leave a stray empty folder
+        # on a shared file system and a useless one on a node's own disk
+        return checkpoints / PENDING_DIR
     folder = new_version_dir(checkpoints)
     os.environ[RUN_DIR_ENV] = str(folder)  # inherited by the DDP workers Lightning launches
     return folder
