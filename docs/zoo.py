@@ -1,0 +1,179 @@
+"""Every shipped model at one budget: the runs behind ``docs/zoo.md``.
+
+    python docs/zoo.py sprites --out runs/zoo      # fit + test + traversal of every sprites config
+    python docs/zoo.py mnist --out runs/zoo        # the MNIST 9,000/1,000 re-split: fit + test (k = 1000)
+    python docs/zoo.py table --out runs/zoo        # the Markdown tables, from the runs' summary.json
+
+Each model is the real ``vae fit`` / ``vae test`` / ``vae traverse`` of the shipped configs, with
+only the budget on the command line (printed before each run), so the numbers can be reproduced
+one by one. ``--jobs 2`` runs two models at a time with one torch thread each; step times are
+then compared only within one such invocation (relative to the plain VAE of the same data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+VAE = [sys.executable, "-m", "vae_lightning"]
+SPRITES = [
+    "vae",
+    "beta_vae",
+    "annealed_vae",
+    "beta_vae_capacity",
+    "free_bits",
+    "beta_tcvae",
+    "factor_vae",
+    "dip_vae_i",
+    "dip_vae_ii",
+    "iwae",
+    "vamp_prior",
+]
+# MNIST variants as command-line layers over configs/mnist/vae.yaml (the same values as the sprites files)
+MNIST = {
+    "vae": [],
+    "free_bits": [
+        "--model",
+        "vae_lightning.FreeBitsVAE",
+        "--model.init_args.free_bits",
+        "0.25",
+        "--model.init_args.group_size",
+        "1",
+        "--model.init_args.kl_schedule",
+        "vae_lightning.LinearWarmup",
+        "--model.init_args.kl_schedule.init_args.steps",
+        "1000",
+    ],
+    "iwae": ["--model", "vae_lightning.IWAE", "--model.init_args.k", "5"],
+    "vamp_prior": [
+        "--model.init_args.prior",
+        "vae_lightning.VampPrior",
+        "--model.init_args.prior.init_args.num_components",
+        "100",
+    ],
+}
+QUIET = ["--trainer.enable_progress_bar", "false"]
+
+
+def run(cmd: list[str], log: Path) -> None:
+    print("$ " + " ".join(["vae", *cmd[3:]] if cmd[:3] == VAE else cmd), flush=True)
+    with open(log, "a") as f:
+        result = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
+    if result.returncode:
+        raise SystemExit(f"failed ({result.returncode}), see {log}")
+
+
+def sprites(name: str, a) -> None:
+    root = Path(a.out) / "sprites" / name
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = ["--config", "configs/base.yaml", "--config", "configs/sprites/vae.yaml"]
+    cfg += [] if name == "vae" else ["--config", f"configs/sprites/{name}.yaml"]
+    common = [*cfg, "--trainer.default_root_dir", str(root), *QUIET]
+    log = root / "zoo.log"
+    if not (root / "fit.done").exists():
+        run([*VAE, "fit", *common, "--trainer.max_steps", str(a.steps), "--seed_everything", str(a.seed)], log)
+        (root / "fit.done").write_text("ok\n")
+    ckpt = str(next((root / "checkpoints").glob("version_*/last.ckpt")))
+    # the last checkpoint on 2,048 held-out images (32 batches of 64), k = 100
+    run([*VAE, "test", *common, "--ckpt_path", ckpt, "--trainer.limit_test_batches", str(a.test_batches)], log)
+    run([*VAE, "traverse", ckpt, "--out", str(REPO / "docs/images/zoo" / f"{name}.png")], log)
+
+
+def mnist_data(out: Path) -> Path:
+    from bench import workloads as w
+
+    images, labels, note = w.mnist_images()
+    if "SYNTHETIC" in note:
+        raise SystemExit(f"the MNIST table needs the real MNIST test split: {note}")
+    return w.write_mnist_raw(out / "mnist-9k-1k", images, labels)  # train: first 9,000; test: last 1,000
+
+
+def mnist(name: str, a) -> None:
+    root = Path(a.out) / "mnist" / name
+    root.mkdir(parents=True, exist_ok=True)
+    common = ["--config", "configs/base.yaml", "--config", "configs/mnist/vae.yaml", *MNIST[name]]
+    common += ["--data.init_args.data_dir", str(Path(a.out) / "mnist-9k-1k"), "--data.init_args.val_size", "500"]
+    common += ["--trainer.default_root_dir", str(root), *QUIET]
+    log = root / "zoo.log"
+    if not (root / "fit.done").exists():
+        run([*VAE, "fit", *common, "--trainer.max_steps", str(a.steps), "--seed_everything", str(a.seed)], log)
+        (root / "fit.done").write_text("ok\n")
+    ckpt = str(next((root / "checkpoints").glob("version_*/last.ckpt")))
+    run([*VAE, "test", *common, "--ckpt_path", ckpt, "--model.init_args.iw_samples", str(a.k)], log)
+
+
+def summary(root: Path) -> dict:
+    return json.loads(next((root / "checkpoints").glob("version_*/summary.json")).read_text())
+
+
+def table(a) -> None:
+    out = Path(a.out)
+    cols = {
+        "sprites": [
+            ("test/elbo", "ELBO"),
+            ("test/nll_iw", "nll_iw (k=100)"),
+            ("test/active_units", "active units"),
+            ("test/mig", "MIG"),
+            ("test/factor_vae", "FactorVAE"),
+            ("test/dci_disentanglement", "DCI-D"),
+            ("test/sap", "SAP"),
+        ],
+        "mnist": [
+            ("test/elbo", "ELBO"),
+            ("test/nll_iw", "nll_iw (k=1000)"),
+            ("test/kl", "KL"),
+            ("test/recon", "recon"),
+        ],
+    }
+    for data, keys in cols.items():
+        runs = {p.name: summary(p) for p in sorted((out / data).iterdir()) if (p / "checkpoints").is_dir()}
+        if not runs:
+            continue
+        per_step = {n: s["wall_time"] / s["step"] for n, s in runs.items()}
+        base = per_step.get("vae")
+        print(f"\n{data}\n\n| model | " + " | ".join(h for _, h in keys) + " | step time / VAE |")
+        print("|---" * (len(keys) + 2) + "|")
+        for n, s in runs.items():
+            cells = [f"{s[k]:.4g}" if isinstance(s.get(k), (int, float)) else "—" for k, _ in keys]
+            rel = f"{per_step[n] / base:.2f}" if base else "—"
+            print(f"| {n} | " + " | ".join(cells) + f" | {rel} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["sprites", "mnist", "table"])
+    p.add_argument("--out", default="runs/zoo")
+    p.add_argument("--only", nargs="*", help="model names (default: all)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default: 5,000 sprites, 7,000 MNIST)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1, help="models trained at once (one torch thread each if > 1)")
+    p.add_argument("--test-batches", type=int, default=32, help="sprites test batches of 64 (default: 32)")
+    p.add_argument("--k", type=int, default=1000, help="importance samples of the MNIST test (default: 1000)")
+    a = p.parse_args()
+    if a.what == "table":
+        return table(a)
+    a.steps = a.steps or (5000 if a.what == "sprites" else 7000)
+    names = a.only or (SPRITES if a.what == "sprites" else list(MNIST))
+    if a.what == "mnist":
+        mnist_data(Path(a.out))
+    (REPO / "docs/images/zoo").mkdir(parents=True, exist_ok=True)
+    if a.jobs > 1:
+        os.environ["OMP_NUM_THREADS"] = "1"
+    job = sprites if a.what == "sprites" else mnist
+    start = time.monotonic()
+    with ThreadPoolExecutor(a.jobs) as pool:
+        for f in [pool.submit(job, n, a) for n in names]:
+            f.result()
+    print(f"done in {time.monotonic() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
