@@ -157,14 +157,16 @@ class SLURMPreemption(Callback):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
         if not self._active or not trainer.strategy.reduce_boolean_decision(self._signalled, all=False):
             return
-        path = compat.hpc_save_path(trainer.default_root_dir)
-        trainer.save_checkpoint(path)
         # last.ckpt of this same moment too: a job script may resume with --ckpt_path last, and
         # the last.ckpt Lightning would write as the run stops is not exact after a stop in an
-        # epoch's last step (tests/test_resume.py, found by bench/chaos.py)
+        # epoch's last step (tests/test_resume.py, found by bench/chaos.py). Written first, so that
+        # the hpc_ckpt the requeued job restores knows it as its last_model_path: else the
+        # restarted fit versions its final save as last-v1.ckpt beside this older last.ckpt
         for callback in trainer.checkpoint_callbacks:
             if getattr(callback, "save_last", False):
                 compat.save_last_checkpoint(callback, trainer)
+        path = compat.hpc_save_path(trainer.default_root_dir)
+        trainer.save_checkpoint(path)
         for logger in trainer.loggers:
             logger.save()
         if trainer.is_global_zero:
