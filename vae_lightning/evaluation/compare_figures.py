@@ -170,7 +170,8 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; white-space: nowrap; }
-th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+th { background: #f0f0f0; white-space: normal; } td:first-child, th:first-child { text-align: left; }
+.scroll { overflow-x: auto; max-width: 100%; }
 tr:nth-child(even) td { background: #fafafa; }
 td.run { white-space: normal; max-width: 22em; } td.flag { color: #b00; font-weight: bold; }
 .notes li { color: #8a5a00; } figure { display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }
@@ -181,7 +182,9 @@ figure.wide img { max-width: 1300px; }
 
 
 def html_table(table: Table) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    # many metric columns: headers may wrap after "/" and "_", and a table wider than the page
+    # scrolls inside its own box instead of the page
+    head = "".join(f"<th>{html.escape(c).replace('/', '/<wbr>').replace('_', '_<wbr>')}</th>" for c in table.columns)
     body = []
     for row in table.rows:
         cells = []
@@ -192,7 +195,7 @@ def html_table(table: Table) -> str:
                 css, text = ' class="run"', text.replace(",", ",<wbr>")
             cells.append(f"<td{css}>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def html_report(title: str, source: str, tables: list[tuple[str, Table]], figures: list[Path], notes: list[str]) -> str:
