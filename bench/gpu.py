@@ -176,28 +176,24 @@ def elbo(model, device, n: int) -> float:
     return sum(values) / n
 
 
+def measure(work: Path, device, s: dict, batch: int, precision: str, compile: bool | str, cl: bool) -> dict:
+    """One row: images/s of `vae fit` and of the bare step for one setting, and their ratio."""
+    tag = f"b{batch}-{precision}-cl{int(cl)}-{compile if isinstance(compile, str) else f'c{int(compile)}'}"
+    fit = fit_rate(work, tag, s, precision, batch, compile, cl)
+    _, bare = bare_train(device, precision, batch, s["steps"], compile, cl, s["warmup"])
+    print(f"{tag}: fit {fit:.0f} img/s, bare {bare:.0f} img/s, fit/bare {fit / bare:.3f}", flush=True)
+    row = dict(batch=batch, precision=precision, channels_last=cl, compile=compile, fit=fit, bare=bare)
+    return row | {"ratio": fit / bare}
+
+
 def throughput_rows(work: Path, device, s: dict) -> list[dict]:
-    rows = []
-    for batch in s["batches"]:
-        for precision in s["precisions"]:
-            for compile in s["compile"]:
-                for cl in (False, True):
-                    tag = f"b{batch}-{precision}-cl{int(cl)}-c{int(compile)}"
-                    fit = fit_rate(work, tag, s, precision, batch, compile, cl)
-                    _, bare = bare_train(device, precision, batch, s["steps"], compile, cl, s["warmup"])
-                    rows.append(
-                        dict(
-                            batch=batch,
-                            precision=precision,
-                            channels_last=cl,
-                            compile=compile,
-                            fit=fit,
-                            bare=bare,
-                            ratio=fit / bare,
-                        )
-                    )
-                    print(f"{tag}: fit {fit:.0f} img/s, bare {bare:.0f} img/s, fit/bare {fit / bare:.3f}", flush=True)
-    return rows
+    return [
+        measure(work, device, s, batch, precision, compile, cl)
+        for batch in s["batches"]
+        for precision in s["precisions"]
+        for compile in s["compile"]
+        for cl in (False, True)
+    ]
 
 
 def compile_name(value: bool | str) -> str:
@@ -207,15 +203,8 @@ def compile_name(value: bool | str) -> str:
 def mode_rows(work: Path, device, s: dict) -> list[dict]:
     """torch.compile's modes (``model.init_args.compile: <mode>``) at the first batch size,
     bf16-mixed, channels_last on: the options for the GPU path (``--compile-modes``)."""
-    batch, precision, rows = s["batches"][0], "bf16-mixed", []
-    for mode in ("default", "reduce-overhead", "max-autotune"):
-        tag = f"b{batch}-{precision}-cl1-{mode}"
-        fit = fit_rate(work, tag, s, precision, batch, mode, True)
-        _, bare = bare_train(device, precision, batch, s["steps"], mode, True, s["warmup"])
-        rows.append(dict(batch=batch, precision=precision, channels_last=True, compile=mode, fit=fit, bare=bare))
-        rows[-1]["ratio"] = fit / bare
-        print(f"{tag}: fit {fit:.0f} img/s, bare {bare:.0f} img/s, fit/bare {fit / bare:.3f}", flush=True)
-    return rows
+    modes = ("default", "reduce-overhead", "max-autotune")
+    return [measure(work, device, s, s["batches"][0], "bf16-mixed", mode, True) for mode in modes]
 
 
 def table(rows: list[dict], elbos: dict[str, float], head: str) -> str:
