@@ -2,6 +2,7 @@
 
     python docs/zoo.py sprites --out runs/zoo      # fit + test + traversal of every sprites config
     python docs/zoo.py mnist --out runs/zoo        # the MNIST 9,000/1,000 re-split: fit + test (k = 1000)
+    python -m bench.zoo_steps                      # step time of every sprites config / the VAE's (quiet machine)
     python docs/zoo.py table --out runs/zoo        # the Markdown tables, from the runs' summary.json
 
 Each model is the real ``vae fit`` / ``vae test`` / ``vae traverse`` of the shipped configs, with
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -61,6 +63,8 @@ MNIST = {
     ],
 }
 QUIET = ["--trainer.enable_progress_bar", "false"]
+# an interrupted fit continues from its last.ckpt (exact resume); a first fit starts fresh
+RESUME = ["--ckpt_path", "last"]
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -79,7 +83,7 @@ def sprites(name: str, a) -> None:
     common = [*cfg, "--trainer.default_root_dir", str(root), *QUIET]
     log = root / "zoo.log"
     if not (root / "fit.done").exists():
-        run([*VAE, "fit", *common, "--trainer.max_steps", str(a.steps), "--seed_everything", str(a.seed)], log)
+        run([*VAE, "fit", *common, "--trainer.max_steps", str(a.steps), "--seed_everything", str(a.seed), *RESUME], log)
         (root / "fit.done").write_text("ok\n")
     ckpt = str(next((root / "checkpoints").glob("version_*/last.ckpt")))
     # the last checkpoint on 2,048 held-out images (32 batches of 64), k = 100
@@ -104,7 +108,7 @@ def mnist(name: str, a) -> None:
     common += ["--trainer.default_root_dir", str(root), *QUIET]
     log = root / "zoo.log"
     if not (root / "fit.done").exists():
-        run([*VAE, "fit", *common, "--trainer.max_steps", str(a.steps), "--seed_everything", str(a.seed)], log)
+        run([*VAE, "fit", *common, "--trainer.max_steps", str(a.steps), "--seed_everything", str(a.seed), *RESUME], log)
         (root / "fit.done").write_text("ok\n")
     ckpt = str(next((root / "checkpoints").glob("version_*/last.ckpt")))
     run([*VAE, "test", *common, "--ckpt_path", ckpt, "--model.init_args.iw_samples", str(a.k)], log)
@@ -131,19 +135,23 @@ def table(a) -> None:
             ("test/nll_iw", "nll_iw (k=1000)"),
             ("test/kl", "KL"),
             ("test/recon", "recon"),
+            ("test/active_units", "active units"),
         ],
     }
     for data, keys in cols.items():
         runs = {p.name: summary(p) for p in sorted((out / data).iterdir()) if (p / "checkpoints").is_dir()}
         if not runs:
             continue
-        per_step = {n: s["wall_time"] / s["step"] for n, s in runs.items()}
-        base = per_step.get("vae")
+        # step time from the quiet interleaved benchmark (a fit's wall_time includes validation and
+        # whatever else ran on the machine meanwhile)
+        steps = Path(a.step_times)
+        ratio = json.loads(steps.read_text())["ratio_to_vae"] if data == "sprites" and steps.is_file() else {}
         print(f"\n{data}\n\n| model | " + " | ".join(h for _, h in keys) + " | step time / VAE |")
         print("|---" * (len(keys) + 2) + "|")
         for n, s in runs.items():
             cells = [f"{s[k]:.4g}" if isinstance(s.get(k), (int, float)) else "—" for k, _ in keys]
-            rel = f"{per_step[n] / base:.2f}" if base else "—"
+            q = ratio.get(n)
+            rel = f"{statistics.median(q):.2f} [{min(q):.2f}–{max(q):.2f}]" if q else "—"
             print(f"| {n} | " + " | ".join(cells) + f" | {rel} |")
 
 
@@ -156,6 +164,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="models trained at once (one torch thread each if > 1)")
     p.add_argument("--test-batches", type=int, default=32, help="sprites test batches of 64 (default: 32)")
+    p.add_argument(
+        "--step-times", default=str(REPO / "runs/bench/zoo_steps.json"), help="python -m bench.zoo_steps's results"
+    )
     p.add_argument("--k", type=int, default=1000, help="importance samples of the MNIST test (default: 1000)")
     a = p.parse_args()
     if a.what == "table":
