@@ -7,8 +7,9 @@
 
 Each model is the real ``vae fit`` / ``vae test`` / ``vae traverse`` of the shipped configs, with
 only the budget on the command line (printed before each run), so the numbers can be reproduced
-one by one. ``--jobs 2`` runs two models at a time with one torch thread each; step times are
-then compared only within one such invocation (relative to the plain VAE of the same data).
+one by one. ``--jobs 2`` runs two models at a time with one torch thread each. The sprites
+step-time column comes from ``python -m bench.zoo_steps`` (the fits' own wall time includes
+validation and whatever else ran meanwhile).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ MNIST = {
     ],
 }
 QUIET = ["--trainer.enable_progress_bar", "false"]
-# an interrupted fit continues from its last.ckpt (exact resume); a first fit starts fresh
+# an interrupted fit continues from its last.ckpt (optimizer, data position, RNGs); a first fit starts fresh
 RESUME = ["--ckpt_path", "last"]
 
 
@@ -147,13 +148,14 @@ def table(a) -> None:
         # whatever else ran on the machine meanwhile)
         steps = Path(a.step_times)
         ratio = json.loads(steps.read_text())["ratio_to_vae"] if data == "sprites" and steps.is_file() else {}
-        print(f"\n{data}\n\n| model | " + " | ".join(h for _, h in keys) + " | step time / VAE |")
-        print("|---" * (len(keys) + 2) + "|")
+        step_col = " step time / VAE |" if data == "sprites" else ""
+        print(f"\n{data}\n\n| model | " + " | ".join(h for _, h in keys) + " |" + step_col)
+        print("|---" * (len(keys) + 1 + bool(step_col)) + "|")
         for n, s in runs.items():
             cells = [f"{s[k]:.4g}" if isinstance(s.get(k), (int, float)) else "—" for k, _ in keys]
             q = ratio.get(n)
-            rel = f"{statistics.median(q):.2f} [{min(q):.2f}–{max(q):.2f}]" if q else "—"
-            print(f"| {n} | " + " | ".join(cells) + f" | {rel} |")
+            rel = f" {statistics.median(q):.2f} [{min(q):.2f}–{max(q):.2f}] |" if q else " — |"
+            print(f"| {n} | " + " | ".join(cells) + " |" + (rel if step_col else ""))
 
 
 def main() -> None:
