@@ -25,19 +25,8 @@ import torch
 from bench import workloads as w
 from bench.run import fit_yaml
 
-MODELS = [
-    "vae",
-    "beta_vae",
-    "annealed_vae",
-    "beta_vae_capacity",
-    "free_bits",
-    "beta_tcvae",
-    "factor_vae",
-    "dip_vae_i",
-    "dip_vae_ii",
-    "iwae",
-    "vamp_prior",
-]
+# every config in configs/sprites/, the plain VAE first (the reference)
+MODELS = ["vae", *sorted(p.stem for p in (w.REPO / "configs" / "sprites").glob("*.yaml") if p.stem != "vae")]
 
 
 def main() -> None:

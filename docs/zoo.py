@@ -27,19 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 VAE = [sys.executable, "-m", "vae_lightning"]
-SPRITES = [
-    "vae",
-    "beta_vae",
-    "annealed_vae",
-    "beta_vae_capacity",
-    "free_bits",
-    "beta_tcvae",
-    "factor_vae",
-    "dip_vae_i",
-    "dip_vae_ii",
-    "iwae",
-    "vamp_prior",
-]
+# every config in configs/sprites/ (each stacks on vae.yaml)
+SPRITES = ["vae", *sorted(p.stem for p in (REPO / "configs" / "sprites").glob("*.yaml") if p.stem != "vae")]
 # MNIST variants as command-line layers over configs/mnist/vae.yaml (the same values as the sprites files)
 MNIST = {
     "vae": [],
