@@ -243,8 +243,24 @@ def test_a_prior_from_yaml_trains_says_its_kl_method_and_comes_back_from_the_che
     finally:
         logging.getLogger("lightning.pytorch").removeHandler(handler)
     assert any("prior MixtureOfGaussians; KL: Monte Carlo" in r.getMessage() for r in records)
-    model = load_model(tmp_path / "run" / "checkpoints" / "version_0" / "last.ckpt")
-    raw = torch.load(tmp_path / "run" / "checkpoints" / "version_0" / "last.ckpt", weights_only=False)["state_dict"]
+    ckpt = tmp_path / "run" / "checkpoints" / "version_0" / "last.ckpt"
+    model = load_model(ckpt)
+    raw = torch.load(ckpt, weights_only=False)["state_dict"]
     assert isinstance(model.prior, MixtureOfGaussians) and model.prior.means.shape == (4, 3)
     torch.testing.assert_close(model.prior.means, raw["prior.means"], rtol=0, atol=0)
     assert model.sample(2).shape == (2, 1, 64, 64)
+
+    # `vae traverse` without --image starts from a --seed draw of the learned prior (z = 0 may lie between
+    # its components): the grid is the traversal around that draw, and another seed moves it
+    from torchvision.io import read_image
+
+    from vae_lightning.cli.pictures import _influence_order
+    from vae_lightning.evaluation import pictures
+
+    for seed in (0, 1):
+        main(["traverse", str(ckpt), "--out", str(tmp_path / f"seed{seed}.png"), "--seed", str(seed), "--dims", "3"])
+    centre = model.prior.sample(1, generator=torch.Generator().manual_seed(0))[0]
+    dims = _influence_order(model, centre, 3.0)[:3]
+    pictures.save_png(pictures.traversal_grid(model, centre, dims), tmp_path / "expected.png")
+    assert torch.equal(read_image(str(tmp_path / "seed0.png")), read_image(str(tmp_path / "expected.png")))
+    assert not torch.equal(read_image(str(tmp_path / "seed0.png")), read_image(str(tmp_path / "seed1.png")))

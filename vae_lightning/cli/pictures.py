@@ -17,8 +17,8 @@ from pathlib import Path
 from vae_lightning.errors import UserError
 
 DOC = {
-    "sample": "decode N draws z ~ N(0, T^2 I): a PNG grid (--out x.png), a folder of N PNGs (--out DIR) "
-    "or an array file (--out x.npz)",
+    "sample": "decode N draws z ~ p(z), the prior (N(0, T^2 I) for the standard normal): a PNG grid "
+    "(--out x.png), a folder of N PNGs (--out DIR) or an array file (--out x.npz)",
     "traverse": "latent traversals: one row per dimension, set from -3 to +3, most influential first",
     "interpolate": "decode straight lines in latent space between pairs of images (or of prior draws)",
 }
@@ -56,7 +56,11 @@ def _parser(name: str) -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=256, help="images decoded at once (default: %(default)s)")
         p.set_defaults(draw=False)  # else --mean's store_false default (True) would win
     if name == "traverse":
-        p.add_argument("--image", help="traverse around the code μ(x) of this image file; default: around z = 0")
+        p.add_argument(
+            "--image",
+            help="traverse around the code μ(x) of this image file; default: around z = 0 (the standard-normal "
+            "prior) or a --seed draw from a learned prior",
+        )
         p.add_argument(
             "--dims", type=int, default=10, help="dimensions shown, most influential first (default: %(default)s)"
         )
@@ -100,6 +104,19 @@ def _influence_order(model, z, span: float):
     images = model.decode_mean(ends).cpu().flatten(1)
     change = (images[0::2] - images[1::2]).abs().mean(1)
     return torch.argsort(change, descending=True, stable=True)
+
+
+def _centre(model, generator):
+    """Where a traversal without --image starts: z = 0, the mode of the standard-normal prior;
+    under a learned prior a seeded draw from it, since z = 0 can lie where no component is and
+    decode to a blank image."""
+    import torch
+
+    from vae_lightning.priors import StandardNormal
+
+    if isinstance(model.prior, StandardNormal):
+        return torch.zeros(model.latent_dim)
+    return model.prior.sample(1, generator=generator)[0].float().cpu()
 
 
 FORMATS = ("grid", "png", "npz")
@@ -164,11 +181,7 @@ def _run(name: str, args: argparse.Namespace) -> Path:
             raise UserError(
                 f"need --dims >= 1, --steps >= 2 and --span > 0; got {args.dims}, {args.steps}, {args.span}."
             )
-        z = (
-            pictures.encode_mean(model, read_image(args.image, model))[0].cpu()
-            if args.image
-            else torch.zeros(model.latent_dim)
-        )
+        z = pictures.encode_mean(model, read_image(args.image, model))[0].cpu() if args.image else _centre(model, g)
         dims = _influence_order(model, z, args.span)[: args.dims]
         grid = pictures.traversal_grid(model, z, dims, args.steps, args.span)
     else:
