@@ -75,7 +75,7 @@ def sprites(name: str, a) -> None:
     if not (root / "fit.done").exists():
         run([*VAE, "fit", *common, "--trainer.max_steps", str(a.steps), "--seed_everything", str(a.seed), *RESUME], log)
         (root / "fit.done").write_text("ok\n")
-    ckpt = str(next((root / "checkpoints").glob("version_*/last.ckpt")))
+    ckpt = str(run_dir(root) / "last.ckpt")
     # the last checkpoint on 2,048 held-out images (32 batches of 64), k = 100
     test = [*common, "--ckpt_path", ckpt, "--trainer.limit_test_batches", str(a.test_batches)]
     run([*VAE, "test", *test, "--disentanglement.metrics", f"[{','.join(a.metrics)}]"], log)
@@ -101,12 +101,21 @@ def mnist(name: str, a) -> None:
     if not (root / "fit.done").exists():
         run([*VAE, "fit", *common, "--trainer.max_steps", str(a.steps), "--seed_everything", str(a.seed), *RESUME], log)
         (root / "fit.done").write_text("ok\n")
-    ckpt = str(next((root / "checkpoints").glob("version_*/last.ckpt")))
+    ckpt = str(run_dir(root) / "last.ckpt")
     run([*VAE, "test", *common, "--ckpt_path", ckpt, "--model.init_args.iw_samples", str(a.k)], log)
 
 
+def run_dir(root: Path) -> Path:
+    """The newest checkpoints/version_N that holds a last.ckpt: a fit killed before its first
+    checkpoint leaves a version folder without one, and the next fit starts afresh in N + 1."""
+    done = [p.parent for p in (root / "checkpoints").glob("version_*/last.ckpt")]
+    if not done:
+        raise SystemExit(f"{root}: no checkpoints/version_*/last.ckpt; run its fit first")
+    return max(done, key=lambda p: int(p.name.removeprefix("version_")))
+
+
 def summary(root: Path) -> dict:
-    return json.loads(next((root / "checkpoints").glob("version_*/summary.json")).read_text())
+    return json.loads((run_dir(root) / "summary.json").read_text())
 
 
 def table(a) -> None:
@@ -130,7 +139,9 @@ def table(a) -> None:
         ],
     }
     for data, keys in cols.items():
-        runs = {p.name: summary(p) for p in sorted((out / data).iterdir()) if (p / "checkpoints").is_dir()}
+        runs = {
+            p.name: summary(p) for p in sorted((out / data).iterdir()) if any(p.glob("checkpoints/version_*/last.ckpt"))
+        }
         if not runs:
             continue
         # step time from the quiet interleaved benchmark (a fit's wall_time includes validation and
