@@ -5,7 +5,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PYTEST_ARGS ?=
+# two pytest-xdist workers; tests/conftest.py says which tests run one at a time
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .PHONY: demo test lint bench venv clean
 

@@ -97,3 +97,17 @@ def mnist_dir(tmp_path_factory, mnist_test_split) -> Path:
     """A torchvision MNIST folder: 9,000 train and 1,000 test images from the real test split."""
     x, y = mnist_test_split
     return write_mnist_raw(tmp_path_factory.mktemp("mnist"), "MNIST", x, y)
+
+
+# `make test` spreads the tests over two pytest-xdist workers (--dist loadgroup), one file per worker so that
+# a module's fixtures are built once. Tests that start several training processes or share the one local
+# SLURM node form one group, run one after another, so that two of them never compete for the same cores or
+# the same node.
+ONE_AT_A_TIME = {"test_ddp.py", "test_srun_ddp.py", "test_slurm.py", "test_study_slurm.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        several = item.path.name in ONE_AT_A_TIME or "ddp" in item.name
+        item.add_marker(pytest.mark.xdist_group("processes" if several else item.path.name))

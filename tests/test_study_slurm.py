@@ -200,7 +200,8 @@ def test_a_grid_larger_than_max_array_size_is_refused_before_submission(cluster,
         .group(1)
     )
     values = ",".join(str(v) for v in range(limit + 1))
-    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    # by job ID (%F: an array's job ID), since another test's array shows as 7_[0-3] until its tasks start
+    before = subprocess.run(["squeue", "-h", "-o", "%F"], capture_output=True, text=True).stdout.split()
     result = run_vae(
         "slurm",
         "submit",
@@ -218,7 +219,7 @@ def test_a_grid_larger_than_max_array_size_is_refused_before_submission(cluster,
     assert result.returncode == 2
     assert f"the grid has {limit + 1} tasks" in result.stderr and f"MaxArraySize is {limit}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    after = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    after = subprocess.run(["squeue", "-h", "-o", "%F"], capture_output=True, text=True).stdout.split()
     assert not set(after) - set(before), "a job was submitted"
 
 
