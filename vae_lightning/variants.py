@@ -122,6 +122,12 @@ class BetaTCVAE(VAE):
       other (j = i + 1 mod M), 1/(M − 1) for the rest; each row sums to 1, so the estimate of
       q(z_i) is unbiased. N is the data module's ``num_train``.
 
+    A batch of one (M = 1: the last, partial batch of a validation or test split whose size
+    leaves a remainder of 1; training drops partial batches) has no other posterior to weight, and
+    ``mss``'s weights are undefined there (they divide by M − 1): both estimators then use W = 1,
+    i.e. q(z_i) ≈ q(z_i|x_i), so that batch's ``index_mi`` and ``tc`` are 0 and its ``dim_kl`` is
+    its one-sample KL. The split's means weight it by 1/(split size).
+
     Either way mi + tc + dim_kl is the one-sample KL E[log q(z|x) − log p(z)] of the batch.
 
     Args:
@@ -148,11 +154,11 @@ class BetaTCVAE(VAE):
 
     def log_weights(self, m: int, dataset_size: int | None) -> Tensor:
         """log W (M, M) of the chosen estimator for a batch of M."""
-        if self.estimator == "mws":
+        if self.estimator == "mws" or m == 1:  # a batch of one: W = 1 either way (class docstring)
             return torch.full((m, m), -math.log(m))
-        if dataset_size is None or dataset_size < m or m < 2:
+        if dataset_size is None or dataset_size < m:
             raise UserError(
-                f"BetaTCVAE with estimator 'mss' needs the training-set size N >= the batch size M >= 2, got "
+                f"BetaTCVAE with estimator 'mss' needs the training-set size N >= the batch size M, got "
                 f"N={dataset_size}, M={m}; use a data module that knows num_train, or estimator: mws."
             )
         n = dataset_size
