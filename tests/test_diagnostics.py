@@ -48,6 +48,43 @@ def test_collapse_monitor_waits_for_patience_validations_of_low_kl():
     assert "stayed under 0.5 nats for 3 validations" in text and "KL warm-up" in text and "weaker decoder" in text
 
 
+def test_collapse_monitor_warns_when_the_kl_rises_without_information(tmp_path):
+    """The capacity form's failure (issue 27): the KL follows C up while no unit is active and MI is 0.
+    The "none active" warning comes first; the rise gets its own warning, once, naming the remedies."""
+    monitor = CollapseMonitor(every_n_val=0)
+    trainer, module = fake_run(tmp_path, [0.1] * 10, [False] * 10)
+    stats = module.latent_stats["val"]
+    stats["mi"] = torch.tensor(4e-5)
+    seen = []
+    for kl in (0.87, 1.61, 2.39, 3.41, 4.55):  # val/kl of configs/sprites/beta_vae_capacity.yaml, steps 100-500
+        stats["kl"] = torch.tensor(kl)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            monitor.on_validation_end(trainer, module)
+        seen.append([str(w.message) for w in caught])
+    assert "none of the 10 latent dimensions is active" in seen[0][0] and len(seen[0]) == 1
+    assert len(seen[1]) == 1 and seen[2:] == [[], [], []]  # once
+    text = seen[1][0]
+    assert text.startswith("KL without information: the KL rose from 0.87 to 1.61 nats")
+    assert "mutual information I(x; z) is 0.000 nats" in text
+    assert all(r in text for r in ("LinearWarmup", "model.init_args.c_steps", "model.init_args.gamma"))
+
+
+def test_collapse_monitor_says_nothing_of_a_kl_that_is_flat_or_carries_information():
+    monitor = CollapseMonitor()
+    for kl in (0.30, 0.05, 0.40, 0.10):  # a collapsed VAE: KL near 0 and noisy, no rise of 0.5 nats
+        assert monitor.no_info_message(kl, mi=1e-5, active=0) is None
+    monitor = CollapseMonitor()
+    for kl, mi, active in ((1.0, 0.0, 0), (3.0, 1.5, 2), (6.0, 2.5, 4), (9.0, 3.0, 5)):  # information arrives
+        assert monitor.no_info_message(kl, mi=mi, active=active) is None
+    assert monitor.no_info_kl is None
+    state = CollapseMonitor()
+    state.no_info_message(1.0, 0.0, 0)
+    restored = CollapseMonitor()
+    restored.load_state_dict(state.state_dict())  # a resumed run keeps the lowest KL seen
+    assert restored.no_info_message(2.0, 0.0, 0) is not None
+
+
 def test_kl_bar_chart_is_an_rgb_image():
     image = kl_bar_chart(torch.tensor([1.0, 0.0, 2.5]), torch.tensor([1.0, 0.0, 1.0]))
     assert image.shape[0] == 3 and image.min() >= 0 and image.max() <= 1 and image.std() > 0

@@ -15,6 +15,7 @@ import torch
 import vae_lightning.variants as variants
 from vae_lightning import VAE, MLPDecoder, MLPEncoder
 from vae_lightning.data import SpritesDataModule
+from vae_lightning.data.base import images
 from vae_lightning.errors import UserError
 from vae_lightning.models import ForwardRecord
 from vae_lightning.priors import MixtureOfGaussians, VampPrior
@@ -151,6 +152,53 @@ def test_beta_tcvae_mss_weights_are_chen_et_al_s():
     expected = torch.tensor([[a, b, c, c], [c, a, b, c], [c, c, a, b], [b, c, c, a]], dtype=torch.float64)
     torch.testing.assert_close(w, expected, rtol=1e-6, atol=0)
     torch.testing.assert_close(w.sum(1), torch.ones(4, dtype=torch.float64), rtol=1e-6, atol=0)
+
+
+def test_beta_tcvae_mss_on_a_batch_of_one_uses_the_posterior_itself():
+    """M = 1: W = 1 for both estimators, so index_mi = tc = 0 and dim_kl is the one-sample KL."""
+    torch.manual_seed(0)
+    model = tiny(functools.partial(variants.BetaTCVAE, estimator="mss"))
+    assert model.log_weights(1, 10_000).tolist() == [[0.0]]
+    f = gaussian_record(torch.randn(1, 3), 0.3)
+    terms = model.objective(f, 0, 10_000).terms
+    q, p = torch.distributions.Normal(f.mu, 0.3), torch.distributions.Normal(0.0, 1.0)
+    assert float(terms["index_mi"]) == 0.0 and float(terms["tc"]) == 0.0
+    torch.testing.assert_close(terms["dim_kl"], (q.log_prob(f.z) - p.log_prob(f.z)).sum())
+
+
+class BatchSizes(L.Callback):
+    """Records the size of every validation batch."""
+
+    def __init__(self):
+        self.sizes = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.sizes.append(len(images(batch)))
+
+
+def test_beta_tcvae_mss_evaluates_a_split_that_ends_in_a_batch_of_one(tmp_path):
+    """A validation split of 17 in batches of 16 ends with a batch of one (evaluation loaders keep
+    their last partial batch): the stratified estimator must not abort the evaluation."""
+    L.seed_everything(0)
+    dm = SpritesDataModule(batch_size=16, val_size=17, num_images=256)
+    model = tiny(functools.partial(variants.BetaTCVAE, estimator="mss"))
+    sizes = BatchSizes()
+    trainer = L.Trainer(
+        max_steps=2,
+        val_check_interval=2,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        callbacks=[sizes],
+    )
+    trainer.fit(model, datamodule=dm)
+    assert sizes.sizes == [16, 1]
+    terms = [float(trainer.callback_metrics[f"val/{name}"]) for name in ("index_mi", "tc", "dim_kl", "loss")]
+    assert all(math.isfinite(t) for t in terms)
 
 
 class NoSizeData(L.LightningDataModule):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import math
+import shutil
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -19,6 +21,7 @@ from vae_lightning import LinearWarmup, MLPDecoder, MLPEncoder
 from vae_lightning.data import SpritesDataModule
 from vae_lightning.errors import UserError
 from vae_lightning.models import ForwardRecord
+from vae_lightning.runtime.checkpoint import check_fits_model, load_model
 
 
 def tiny(cls, **kw):
@@ -198,6 +201,68 @@ def test_factor_vae_steps_both_optimizers_and_checkpoints_their_states(tmp_path)
     assert len(vae_state["state"]) == n_vae and len(disc_state["state"]) == len(before)
     assert {float(s["step"]) for s in disc_state["state"].values()} == {6.0}
     assert disc_state["param_groups"][0]["betas"] == (0.5, 0.9)
+
+
+def test_factor_vae_discriminator_is_kim_and_mnih_s():
+    """Six hidden layers of 1000 units plus the output layer (Kim & Mnih 2018, disentanglement_lib's
+    fc_discriminator); ``disc_layers`` counts the hidden layers."""
+    widths = [m.out_features for m in variants.Discriminator(10).net if isinstance(m, torch.nn.Linear)]
+    assert widths == [1000] * 6 + [2]
+    slopes = {m.negative_slope for m in variants.Discriminator(10).net if isinstance(m, torch.nn.LeakyReLU)}
+    assert slopes == {0.2}
+    default = tiny(variants.FactorVAE).discriminator
+    assert [m.out_features for m in default.net if isinstance(m, torch.nn.Linear)] == [1000] * 6 + [2]
+    small = tiny(variants.FactorVAE, disc_hidden=8, disc_layers=2).discriminator
+    assert [m.out_features for m in small.net if isinstance(m, torch.nn.Linear)] == [8, 8, 2]
+    assert variants.Discriminator.hidden_layers({f"discriminator.{k}": v for k, v in small.state_dict().items()}) == 2
+
+
+# written by `vae fit` on main at 860c9ef (tiny MLP nets, disc_hidden 8, 6 steps): `disc_layers: 6`
+# saved, 5 hidden layers built, as every FactorVAE checkpoint before issue 27
+OLD_FACTOR_VAE = Path(__file__).parent / "fixtures" / "main-860c9ef" / "factor_vae"
+
+
+def test_an_old_factor_vae_checkpoint_loads_with_the_layers_its_weights_have():
+    raw = torch.load(OLD_FACTOR_VAE / "last.ckpt", map_location="cpu", weights_only=False)
+    assert raw["hyper_parameters"]["disc_layers"] == 6
+    model = load_model(OLD_FACTOR_VAE / "last.ckpt")  # vae sample / traverse / interpolate / encode
+    assert model.disc_layers == 5
+    widths = [m.out_features for m in model.discriminator.net if isinstance(m, torch.nn.Linear)]
+    assert widths == [8] * 5 + [2]
+    for key, value in raw["state_dict"].items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_an_old_factor_vae_checkpoint_is_refused_in_one_line_by_test_and_fit(tmp_path, capsys):
+    from vae_lightning.cli import main
+
+    run = tmp_path / "old"
+    shutil.copytree(OLD_FACTOR_VAE, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["test", "--ckpt_path", str(run / "last.ckpt"), "--trainer.default_root_dir", str(tmp_path / "t")])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code != 0
+    assert "holds weights for disc_layers=5 but the configured model has disc_layers=6" in err, err
+    assert "--model.init_args.disc_layers 5" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before and not (tmp_path / "t").exists()
+    # as told, it fits
+    check_fits_model(str(run / "last.ckpt"), tiny8(disc_layers=5))
+    with pytest.raises(UserError, match=r"disc_layers=5 but the configured model has disc_layers=6"):
+        check_fits_model(str(run / "last.ckpt"), tiny8())
+
+
+def tiny8(**kw):
+    """The fixture's nets: MLPs of 8 hidden units, 3 latents, disc_hidden 8."""
+    return variants.FactorVAE(
+        encoder=functools.partial(MLPEncoder, hidden=[8]),
+        decoder=functools.partial(MLPDecoder, hidden=[8]),
+        latent_dim=3,
+        image_shape=(1, 64, 64),
+        disc_hidden=8,
+        **kw,
+    )
 
 
 def test_factor_vae_refuses_automatic_optimization():

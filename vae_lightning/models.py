@@ -133,6 +133,13 @@ class VAE(L.LightningModule):
     #: the objective reads the KL per latent dimension, so the prior must have it in closed form
     needs_kl_per_dim: bool = False
 
+    @classmethod
+    def settings_of_weights(cls, state_dict: dict[str, Tensor]) -> dict[str, Any]:
+        """Constructor arguments that a checkpoint's weights (its ``state_dict``) fix where the
+        saved settings may not (a format that changed meaning): ``load_model`` loads with them and
+        ``check_fits_model`` names them when the configured model differs. None here."""
+        return {}
+
     def __init__(
         self,
         encoder: EncoderFactory = ConvEncoder,

@@ -122,6 +122,12 @@ class BetaTCVAE(VAE):
       other (j = i + 1 mod M), 1/(M − 1) for the rest; each row sums to 1, so the estimate of
       q(z_i) is unbiased. N is the data module's ``num_train``.
 
+    A batch of one (M = 1: the last, partial batch of a validation or test split whose size
+    leaves a remainder of 1; training drops partial batches) has no other posterior to weight, and
+    ``mss``'s weights are undefined there (they divide by M − 1): both estimators then use W = 1,
+    i.e. q(z_i) ≈ q(z_i|x_i), so that batch's ``index_mi`` and ``tc`` are 0 and its ``dim_kl`` is
+    its one-sample KL. The split's means weight it by 1/(split size).
+
     Either way mi + tc + dim_kl is the one-sample KL E[log q(z|x) − log p(z)] of the batch.
 
     Args:
@@ -148,11 +154,11 @@ class BetaTCVAE(VAE):
 
     def log_weights(self, m: int, dataset_size: int | None) -> Tensor:
         """log W (M, M) of the chosen estimator for a batch of M."""
-        if self.estimator == "mws":
+        if self.estimator == "mws" or m == 1:  # a batch of one: W = 1 either way (class docstring)
             return torch.full((m, m), -math.log(m))
-        if dataset_size is None or dataset_size < m or m < 2:
+        if dataset_size is None or dataset_size < m:
             raise UserError(
-                f"BetaTCVAE with estimator 'mss' needs the training-set size N >= the batch size M >= 2, got "
+                f"BetaTCVAE with estimator 'mss' needs the training-set size N >= the batch size M, got "
                 f"N={dataset_size}, M={m}; use a data module that knows num_train, or estimator: mws."
             )
         n = dataset_size
@@ -291,13 +297,24 @@ def permute_dims(z: Tensor) -> Tensor:
 
 class Discriminator(nn.Module):
     """FactorVAE's discriminator: an MLP from z (B, D) to two logits (B, 2), "from q(z)" and
-    "from Π_u q(z_u)". Kim & Mnih 2018: 6 layers of 1000 units, leaky ReLU (slope 0.2)."""
+    "from Π_u q(z_u)": ``layers`` hidden layers of ``hidden`` units with leaky ReLU (slope 0.2),
+    then the output layer, so ``layers + 1`` linear layers in all. The default is Kim & Mnih
+    2018's and disentanglement_lib's: 6 hidden layers of 1000 units plus the output."""
 
     def __init__(self, latent_dim: int, hidden: int = 1000, layers: int = 6) -> None:
         super().__init__()
-        sizes = [latent_dim] + [hidden] * (layers - 1)
+        if hidden < 1 or layers < 0:
+            raise ValueError(f"the discriminator needs hidden >= 1 units and layers >= 0, got {hidden} and {layers}.")
+        sizes = [latent_dim] + [hidden] * layers
         blocks = [m for a, b in itertools.pairwise(sizes) for m in (nn.Linear(a, b), nn.LeakyReLU(0.2))]
         self.net = nn.Sequential(*blocks, nn.Linear(sizes[-1], 2))
+
+    @staticmethod
+    def hidden_layers(state_dict: dict[str, Tensor], prefix: str = "discriminator.") -> int | None:
+        """The number of hidden layers of the discriminator whose weights a state dict holds under
+        ``prefix`` (None: it holds none)."""
+        weights = [k for k in state_dict if k.startswith(f"{prefix}net.") and k.endswith(".weight")]
+        return len(weights) - 1 if weights else None
 
     @override
     def forward(self, z: Tensor) -> Tensor:
@@ -318,7 +335,11 @@ class FactorVAE(VAE):
 
     Args:
         gamma: weight γ ≥ 0 on the TC estimate.
-        disc_hidden, disc_layers: the discriminator's width and number of linear layers.
+        disc_hidden: units per hidden layer of the discriminator.
+        disc_layers: hidden layers of the discriminator, not counting its output layer (so
+            ``disc_layers + 1`` linear layers in all); 6, Kim & Mnih's. Before issue 27 this
+            counted the output layer too, and the default built 5 hidden layers: such checkpoints
+            need ``disc_layers: 5``.
         disc_optimizer: the discriminator's optimizer; None: Adam(lr 1e-4, betas (0.5, 0.9)), Kim & Mnih's.
     """
 
@@ -340,9 +361,17 @@ class FactorVAE(VAE):
             raise UserError(
                 "FactorVAE steps its optimizers by hand and does not apply model.init_args.lr_scheduler; remove it."
             )
-        self.gamma = gamma
+        self.gamma, self.disc_layers = gamma, disc_layers
         self.discriminator = Discriminator(self.latent_dim, disc_hidden, disc_layers)
         self.disc_optimizer = disc_optimizer or functools.partial(torch.optim.Adam, lr=1e-4, betas=(0.5, 0.9))
+
+    @classmethod
+    @override
+    def settings_of_weights(cls, state_dict: dict[str, Tensor]) -> dict[str, int]:
+        """``disc_layers`` of the saved discriminator: checkpoints written before issue 27 saved
+        ``disc_layers: 6`` with 5 hidden layers."""
+        layers = Discriminator.hidden_layers(state_dict)
+        return {} if layers is None else {"disc_layers": layers}
 
     @property
     @override

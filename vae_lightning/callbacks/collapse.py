@@ -19,6 +19,16 @@ REMEDIES = (
     "(fewer decoder channels or hidden units, or vae_lightning.MLPDecoder)."
 )
 
+#: I(x; z) under this many nats counts as none (a collapsed model's estimate is ~1e-5 nats)
+MI_FLOOR = 0.01
+#: nats the KL must rise above its lowest value in validations without information before a warning
+KL_RISE = 0.5
+OFFSET_REMEDIES = (
+    "Remedies: let the code carry information before the KL is asked for (for the capacity form, a KL warm-up "
+    "model.init_args.kl_schedule: vae_lightning.LinearWarmup scales γ·|kl − C|; or raise C more slowly, a larger "
+    "model.init_args.c_steps), or a smaller model.init_args.gamma."
+)
+
 
 def kl_bar_chart(kl_per_dim: Tensor, mu_var: Tensor | None = None, threshold: float = 0.01) -> Tensor:
     """A bar chart of the KL per latent dimension (nats) as an image (3, H, W) in [0, 1];
@@ -51,7 +61,11 @@ class CollapseMonitor(Callback):
     After every validation: draws the KL per latent dimension (``images/kl_per_dim``, W&B and
     PNG in the run's picture folder) and warns once, in plain words, when the posterior
     collapses — no active unit (the model logs ``val/active_units``), or the total KL under
-    ``kl_threshold`` nats for ``patience`` validations in a row. On by default; rank zero only.
+    ``kl_threshold`` nats for ``patience`` validations in a row. It also warns once when the KL
+    rises by more than ``KL_RISE`` nats over validations with no active unit and ``val/mi`` under
+    ``MI_FLOOR``: KL paid without information, an input-independent shift or width of the codes
+    (what an objective with a KL target, BetaVAE's capacity form, can settle into). On by default;
+    rank zero only.
     The total is the model's own KL(q(z|x) || p(z)) under its prior. The bars are
     KL(q(z_u|x) || N(0, 1)): with the standard-normal prior they are the ELBO's terms; with a
     learned prior the KL does not split by dimension, so the bars measure each dimension's
@@ -75,6 +89,8 @@ class CollapseMonitor(Callback):
         self.enabled, self.kl_threshold, self.patience, self.every_n_val = enabled, kl_threshold, patience, every_n_val
         self.low_kl_count = 0
         self.warned = False
+        self.no_info_kl: float | None = None  # lowest KL of the current run of validations without information
+        self.warned_no_info = False
         self._count = 0
 
     def message(self, kl: float, active: int, dims: int) -> str | None:
@@ -93,6 +109,22 @@ class CollapseMonitor(Callback):
             )
         return None
 
+    def no_info_message(self, kl: float, mi: float, active: int) -> str | None:
+        """The warning for a KL that rises while the code carries no information (no active unit,
+        MI under ``MI_FLOOR``), or None; tracks the lowest KL since information was last seen."""
+        if active > 0 or mi >= MI_FLOOR:
+            self.no_info_kl = None
+            return None
+        low = self.no_info_kl = kl if self.no_info_kl is None else min(self.no_info_kl, kl)
+        if kl - low <= KL_RISE:
+            return None
+        return (
+            f"KL without information: the KL rose from {low:.2f} to {kl:.2f} nats while no latent dimension is "
+            f"active and the mutual information I(x; z) is {mi:.3f} nats, so the encoder pays the KL with the same "
+            f"shift or width for every input, not with information about it (a KL target, such as BetaVAE's capacity "
+            f"C, is met without a code). {OFFSET_REMEDIES}"
+        )
+
     @override
     @rank_zero_only
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -105,6 +137,12 @@ class CollapseMonitor(Callback):
         if text and not self.warned:
             self.warned = True
             rank_zero_warn(text)
+        no_info = (
+            self.no_info_message(float(kl), float(stats["mi"]), int(stats["active_units"])) if "mi" in stats else None
+        )
+        if no_info and not self.warned_no_info:
+            self.warned_no_info = True
+            rank_zero_warn(no_info)
         self._count += 1
         if self.every_n_val and self._count % self.every_n_val == 0:
             step = trainer.global_step
@@ -113,9 +151,16 @@ class CollapseMonitor(Callback):
 
     @override
     def state_dict(self) -> dict:
-        return {"low_kl_count": self.low_kl_count, "warned": self.warned}
+        return {
+            "low_kl_count": self.low_kl_count,
+            "warned": self.warned,
+            "no_info_kl": self.no_info_kl,
+            "warned_no_info": self.warned_no_info,
+        }
 
     @override
     def load_state_dict(self, state_dict: dict) -> None:
         self.low_kl_count = state_dict.get("low_kl_count", 0)
         self.warned = state_dict.get("warned", False)
+        self.no_info_kl = state_dict.get("no_info_kl")
+        self.warned_no_info = state_dict.get("warned_no_info", False)

@@ -208,6 +208,14 @@ def check_fits_model(path: str, model: torch.nn.Module) -> None:
             "use the data settings of the run that wrote it."
         )
     ours_sd, theirs = model.state_dict(), ckpt["state_dict"]
+    settings = getattr(type(model), "settings_of_weights", lambda sd: {})(theirs)
+    for key, value in settings.items():
+        configured = getattr(model, key, None)
+        if configured is not None and configured != value:
+            raise UserError(
+                f"checkpoint {path!r} holds weights for {key}={value} but the configured model has {key}={configured}; "
+                f"pass --model.init_args.{key} {value} (or use a checkpoint of this model)."
+            )
     for name, tensor in ours_sd.items():
         if name not in theirs:
             raise UserError(f"checkpoint {path!r} has no weights for {name}; it was written by a different net.")
@@ -253,10 +261,12 @@ def load_model(path: str | Path, map_location: str = "cpu"):
     Raises ``UserError`` for the cases of ``checkpoint_model_class`` and for weights that do not fit."""
     path = Path(path)
     cls = checkpoint_model_class(path)
+    # settings the weights fix override the saved ones (an older FactorVAE's disc_layers)
+    fixed = cls.settings_of_weights(read_checkpoint(str(path))["state_dict"])
     try:
         with warnings.catch_warnings():  # Lightning's advice on save_hyperparameters is for developers
             warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
-            model = cls.load_from_checkpoint(path, map_location=map_location)
+            model = cls.load_from_checkpoint(path, map_location=map_location, **fixed)
     except Exception as err:  # wrong keys or shapes: a checkpoint of another model
         raise UserError(
             f"checkpoint {str(path)!r} does not fit {cls.__name__} "
