@@ -1,6 +1,6 @@
 """The raw weights of a checkpoint written with weight averaging, as a checkpoint of their own.
 
-    python docs/raw_weights.py runs/zoo/mnist/vae_ema/checkpoints/version_0/last.ckpt runs/zoo/mnist/vae_ema_raw/raw.ckpt
+    python docs/raw_weights.py runs/zoo/mnist/vae_ema/checkpoints/version_0/last.ckpt raw/raw.ckpt
 
 A fit with ``configs/trainer/ema.yaml`` saves the average as ``state_dict`` (what ``vae test`` and the
 picture commands load) and the weights it trained as ``current_model_state``. This writes a copy
