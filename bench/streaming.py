@@ -126,7 +126,8 @@ def model_rate(dst: Path, workdir: Path, warmup: int, steps: int, num_workers: i
 
 def synthetic_prepared(dst: Path, n: int, num_workers: int) -> Path:
     """A prepared folder of n random 64×64 RGB images (train) and 128 (val), as vae data prepare writes."""
-    from vae_lightning.cli.prepare import FORMAT, FORMAT_VERSION, META, _litdata_version, _optimize
+    from vae_lightning.cli.prepare import _litdata_version, _optimize
+    from vae_lightning.data.format import FORMAT, FORMAT_VERSION, META
 
     if (dst / META).exists():
         return dst

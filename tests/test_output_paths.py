@@ -136,7 +136,7 @@ def test_an_output_under_a_regular_file_is_one_line_before_any_work(
 
 
 def test_check_output_makes_nothing_it_does_not_need(tmp_path):
-    from vae_lightning.cli.preflight import check_output
+    from vae_lightning.runtime.outputs import check_output
 
     check_output("--out", tmp_path / "new" / "deeper" / "grid.png")
     check_output("checkpoint.dirpath", tmp_path / "fresh", "dir")

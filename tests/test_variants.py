@@ -15,11 +15,11 @@ import torch
 import vae_lightning.hierarchical as hierarchical
 import vae_lightning.variants as variants
 from vae_lightning import VAE, MLPDecoder, MLPEncoder
-from vae_lightning.checkpoints import load_model
 from vae_lightning.data import SpritesDataModule
 from vae_lightning.errors import UserError
 from vae_lightning.models import ForwardRecord
 from vae_lightning.priors import MixtureOfGaussians, VampPrior
+from vae_lightning.runtime.checkpoint import load_model
 
 FIXTURES = Path(__file__).parent / "fixtures" / "main-2f68d99"
 # every VAE class of the package (the variants, and the models of another structure): a new one is

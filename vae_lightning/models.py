@@ -358,10 +358,6 @@ class VAE(L.LightningModule):
         x = (u < pixels.probs).float() if self.likelihood.discrete else pixels.icdf(u.clamp(1e-6, 1 - 1e-6))
         return x.clamp(0, 1)
 
-    def decode_mean(self, z: Tensor) -> Tensor:
-        """E[x|z] for latents z (N, D): images (N, C, H, W) in [0, 1] for pictures."""
-        return self.decode(z)
-
     @torch.no_grad()
     def sample(
         self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0, draw: bool = False

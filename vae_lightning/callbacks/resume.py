@@ -22,9 +22,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from typing_extensions import override
 
-from vae_lightning.cli.slurm import slurm_job_id
 from vae_lightning.runtime import compat, requeue_signal
 from vae_lightning.runtime.atomic import atomic_open
+from vae_lightning.runtime.slurm import slurm_job_id
 
 log = logging.getLogger(__name__)
 

@@ -75,7 +75,7 @@ def main(args: list[str] | None = None) -> None:
     if argv[0] == "--version":
         print(f"vae-lightning {_version()}")
         return
-    completion = argv[0] in ("--print_completion", "--print_shtab")  # --print_shtab: jsonargparse's older name
+    completion = argv[0] == "--print_completion"
     if not completion and (argv[0].startswith("-") or argv[0] not in SUBCOMMANDS):
         _fail(f"unknown subcommand {argv[0]!r}; choose one of {', '.join(SUBCOMMANDS)} (see `vae --help`).")
     if argv[0] in ("fit", "validate", "test", "predict"):

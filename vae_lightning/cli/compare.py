@@ -76,7 +76,7 @@ def main(argv: list[str]) -> None:
     if opts.html and not opts.out:
         raise UserError("--html writes <out>/report.html; add --out DIR.")
     if opts.out:
-        from vae_lightning.cli.preflight import check_output
+        from vae_lightning.runtime.outputs import check_output
 
         check_output("--out", opts.out, "dir")  # before any run folder is read
     runs, notes = load(opts)

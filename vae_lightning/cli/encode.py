@@ -29,7 +29,7 @@ from pathlib import Path
 
 from vae_lightning.errors import UserError
 from vae_lightning.runtime.atomic import atomic_open
-from vae_lightning.runtime.outputs import check_out, progress
+from vae_lightning.runtime.outputs import check_output, progress
 
 SPLITS = ("train", "val", "test", "predict")
 STAGE = {"train": "fit", "val": "fit", "test": "test", "predict": "predict"}
@@ -172,7 +172,7 @@ def main(argv: list[str]) -> None:
     from vae_lightning.runtime.checkpoint import load_model
 
     args, overrides = _parser().parse_known_args(argv)
-    out = check_out("--out", args.out, FORMATS)
+    out = check_output("--out", args.out, "file", FORMATS)
     if args.split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}.")
     model = load_model(args.checkpoint, map_location=args.device)

@@ -35,7 +35,6 @@ from vae_lightning.callbacks import (
 from vae_lightning.cli import continuation, explain, preflight
 from vae_lightning.cli.console import plain
 from vae_lightning.cli.saved_config import SAVED_CONFIG, with_saved_config
-from vae_lightning.cli.slurm import set_wandb_resume
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
@@ -43,6 +42,8 @@ from vae_lightning.models import VAE
 from vae_lightning.runtime import compat, provenance
 from vae_lightning.runtime.atomic import atomic_open
 from vae_lightning.runtime.checkpoint import AtomicCheckpointIO, check_fits_model, resolve_ckpt_path, run_checkpoint_dir
+from vae_lightning.runtime.outputs import check_output
+from vae_lightning.runtime.slurm import set_wandb_resume
 from vae_lightning.runtime.wandb_guard import start_wandb
 
 # Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (so that checking for a GPU does not
@@ -265,7 +266,7 @@ class VAECLI(LightningCLI):
             if init is not None and init.get("save_dir") in (None, ".", ""):
                 init["save_dir"] = root  # loggers write beside the checkpoints unless told otherwise
             if init is not None:  # every output path is checked before a folder is made
-                preflight.check_output("trainer.logger.init_args.save_dir", init.get("save_dir"), "dir")
+                check_output("trainer.logger.init_args.save_dir", init.get("save_dir"), "dir")
             if init is not None and "WandbLogger" in str(getattr(logger, "class_path", "")):
                 set_wandb_resume(init)  # a requeued SLURM job continues its W&B run
         checkpoints = Path(root) / "checkpoints"

@@ -109,7 +109,7 @@ def _influence_order(model, z, span: float, columns: slice | None = None):
     ends = z.repeat(2 * len(dims), 1)
     for i, u in enumerate(dims.tolist()):
         ends[2 * i, u], ends[2 * i + 1, u] = -span, span
-    images = model.decode_mean(ends).cpu().flatten(1)
+    images = model.decode(ends).cpu().flatten(1)
     change = (images[0::2] - images[1::2]).abs().mean(1)
     return dims[torch.argsort(change, descending=True, stable=True)]
 
@@ -145,7 +145,7 @@ def sample_format(args: argparse.Namespace) -> str:
 
 
 def _check_sample(args: argparse.Namespace) -> str:
-    from vae_lightning.runtime.outputs import check_out
+    from vae_lightning.runtime.outputs import check_output
 
     if args.num < 1 or args.nrow < 1 or args.batch_size < 1:
         got = f"{args.num}, {args.nrow} and {args.batch_size}"
@@ -153,7 +153,7 @@ def _check_sample(args: argparse.Namespace) -> str:
     if not args.temperature > 0:
         raise UserError(f"--temperature must be > 0, got {args.temperature}.")
     fmt = sample_format(args)
-    check_out("--out", args.out, folder=fmt == "png")
+    check_output("--out", args.out, "dir" if fmt == "png" else "file", empty=fmt == "png")
     return fmt
 
 
@@ -176,12 +176,12 @@ def _run(name: str, args: argparse.Namespace) -> Path:
     from vae_lightning.evaluation import pictures
     from vae_lightning.runtime.checkpoint import load_model
     from vae_lightning.runtime.fallback import write_or_keep
-    from vae_lightning.runtime.outputs import check_out
+    from vae_lightning.runtime.outputs import check_output
 
     if name == "sample":
         fmt = _check_sample(args)
         return _sample(load_model(args.checkpoint, map_location=args.device), args, fmt)
-    check_out("--out", args.out, (".png",))
+    check_output("--out", args.out, "file", (".png",))
     model = load_model(args.checkpoint, map_location=args.device)
     g = torch.Generator().manual_seed(args.seed)
     if name == "traverse":

@@ -8,12 +8,11 @@ Every sentence here comes from a check of our own values, not from another libra
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from vae_lightning.cli.slurm import check_allocation
 from vae_lightning.errors import UserError
+from vae_lightning.runtime.outputs import check_output
+from vae_lightning.runtime.slurm import check_allocation
 
 # every output path of `vae fit|validate|test|predict` (config key, kind); None values take a
 # default under trainer.default_root_dir, which is checked first
@@ -115,39 +114,6 @@ def check_hardware(accelerator: Any, devices: Any, precision: Any) -> None:
             f"trainer.precision={prec} needs NVIDIA Transformer Engine, which vae does not support; "
             "use bf16-mixed or 32-true."
         )
-
-
-def check_output(flag: str, path: Any, kind: str = "file") -> None:
-    """The one rule for an output path (``kind`` "file" or "dir"), run before any data is loaded
-    or model built: the folder that will hold it exists or can be made, and a file can be
-    created there (proved with a temporary file; permission bits alone prove nothing to root).
-    Folders made for the proof are removed again, so a refused command leaves nothing behind.
-    Raises ``UserError`` naming ``flag`` and ``path``."""
-    if not path or "://" in str(path):
-        return  # remote file systems are checked by fsspec when they are used
-    target = Path(str(path)).expanduser()
-    if kind == "file" and target.is_dir():
-        raise UserError(f"{flag} {str(path)!r} is a folder; give a file name.")
-    folder = target if kind == "dir" else target.parent
-    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".vae-write-test-"):
-            pass  # created, then removed on closing
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise UserError(f"{flag} {str(path)!r} cannot be written ({reason}); choose a path you can write to.") from None
-    finally:
-        for made_dir in made:  # the command makes them when it writes; a refused one leaves none
-            try:
-                made_dir.rmdir()
-            except OSError:
-                break
-
-
-def check_writable(key: str, folder: Any) -> None:
-    """``check_output`` for a folder (the name older callers use)."""
-    check_output(key, folder, "dir")
 
 
 def check_built(model: Any, subcommand: str, trainer: Any = None) -> None:

@@ -24,15 +24,12 @@ import uuid
 from pathlib import Path
 
 from vae_lightning.cli.console import plain
-from vae_lightning.cli.preflight import check_writable
+from vae_lightning.data.format import FORMAT, FORMAT_VERSION, META
 from vae_lightning.errors import UserError
+from vae_lightning.runtime.outputs import check_output
 
-FORMAT = "vae-lightning-streaming"
-FORMAT_VERSION = 1  # bump when the items or vae_data.json change; StreamingDataModule checks it
-META = "vae_data.json"
 KINDS = ("auto", "folder", "celeba", "mnist", "fashion-mnist", "cifar10")
 VISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
-_MARK = "vae-prepare-error: "  # a worker's UserError crosses LitData's process boundary as text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,7 +96,7 @@ def _check_args(src: Path, dst: str, kind: str, image_size: int | None, val_size
         raise UserError(f"DST {dst!r} is a URL; prepare into a local folder, then upload it (e.g. `aws s3 sync`).")
     if Path(dst).expanduser().exists():
         raise UserError(f"DST {dst!r} already exists; choose a new folder or delete it first.")
-    check_writable("DST's parent folder", Path(dst).expanduser().absolute().parent)
+    check_output("DST's parent folder", Path(dst).expanduser().absolute().parent, "dir")
     if not src.is_dir():
         raise UserError(
             f"SRC {str(src)!r} is not a folder; give a folder of images, the CelebA folder or a torchvision root."
@@ -202,7 +199,9 @@ def _optimize(encode, inputs: list, out: Path, num_workers: int, chunk_bytes: st
             start_method="spawn",
         )  # fork can deadlock in a process with threads
     except RuntimeError as err:
+        from vae_lightning.cli.prepare_sources import ERROR_MARK
+
         text = str(err)
-        if _MARK in text:
-            raise UserError(text.split(_MARK, 1)[1].splitlines()[0]) from None
+        if ERROR_MARK in text:
+            raise UserError(text.split(ERROR_MARK, 1)[1].splitlines()[0]) from None
         raise

@@ -14,6 +14,7 @@ from vae_lightning.data.vision import _transform
 from vae_lightning.errors import UserError
 
 BLOCK = 1000  # images per input of a torchvision set: one input is one worker task
+ERROR_MARK = "vae-prepare-error: "  # a worker's UserError crosses LitData's process boundary as text
 
 
 class FileItems:
@@ -28,15 +29,13 @@ class FileItems:
     def __call__(self, i: int) -> dict:
         from PIL import Image
 
-        from vae_lightning.cli.prepare import _MARK
-
         if self._transform is None:
             self._transform = _transform(self.image_size, self.channels, crop=self.crop, scale=False)
         try:
             with Image.open(self.paths[i]) as im:
                 image = im.convert("L" if self.channels == 1 else "RGB")
         except Exception as err:  # PIL raises many types for broken files
-            raise UserError(f"{_MARK}cannot read image {self.paths[i]!r} ({err}); remove or replace it.") from None
+            raise UserError(f"{ERROR_MARK}cannot read image {self.paths[i]!r} ({err}); remove or replace it.") from None
         target = self.targets[i]  # a class label as int, attributes as an array (LitData's fast serializers)
         return {"image": self._transform(image).numpy(), "target": int(target) if target.ndim == 0 else target}
 

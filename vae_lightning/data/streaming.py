@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 from typing_extensions import override
 
-from vae_lightning.cli.prepare import FORMAT, FORMAT_VERSION, META
 from vae_lightning.data.base import VAEDataModule
+from vae_lightning.data.format import FORMAT, FORMAT_VERSION, META
 from vae_lightning.errors import UserError
 
 SPLITS = ("train", "val", "test")

@@ -61,7 +61,7 @@ def traversal_grid(model, z: Tensor, dims: Tensor | list[int], steps: int = 7, s
         zs = z.float().cpu().repeat(steps, 1)
         zs[:, int(u)] = values
         rows.append(zs)
-    return _grid(model.decode_mean(torch.cat(rows)), steps)
+    return _grid(model.decode(torch.cat(rows)), steps)
 
 
 @torch.no_grad()
@@ -72,7 +72,7 @@ def interpolation_grid(
     ``steps`` values of t in [0, 1]; with inputs x_a, x_b (P, C, H, W) they frame each row."""
     t = torch.linspace(0, 1, steps).view(1, steps, 1)
     zs = (1 - t) * z_a.float().cpu().unsqueeze(1) + t * z_b.float().cpu().unsqueeze(1)  # (P, steps, D)
-    images = model.decode_mean(zs.flatten(0, 1)).cpu().view(len(z_a), steps, *model.image_shape)
+    images = model.decode(zs.flatten(0, 1)).cpu().view(len(z_a), steps, *model.image_shape)
     if x_a is not None and x_b is not None:
         images = torch.cat(
             [x_a.cpu().unsqueeze(1).to(images.dtype), images, x_b.cpu().unsqueeze(1).to(images.dtype)], 1

@@ -101,10 +101,6 @@ class AnomalyScores(BasePredictionWriter):
         super().__init__(write_interval="batch")
         if path is not None and not str(path).endswith(".csv"):
             raise UserError(f"scores.path must name a .csv file, got {path!r}.")
-        if path is not None:
-            from vae_lightning.cli.preflight import check_writable
-
-            check_writable("scores.path", Path(path).expanduser().parent)  # before the model runs, not after
         if background_images < 0:
             raise UserError(f"scores.background_images must be >= 0 (0 turns neg_llr off), got {background_images}.")
         if fpr is not None:

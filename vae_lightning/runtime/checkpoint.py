@@ -26,10 +26,10 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from typing_extensions import override
 
-from vae_lightning.cli.slurm import in_slurm_job, slurm_job_id
 from vae_lightning.errors import UserError
 from vae_lightning.runtime.atomic import atomic_open
 from vae_lightning.runtime.imports import locate
+from vae_lightning.runtime.slurm import in_slurm_job, slurm_job_id
 
 #: set by the process that picks the run folder, read by the DDP worker processes it launches
 RUN_DIR_ENV = "VAE_RUN_DIR"

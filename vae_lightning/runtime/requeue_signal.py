@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import signal
 
+from vae_lightning.runtime.slurm import in_slurm_job
+
 _received: list[int] = []  # the signals that came before a trainer took them over
 
 
@@ -21,8 +23,6 @@ def _record(signum, frame) -> None:
 
 def catch() -> None:
     """Inside a SLURM job, record USR1 from now on instead of dying of it."""
-    from vae_lightning.cli.slurm import in_slurm_job
-
     if in_slurm_job() and signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGUSR1, _record)
 
