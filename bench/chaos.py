@@ -6,6 +6,9 @@ only records the requeue, an exception in a training step) and started again eac
 same command and ``--ckpt_path last``. It must end with weights, optimizer state and global step
 bitwise equal to the same fit run without interruptions. ``tests/test_chaos.py`` runs a short
 schedule of it. The schedule is a list of ``(kind, n)``, see ``bench/chaos_inject.py``.
+``--ema`` stacks ``configs/trainer/ema.yaml`` on the fit (Lightning's EMAWeightAveraging): then the
+averaged weights (``state_dict``), the raw ones (``current_model_state``), the averaging state and
+the callback's own state must be bitwise equal too.
 """
 
 from __future__ import annotations
@@ -114,15 +117,21 @@ def _env(bin_dir: Path, fault: tuple[str, int] | None) -> dict:
     return env
 
 
-def start(root: Path, steps: int, fault: tuple[str, int] | None) -> subprocess.CompletedProcess:
-    """One start of the fit: the same command every time, ``--ckpt_path last``."""
+#: what ``--ema`` adds to the fit's command line
+EMA = ("--config", "configs/trainer/ema.yaml")
+
+
+def start(
+    root: Path, steps: int, fault: tuple[str, int] | None, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """One start of the fit: the same command every time, ``--ckpt_path last``; ``extra`` arguments first."""
     timeout = 120 + steps  # generous: a loaded machine runs a step and its checkpoint writes slowly
     bin_dir = root / "bin"  # a fake scontrol: records `scontrol requeue <job>`, requeues nothing
     if not (bin_dir / "scontrol").exists():
         bin_dir.mkdir(parents=True, exist_ok=True)
         (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {root / "requeues.txt"}\n')
         (bin_dir / "scontrol").chmod(0o755)
-    command = [sys.executable, "-m", "bench.chaos_inject", "fit", *ARGS]
+    command = [sys.executable, "-m", "bench.chaos_inject", "fit", *extra, *ARGS]
     command += ["--trainer.default_root_dir", str(root / "run"), "--trainer.max_steps", str(steps)]
     return subprocess.run(
         command,
@@ -153,15 +162,22 @@ def _struck(fault: tuple[str, int], result: subprocess.CompletedProcess, requeue
     return result.returncode == 0 and requeued
 
 
+#: what two checkpoints must hold alike: weights, optimizer, step, and under weight averaging the raw
+#: weights beside the average and the averaging state
+COMPARED = ("state_dict", "optimizer_states", "global_step", "current_model_state", "averaging_state")
+
+
 def differences(a: Path, b: Path) -> list[str]:
-    """Names of what differs between two checkpoints: every tensor of ``state_dict`` and
-    ``optimizer_states`` (bitwise, dtype included), the optimizers' hyper-parameters, global_step."""
+    """Names of what differs between two checkpoints: every tensor of ``COMPARED`` (bitwise, dtype
+    included; a key in one only differs), the optimizers' hyper-parameters, global_step, and the
+    state of a weight-averaging callback."""
     x, y = (torch.load(p, map_location="cpu", weights_only=False) for p in (a, b))
-    return _diff(
-        {k: x[k] for k in ("state_dict", "optimizer_states", "global_step")},
-        {k: y[k] for k in ("state_dict", "optimizer_states", "global_step")},
-        "",
-    )
+
+    def part(ckpt: dict) -> dict:
+        averaging = {k: v for k, v in ckpt.get("callbacks", {}).items() if "WeightAveraging" in k}
+        return {**{k: ckpt[k] for k in COMPARED if k in ckpt}, "averaging_callbacks": averaging}
+
+    return _diff(part(x), part(y), "")
 
 
 def _diff(x, y, where: str) -> list[str]:
@@ -193,20 +209,21 @@ class ChaosFailure(AssertionError):
     """A start that failed for another reason than its interruption, or a final state that differs."""
 
 
-def run(folder: Path, interruptions: int, seed: int, steps: int, log=lambda line: None) -> dict:
+def run(folder: Path, interruptions: int, seed: int, steps: int, log=lambda line: None, ema: bool = False) -> dict:
     """The uninterrupted fit, then the interrupted one; a report (raises ``ChaosFailure``).
-    ``log`` gets a line per interruption as it happens."""
+    ``log`` gets a line per interruption as it happens; ``ema``: both fits average their weights."""
     began = time.monotonic()
-    straight = start(folder / "straight", steps, None)
+    extra = EMA if ema else ()
+    straight = start(folder / "straight", steps, None, extra)
     if straight.returncode:
         raise ChaosFailure(f"the uninterrupted fit failed:\n{straight.stderr[-3000:]}")
     chaos, pending, events, starts = folder / "chaos", schedule(interruptions, seed, steps), [], 0
-    replay = f"python -m bench.chaos --interruptions {interruptions} --seed {seed} --steps {steps}"
+    replay = f"python -m bench.chaos --interruptions {interruptions} --seed {seed} --steps {steps}" + " --ema" * ema
     while True:
         before = last_step(chaos) or 0
         fault = clamp(pending[0], steps - before) if pending else None
         requeues, partial = _requeues(chaos), _partial_files(chaos)
-        result = start(chaos, steps, fault)
+        result = start(chaos, steps, fault, extra)
         starts += 1
         if fault and _struck(fault, result, _requeues(chaos) > requeues):
             event = {"kind": fault[0], "n": fault[1], "resumed_from": before, "saved": last_step(chaos) or 0}
@@ -249,10 +266,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, help="training steps (default: 15 per interruption, at least 300)")
     parser.add_argument("--out", type=Path, help="also write the report as JSON here")
+    parser.add_argument("--ema", action="store_true", help="with weight averaging (configs/trainer/ema.yaml)")
     args = parser.parse_args(argv)
     steps = args.steps or max(300, 15 * args.interruptions)
     with tempfile.TemporaryDirectory(prefix="vae-chaos-") as folder:
-        report = run(Path(folder), args.interruptions, args.seed, steps, log=lambda line: print(line, flush=True))
+        report = run(Path(folder), args.interruptions, args.seed, steps, lambda line: print(line, flush=True), args.ema)
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
     final = "bitwise equal" if report["equal"] else "DIFFERS: " + ", ".join(report["differ"])

@@ -12,6 +12,7 @@ import lightning as L
 import pytest
 import torch
 
+import vae_lightning.hierarchical as hierarchical
 import vae_lightning.variants as variants
 from vae_lightning import VAE, MLPDecoder, MLPEncoder
 from vae_lightning.data import SpritesDataModule
@@ -22,11 +23,21 @@ from vae_lightning.priors import MixtureOfGaussians, VampPrior
 from vae_lightning.runtime.checkpoint import load_model
 
 FIXTURES = Path(__file__).parent / "fixtures" / "main-2f68d99"
-# every VAE class of the package: a new variant is tested without being listed here
+# every VAE class of the package (the variants, and the models of another structure): a new one is
+# tested without being listed here
 VARIANTS = [VAE] + sorted(
-    (c for c in vars(variants).values() if isinstance(c, type) and issubclass(c, VAE) and c is not VAE),
+    {
+        c
+        for module in (variants, hierarchical)
+        for c in vars(module).values()
+        if isinstance(c, type) and issubclass(c, VAE) and c is not VAE
+    },
     key=lambda c: c.__name__,
 )
+# models that build their own nets: their tiny version
+OWN_NETS = {
+    hierarchical.HierarchicalVAE: {"groups": [1, 1], "stem": 3, "channels": 8, "bottleneck": 4, "z_channels": 1}
+}
 # (class, prior factory): every variant with the default prior, and learned priors on two of them
 CASES = [(c, None) for c in VARIANTS] + [
     (VAE, functools.partial(VampPrior, num_components=5)),
@@ -35,6 +46,8 @@ CASES = [(c, None) for c in VARIANTS] + [
 
 
 def tiny(cls, prior=None):
+    if getattr(cls, "func", cls) in OWN_NETS:
+        return cls(**OWN_NETS[cls], image_shape=(1, 64, 64), iw_samples=3)
     return cls(
         encoder=functools.partial(MLPEncoder, hidden=[16]),
         decoder=functools.partial(MLPDecoder, hidden=[16]),

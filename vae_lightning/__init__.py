@@ -26,6 +26,7 @@ __all__ = [
     "ForwardRecord",
     "FreeBitsVAE",
     "Gaussian",
+    "HierarchicalVAE",
     "LearnedGaussian",
     "LinearWarmup",
     "MLPDecoder",
@@ -40,6 +41,7 @@ __all__ = [
 _WHERE = {
     **dict.fromkeys(["VAE", "ForwardRecord", "Objective"], "vae_lightning.models"),
     **dict.fromkeys(["BetaVAE", "FreeBitsVAE", "BetaTCVAE", "FactorVAE", "DIPVAE", "IWAE"], "vae_lightning.variants"),
+    "HierarchicalVAE": "vae_lightning.hierarchical",
     **dict.fromkeys(["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"], "vae_lightning.nets"),
     **dict.fromkeys(["Bernoulli", "Gaussian", "LearnedGaussian"], "vae_lightning.likelihoods"),
     **dict.fromkeys(["StandardNormal", "MixtureOfGaussians", "VampPrior"], "vae_lightning.priors"),

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from typing_extensions import override
@@ -225,6 +225,12 @@ class VAE(L.LightningModule):
         if self.compile_step and not torch.compiler.is_compiling():
             mode = self.compile_step if isinstance(self.compile_step, str) else "default"
             return compiled(type(self).forward, mode)(self, x)
+        return self.elbo_sample(x)
+
+    def elbo_sample(self, x: Tensor) -> ForwardRecord:
+        """The ``ForwardRecord`` of x (B, C, H, W), what ``forward`` computes (compiled or not): one
+        encoder pass, one draw z ~ q(z|x), one decoder pass. A model of another structure
+        (``HierarchicalVAE``) overrides this, not ``forward``."""
         mu, logvar = self.encoder(x)
         z = posterior(mu, logvar).rsample()  # (B, D), float32
         out = self.decoder(z.to(mu.dtype))
@@ -272,16 +278,21 @@ class VAE(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")[0].loss
 
+    def _update_latent_metrics(self, stage: str, f: ForwardRecord) -> None:
+        # a closed-form KL per dimension is the record's own (for N(0, I) the same numbers
+        # LatentMetrics would compute; for a hierarchical prior the only right ones)
+        self.latent_metrics[stage].update(f.mu, f.logvar, f.kl, f.kl_dims if self.prior.closed_form else None)
+
     @override
     def validation_step(self, batch, batch_idx: int) -> Tensor:
         objective, f = self._step(batch, "val")
-        self.latent_metrics["val"].update(f.mu, f.logvar, f.kl)
+        self._update_latent_metrics("val", f)
         return objective.loss
 
     @override
     def test_step(self, batch, batch_idx: int) -> Tensor:
         objective, f = self._step(batch, "test")
-        self.latent_metrics["test"].update(f.mu, f.logvar, f.kl)
+        self._update_latent_metrics("test", f)
         self.iw_bound.update(-iw_log_likelihood(self, f.x, self.iw_samples, first=f))  # k decoder passes: test only
         return objective.loss
 
@@ -298,13 +309,20 @@ class VAE(L.LightningModule):
             return
         stats = metrics.compute()  # reduced over DDP ranks: the same values everywhere
         self.latent_stats[stage] = {k: v.detach().cpu() for k, v in stats.items()}
+        values = self.latent_values(stage, stats)
+        if stage == "test":
+            self.iw_bound.reset()
+        self.log_dict({f"{stage}/{name}": value for name, value in values.items()}, sync_dist=True)
+        metrics.reset()
+
+    def latent_values(self, stage: str, stats: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The scalars logged as ``<stage>/<name>`` at the end of a validation or test, from the
+        split's ``LatentMetrics`` (``stats``) and, at test, the IW bound."""
         values = {"active_units": stats["active_units"].float(), "mi": stats["mi"]}
         if stage == "test":
             values.update(self.iw_bound.compute())
             values.update({f"kl_dim/{u}": kl for u, kl in enumerate(stats["kl_per_dim"])})
-            self.iw_bound.reset()
-        self.log_dict({f"{stage}/{name}": value for name, value in values.items()}, sync_dist=True)
-        metrics.reset()
+        return values
 
     @override
     def on_validation_epoch_end(self) -> None:
@@ -321,6 +339,18 @@ class VAE(L.LightningModule):
         (mu, logvar), each (B, D) float32; logvar is log σ², σ in prior standard deviations."""
         mu, logvar = self.encoder(x.to(self.device).float())
         return mu.float(), logvar.float()
+
+    @property
+    def group_slices(self) -> list[slice]:
+        """The columns of z (and of mu, logvar) that hold each group of latents: here one group of
+        all D (``HierarchicalVAE`` has L)."""
+        return [slice(0, self.latent_dim)]
+
+    @torch.no_grad()
+    def draw_posterior(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One draw z ~ q(z|x) (B, D) float32 on the CPU for images x, from ``generator``."""
+        mu, logvar = (t.cpu() for t in self.encode(x))
+        return mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=generator)
 
     @torch.no_grad()
     def decode(self, z: Tensor, draw: bool = False, generator: torch.Generator | None = None) -> Tensor:
@@ -342,12 +372,17 @@ class VAE(L.LightningModule):
         """n images (n, C, H, W) in [0, 1] decoded from z ~ p(z), the model's prior (with the
         standard-normal prior and ``temperature`` T: z ~ N(0, T²I)): the means E[x|z], or with
         ``draw`` draws from p(x|z) (see ``decode``)."""
+        return self.decode(self.prior_latents(n, generator, temperature), draw=draw, generator=generator)
+
+    @torch.no_grad()
+    def prior_latents(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
+        """n draws z ~ p(z) (n, D) on the CPU, what ``sample`` decodes; ``temperature`` T scales the
+        standard-normal prior to N(0, T²I) (other priors refuse T ≠ 1)."""
         if temperature != 1.0 and not isinstance(self.prior, StandardNormal):
             raise UserError(
                 f"--temperature needs the standard-normal prior; this model has {type(self.prior).__name__}."
             )
-        z = temperature * self.prior.sample(n, generator)
-        return self.decode(z, draw=draw, generator=generator)
+        return temperature * self.prior.sample(n, generator)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
@@ -398,6 +433,35 @@ class VAE(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.dataset_size = checkpoint.get("dataset_size", self.dataset_size)
         self._checkpoint_step = int(checkpoint.get("global_step", 0))
+        if "current_model_state" in checkpoint:
+            self._load_averaged(checkpoint)
+
+    def _load_averaged(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint of a fit with weight averaging (Lightning's ``EMAWeightAveraging``,
+        ``configs/trainer/ema.yaml``) holds the average as ``state_dict`` and the raw weights as
+        ``current_model_state``: evaluations and pictures load the average; a fit resumes both,
+        or without the averaging callback continues from the raw weights. Says which, in the log."""
+        from lightning.pytorch.callbacks import WeightAveraging
+
+        trainer = self._trainer
+        stage = getattr(getattr(getattr(trainer, "state", None), "fn", None), "value", None)
+        if stage != "fit":
+            use = f"vae {stage}" if stage else "this model"
+            rank_zero_info(
+                f"vae: the checkpoint holds weights averaged during training (EMA): {use} uses the averaged "
+                "weights (its raw weights are kept for resuming the fit)."
+            )
+        elif any(isinstance(c, WeightAveraging) for c in trainer.callbacks):
+            rank_zero_info(
+                "vae: resuming weight averaging: training continues from the raw weights, the average from its "
+                "own state in the checkpoint; validation and the saved state_dict use the average."
+            )
+        else:
+            checkpoint["state_dict"] = checkpoint["current_model_state"]  # what the optimizer state belongs to
+            rank_zero_warn(
+                "vae: the checkpoint was written with weight averaging (EMA) but this fit has none: training "
+                "continues from its raw weights and the average is dropped; stack configs/trainer/ema.yaml to keep it."
+            )
 
     @override
     def configure_optimizers(self):

@@ -38,6 +38,16 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (var_ratio + q.loc.pow(2) - 1 - var_ratio.log())
 
 
+def gaussian_kl_pair(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
+    """KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) per dimension, in nats, float32, of the
+    inputs' shape: ½ (log σ_p² − log σ_q² + (σ_q² + (μ_q − μ_p)²) / σ_p² − 1). The KL of one group
+    of a hierarchical VAE, whose prior is a Gaussian of its own; log variances are clamped as in
+    ``posterior``."""
+    lq = logvar_q.float().clamp(LOGVAR_MIN, LOGVAR_MAX)
+    lp = logvar_p.float().clamp(LOGVAR_MIN, LOGVAR_MAX)
+    return 0.5 * (lp - lq + (lq.exp() + (mu_q.float() - mu_p.float()).pow(2)) * torch.exp(-lp) - 1)
+
+
 class KLSchedule(metaclass=ABCMeta):
     """Base class of the KL-weight schedules.
 

@@ -42,7 +42,8 @@ def kl_bar_chart(kl_per_dim: Tensor, mu_var: Tensor | None = None, threshold: fl
 
     kl = kl_per_dim.float().cpu().numpy()
     active = np.ones_like(kl, bool) if mu_var is None else (mu_var.float().cpu().numpy() > threshold)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.25 * len(kl) + 1.5), 2.6), dpi=80)
+    # a quarter inch per bar, at most 20 inches: a hierarchical model has hundreds of dimensions
+    fig, ax = plt.subplots(figsize=(min(20.0, max(5.0, 0.25 * len(kl) + 1.5)), 2.6), dpi=80)
     ax.bar(np.arange(len(kl)), kl, color=np.where(active, "tab:blue", "tab:gray"))
     ax.set_xlabel("latent dimension (gray: inactive)")
     ax.set_ylabel("KL (nats)")

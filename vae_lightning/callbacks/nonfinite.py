@@ -1,7 +1,9 @@
-"""Stop (or skip) a training step whose loss or gradients are NaN or infinite.
+"""Stop (or skip) a training step whose loss or gradients are NaN or infinite, or whose gradient
+norm exceeds a threshold (VDVAE's skip).
 
-Registered by ``vae`` as ``nonfinite`` (``--nonfinite.max_skips 10``). Gradient clipping is
-Lightning's own: ``trainer.gradient_clip_val`` (and ``gradient_clip_algorithm``) in YAML.
+Registered by ``vae`` as ``nonfinite`` (``--nonfinite.max_skips 10``, ``--nonfinite.max_grad_norm
+400``). Gradient clipping is Lightning's own: ``trainer.gradient_clip_val`` (and
+``gradient_clip_algorithm``) in YAML; the norm checked here is the one before clipping.
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ class NonFiniteGuard(Callback):
     With ``precision: 16-mixed`` only the loss is checked: inf gradients are then the loss
     scaler's normal overflow signal, and it skips those steps itself.
 
+    ``max_grad_norm``: a step whose gradients' total 2-norm (all parameters, before clipping)
+    exceeds it is a bad step too, handled the same way: VDVAE's gradient skip (Child 2021), which
+    keeps rare spikes out of the weights. Unlike VDVAE's, it cannot skip every update of a run
+    that has gone bad without a word (VDVAE's issue #25): after ``max_skips`` skipped steps
+    (counted over the whole run, resumes included) the fit stops with the one-line error, saving
+    the last good state. With it set, ``train/grad_norm`` is logged on the steps that log.
+
     Cost: one device-to-host copy of a single bool per optimizer step. Reading the flag later
     (every n steps) would avoid that sync on GPUs, but a NaN would then reach the weights and the
     optimizer state before it is seen, and neither skipping nor saving the last good state would
@@ -43,13 +52,16 @@ class NonFiniteGuard(Callback):
 
     Args:
         max_skips: bad steps to skip before stopping (0: stop at the first).
+        max_grad_norm: a gradient norm above which a step is skipped as bad; None: no such check.
         enabled: false turns the check off.
     """
 
-    def __init__(self, max_skips: int = 0, enabled: bool = True) -> None:
+    def __init__(self, max_skips: int = 0, max_grad_norm: float | None = None, enabled: bool = True) -> None:
         if max_skips < 0:
             raise ValueError(f"nonfinite.max_skips must be >= 0, got {max_skips}.")
-        self.max_skips, self.enabled = max_skips, enabled
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"nonfinite.max_grad_norm must be > 0 (or null), got {max_grad_norm}.")
+        self.max_skips, self.max_grad_norm, self.enabled = max_skips, max_grad_norm, enabled
         self.skipped = 0
         self._loss: Tensor | None = None
 
@@ -64,19 +76,39 @@ class NonFiniteGuard(Callback):
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if getattr(trainer.precision_plugin, "scaler", None) is not None:
             grads = []  # 16-mixed: the GradScaler skips overflowing steps itself; check the loss only
-        if self._all_finite(grads):
-            return
-        terms = self._bad_terms(trainer, grads)
+        if not self._all_finite(grads):
+            what = "non-finite " + ", ".join(self._bad_terms(trainer, grads))
+        else:
+            what = self._norm_too_large(trainer, pl_module, optimizer)
+            if what is None:
+                return
         if self.skipped < self.max_skips:
             self.skipped += 1
             optimizer.zero_grad(set_to_none=True)  # torch optimizers leave parameters without grads alone
             rank_zero_warn(
-                f"non-finite {', '.join(terms)} at global step {trainer.global_step}; skipped this step "
+                f"{what} at global step {trainer.global_step}; skipped this step "
                 f"({self.skipped} of nonfinite.max_skips={self.max_skips})."
             )
             pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False)
             return
-        raise NonFiniteLoss(self._stop_message(trainer, terms))
+        raise NonFiniteLoss(self._stop_message(trainer, what))
+
+    def _norm_too_large(self, trainer: Trainer, pl_module: LightningModule, optimizer) -> str | None:
+        """``gradient norm … > nonfinite.max_grad_norm=…`` when this step's norm exceeds the
+        threshold, else None; logs ``train/grad_norm``. Under 16-mixed an overflow (inf) is the
+        scaler's to skip, not ours."""
+        if self.max_grad_norm is None:
+            return None
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return None
+        norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+        if compat.should_update_logs(trainer):
+            pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        value = float(norm)  # one device-to-host copy
+        if not math.isfinite(value) or value <= self.max_grad_norm:
+            return None
+        return f"gradient norm {value:.4g} > nonfinite.max_grad_norm={self.max_grad_norm:g}"
 
     def _all_finite(self, grads: list[Tensor]) -> bool:
         """One bool for the loss and all gradients, from torch's fused non-finite check (the kernel
@@ -105,7 +137,7 @@ class NonFiniteGuard(Callback):
             terms.append("grad")
         return terms or ["loss"]
 
-    def _stop_message(self, trainer: Trainer, terms: list[str]) -> str:
+    def _stop_message(self, trainer: Trainer, what: str) -> str:
         saved = ""
         ckpt = trainer.checkpoint_callback
         dirpath = getattr(ckpt, "dirpath", None)
@@ -114,9 +146,11 @@ class NonFiniteGuard(Callback):
             trainer.save_checkpoint(path)  # the weights have not been touched by the bad step
             saved = f"; saved the last good state (global step {trainer.global_step}) to {path}"
         skipped = f" after skipping {self.skipped} bad steps" if self.skipped else ""
+        also = "raise --nonfinite.max_grad_norm, " if what.startswith("gradient norm") else ""
         return (
-            f"training stopped at global step {trainer.global_step}{skipped}: non-finite {', '.join(terms)}{saved}; "
-            "lower the learning rate, set trainer.gradient_clip_val, or allow skips with --nonfinite.max_skips N."
+            f"training stopped at global step {trainer.global_step}{skipped}: {what}{saved}; "
+            f"lower the learning rate, set trainer.gradient_clip_val, {also}"
+            "or allow skips with --nonfinite.max_skips N."
         )
 
     @override

@@ -19,6 +19,8 @@ import re
 WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning's own use of a torch API
     r"The `srun` command is available on your system but is not used",  # any run on a SLURM login node
+    # EMAWeightAveraging in an evaluation's config: the model says which weights it uses (VAE._load_averaged)
+    r"You're using the WeightAveraging callback, but loading a checkpoint outside the 'fit' stage",
 )
 
 #: Lightning's info lines (logging), as regexes searched in the message
@@ -26,6 +28,8 @@ LIGHTNING_INFO = (
     r"Tip: For seamless cloud logging",  # the litlogger advert
     r"^(GPU|TPU|HPU) available: ",  # hardware lines; `vae` checks the accelerator itself
     r"^Seed set to ",
+    r"^Found current_model_state in the checkpoint",  # EMAWeightAveraging's resume; VAE._load_averaged says more
+    r"^You're using the WeightAveraging callback, but saving a checkpoint outside the 'fit' stage",
 )
 LIGHTNING_LOGGERS = (
     "lightning.pytorch.utilities.rank_zero",

@@ -9,6 +9,10 @@ The model comes from the checkpoint; only the ``data:`` block of the ``--config`
 - ``index`` (N,) int64: the position of the input in the split;
 - ``mu``, ``logvar`` (N, D) float32: q(z|x) = N(mu, exp(logvar)), in prior standard units;
 - ``z`` (N, D) float32, with ``--sample``: one seeded draw z ~ q(z|x);
+- ``group`` (D,) int64, for a model with several groups of latents (``HierarchicalVAE``): the group
+  of each column (0: the top group). Its ``mu``/``logvar`` are the posterior along the mean path
+  (each group given the means of the groups above), and ``z`` a draw of the whole hierarchy.
+  ``--group L`` writes group L's columns only (and no ``group``);
 - ``label`` (N,) int64 when the data has class labels, or ``factors`` (N, F) int64 and
   ``factor_names`` (F,) when it has ground-truth factors (sprites).
 
@@ -48,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="train, val, test or predict (default: %(default)s)")
     p.add_argument("--out", default="latents.npz", help="output file, .npz or .pt (default: %(default)s)")
     p.add_argument("--sample", action="store_true", help="also write one draw z ~ q(z|x) per input")
+    p.add_argument(
+        "--group", type=int, help="only this group of latents (a hierarchical model's; 0: the top); default: all"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the --sample draws (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: %(default)s)")
     return p
@@ -110,24 +117,38 @@ def _targets(y) -> dict:
     return {"label": y.long()}
 
 
-def encode(model, loader, dm, sample: bool, seed: int) -> dict:
+def check_group(model, group: int | None) -> slice:
+    """The columns of ``--group`` (all of them for None); refuses a group the model does not have."""
+    groups = model.group_slices
+    if group is None:
+        return slice(0, model.latent_dim)
+    if not 0 <= group < len(groups):
+        have = f"groups 0 to {len(groups) - 1}" if len(groups) > 1 else "one group, 0"
+        raise UserError(f"--group {group}: the checkpoint's {type(model).__name__} has {have}; choose one of them.")
+    return groups[group]
+
+
+def encode(model, loader, dm, sample: bool, seed: int, group: int | None = None) -> dict:
     """Rows of the output file (see the module doc) for every batch of ``loader``."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
+    columns = check_group(model, group)
     parts: dict[str, list] = {}
     with progress(len(loader), "vae encode", "batch") as bar:
         for batch in loader:
             x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) and len(batch) > 1 else (batch, None)
             mu, logvar = model.encode(x)
-            rows = {"mu": mu.cpu(), "logvar": logvar.cpu(), **_targets(y)}
+            rows = {"mu": mu.cpu()[:, columns], "logvar": logvar.cpu()[:, columns], **_targets(y)}
             if sample:
-                rows["z"] = rows["mu"] + (0.5 * rows["logvar"]).exp() * torch.randn(mu.shape, generator=g)
+                rows["z"] = model.draw_posterior(x, g)[:, columns]
             for key, value in rows.items():
                 parts.setdefault(key, []).append(value.cpu())
             bar.update()
     out = {key: torch.cat(values) for key, values in parts.items()}
     out["index"] = torch.arange(len(out["mu"]))
+    if group is None and len(model.group_slices) > 1:
+        out["group"] = torch.cat([torch.full((s.stop - s.start,), g) for g, s in enumerate(model.group_slices)])
     names = getattr(dm, "factor_names", None)
     if "factors" in out and names and len(names) == out["factors"].shape[1]:
         out["factor_names"] = list(names)
@@ -155,6 +176,7 @@ def main(argv: list[str]) -> None:
     if args.split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}.")
     model = load_model(args.checkpoint, map_location=args.device)
+    check_group(model, args.group)  # before the data is read
     dm = data_module(args.config, overrides)
     if tuple(dm.image_shape) != tuple(model.image_shape):
         raise UserError(
@@ -162,6 +184,6 @@ def main(argv: list[str]) -> None:
             f"{type(dm).__name__} yields {tuple(dm.image_shape)}; pass the config the model was trained with."
         )
     loader = split_loader(dm, args.split)
-    rows = encode(model, loader, dm, args.sample, args.seed)
+    rows = encode(model, loader, dm, args.sample, args.seed, args.group)
     save(rows, out)
     print(f"vae: wrote {len(rows['index'])} rows (index, {', '.join(k for k in rows if k != 'index')}) to {out}")

@@ -3,7 +3,8 @@
     vae sample CKPT --num 10000 --out generated/            # 000000.png, 000001.png, ...
     vae sample CKPT --num 10000 --out generated.npz --draw  # images (N, C, H, W) uint8, z (N, D)
 
-Latents are drawn z ~ N(0, T²I) (T = ``--temperature``) with a seeded generator; each image is
+Latents are drawn from the model's prior (``VAE.prior_latents``: N(0, T²I) for the standard
+normal, T = ``--temperature``) with a seeded generator; each image is
 E[x|z] (``--mean``, the default) or one draw from p(x|z) (``--draw``: binary images for a
 Bernoulli model). Work goes in chunks of ``--batch-size`` images, so memory does not grow with
 N (the .npz is filled through memory-mapped files and zipped at the end). The folder or file
@@ -32,7 +33,7 @@ def _chunks(model, num: int, seed: int, temperature: float, draw: bool, batch_si
     g_z, g_x = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
     for start in range(0, num, batch_size):
         n = min(batch_size, num - start)
-        z = temperature * torch.randn(n, model.latent_dim, generator=g_z)
+        z = model.prior_latents(n, g_z, temperature)  # for N(0, I): T * torch.randn(n, D, generator=g_z)
         x = model.decode(z, draw=draw, generator=g_x).cpu()
         yield start, z, to_uint8(x)
 

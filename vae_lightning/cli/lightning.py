@@ -14,7 +14,7 @@ from jsonargparse import ArgumentError, DefaultHelpFormatter, lazy_instance
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ProgressBar, WeightAveraging
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from typing_extensions import override
@@ -313,7 +313,25 @@ class VAECLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
         add_progress_display(compat.cli_setting(self, self.config_init, "trainer", default={}))
-        return super().instantiate_trainer(**{"plugins": plugins, **kwargs})
+        trainer = super().instantiate_trainer(**{"plugins": plugins, **kwargs})
+        trainer.callbacks = place_weight_averaging(trainer.callbacks)
+        return trainer
+
+
+def place_weight_averaging(callbacks: list) -> list:
+    """The callbacks with weight averaging (Lightning's ``WeightAveraging``: ``EMAWeightAveraging``
+    of ``configs/trainer/ema.yaml``) moved to just before ``SLURMPreemption``. After the callbacks
+    that draw or measure at the end of a validation (``ImageLogger``, ``FID``, a user's, all earlier
+    in the list): it swaps the raw weights back in its own ``on_validation_epoch_end``, so theirs
+    still see the average. Before the ones that save at the end of a step (``SLURMPreemption``;
+    Lightning puts ``ModelCheckpoint`` last): its ``on_train_batch_end`` updates the average first,
+    so a checkpoint holds that step's average."""
+    averaging = [c for c in callbacks if isinstance(c, WeightAveraging)]
+    if not averaging:
+        return callbacks
+    rest = [c for c in callbacks if not isinstance(c, WeightAveraging)]
+    at = next((i for i, c in enumerate(rest) if isinstance(c, SLURMPreemption)), len(rest))
+    return rest[:at] + averaging + rest[at:]
 
 
 def add_progress_display(trainer_config) -> None:

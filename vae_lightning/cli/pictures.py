@@ -19,7 +19,8 @@ from vae_lightning.errors import UserError
 DOC = {
     "sample": "decode N draws z ~ p(z), the prior (N(0, T^2 I) for the standard normal): a PNG grid "
     "(--out x.png), a folder of N PNGs (--out DIR) or an array file (--out x.npz)",
-    "traverse": "latent traversals: one row per dimension, set from -3 to +3, most influential first",
+    "traverse": "latent traversals: one row per dimension, set from -3 to +3, most influential first "
+    "(--group: of one group of a hierarchical model)",
     "interpolate": "decode straight lines in latent space between pairs of images (or of prior draws)",
 }
 
@@ -64,6 +65,11 @@ def _parser(name: str) -> argparse.ArgumentParser:
         p.add_argument(
             "--dims", type=int, default=10, help="dimensions shown, most influential first (default: %(default)s)"
         )
+        p.add_argument(
+            "--group",
+            type=int,
+            help="only dimensions of this group of latents (a hierarchical model's; 0: the top); default: any",
+        )
         p.add_argument("--steps", type=int, default=7, help="values per row from -span to +span (default: %(default)s)")
         p.add_argument(
             "--span", type=float, default=3.0, help="largest |z_u|, in prior std units (default: %(default)s)"
@@ -93,17 +99,19 @@ def read_image(path: str, model):
     return (x > 0.5).float() if model.likelihood.discrete else x.clamp(0, 1)
 
 
-def _influence_order(model, z, span: float):
-    """Dimensions sorted by how much decoding changes when only z_u moves from −span to +span
-    (no data at hand, so the decoder's own sensitivity stands in for activity)."""
+def _influence_order(model, z, span: float, columns: slice | None = None):
+    """Dimensions (of ``columns``, default all) sorted by how much decoding changes when only z_u
+    moves from −span to +span (no data at hand, so the decoder's own sensitivity stands in for
+    activity)."""
     import torch
 
-    ends = z.repeat(2 * len(z), 1)
-    for u in range(len(z)):
-        ends[2 * u, u], ends[2 * u + 1, u] = -span, span
+    dims = torch.arange(len(z))[columns or slice(None)]
+    ends = z.repeat(2 * len(dims), 1)
+    for i, u in enumerate(dims.tolist()):
+        ends[2 * i, u], ends[2 * i + 1, u] = -span, span
     images = model.decode(ends).cpu().flatten(1)
     change = (images[0::2] - images[1::2]).abs().mean(1)
-    return torch.argsort(change, descending=True, stable=True)
+    return dims[torch.argsort(change, descending=True, stable=True)]
 
 
 def _centre(model, generator):
@@ -181,8 +189,11 @@ def _run(name: str, args: argparse.Namespace) -> Path:
             raise UserError(
                 f"need --dims >= 1, --steps >= 2 and --span > 0; got {args.dims}, {args.steps}, {args.span}."
             )
+        from vae_lightning.cli.encode import check_group
+
+        columns = check_group(model, args.group)
         z = pictures.encode_mean(model, read_image(args.image, model))[0].cpu() if args.image else _centre(model, g)
-        dims = _influence_order(model, z, args.span)[: args.dims]
+        dims = _influence_order(model, z, args.span, columns)[: args.dims]
         grid = pictures.traversal_grid(model, z, dims, args.steps, args.span)
     else:
         if args.steps < 2:

@@ -121,8 +121,8 @@ def model_representation(model, render: Callable[[Tensor], Tensor], batch: int =
     def represent(factors: Tensor) -> Tensor:
         out = []
         for i in range(0, len(factors), batch):
-            mu, _ = model.encoder(render(factors[i : i + batch]).to(model.device))
-            out.append(mu.float().cpu())
+            mu, _ = model.encode(render(factors[i : i + batch]))  # float32; a hierarchical model's mean path
+            out.append(mu.cpu())
         return torch.cat(out)
 
     return represent

@@ -12,6 +12,8 @@ Names and units (per example, averaged over the split):
   (mixture, VampPrior) the KL does not split by dimension, and ``kl_per_dim`` is each
   dimension's distance from N(0, 1), a fixed reference: not a term of the ELBO, and its sum is
   not ``kl``. ``active_units`` does not depend on the prior and is the collapse signal then.
+  A hierarchical VAE's KL per dimension is its own (each group against its conditional prior,
+  given the record's draw of the groups above), and sums to ``kl``.
 - ``kl``: the mean of the model's own KL(q(z|x) || p(z)) (closed form or Monte Carlo, as the
   prior computes it), in nats; the collapse monitor's total.
 - ``active_units``: the number of dimensions u with Cov_x(E_q[z_u|x]) > 0.01 (Burda et al. 2015,
@@ -70,7 +72,9 @@ def iw_log_likelihood(model: nn.Module, x: Tensor, k: int, max_batch: int = IW_M
     """log p̂_k(x) = log (1/k) Σ_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x) (Burda et al. 2015).
 
     ``model`` has ``encoder``, ``decoder``, ``likelihood`` and ``prior`` (default: standard normal)
-    as in ``VAE``; p(z) is that prior's density. x is (B, C, H, W).
+    as in ``VAE``; p(z) is that prior's density. x is (B, C, H, W). A model whose q(z|x) is not one
+    diagonal Gaussian (``HierarchicalVAE``) draws its own samples: its ``draw_log_weights(x, n)``
+    returns log w (n, B) for n new draws, and ``first`` is not used.
     ``first``: the batch's ``ForwardRecord``, whose q(z|x) is used instead of a second encoder
     pass and whose draw z (with its recon) is the first of the k samples. The remaining samples
     are drawn in chunks of at most ``max_batch`` decoded images and combined by a running
@@ -78,9 +82,13 @@ def iw_log_likelihood(model: nn.Module, x: Tensor, k: int, max_batch: int = IW_M
     """
     if k < 1:
         raise ValueError(f"the importance-weighted bound needs k >= 1 samples, got {k}.")
+    chunk = max(1, max_batch // x.shape[0])
+    draws = getattr(model, "draw_log_weights", None)
+    if draws is not None:
+        total = torch.cat([draws(x, min(chunk, k - start)) for start in range(0, k, chunk)]).logsumexp(0)
+        return total - math.log(k)
     mu, logvar = (first.mu, first.logvar) if first is not None else model.encoder(x)
     q = posterior(mu, logvar)  # float32
-    chunk = max(1, max_batch // x.shape[0])
     total = torch.full((x.shape[0],), -math.inf, device=q.loc.device)
     if first is not None:
         total = record_log_weight(model, first, q)
@@ -180,8 +188,11 @@ class KLPerDim(_SumMetric):
         self._sum_state("kl_sum", (latent_dim,))
         self._sum_state("count")
 
-    def update(self, mu: Tensor, logvar: Tensor) -> None:
-        self.kl_sum += gaussian_kl(mu, logvar).double().sum(0)
+    def update(self, mu: Tensor, logvar: Tensor, kl_dims: Tensor | None = None) -> None:
+        """``kl_dims`` (B, D): the model's own KL per dimension, used instead of the closed form
+        against N(0, 1) when given."""
+        kl = gaussian_kl(mu, logvar) if kl_dims is None else kl_dims.float()
+        self.kl_sum += kl.double().sum(0)
         self.count += mu.shape[0]
 
     def compute(self) -> Tensor:
@@ -262,9 +273,9 @@ class LatentMetrics(nn.Module):
         self.mi = MutualInformation()
         self.total_kl = MeanKL()
 
-    def update(self, mu: Tensor, logvar: Tensor, kl: Tensor | None = None) -> None:
+    def update(self, mu: Tensor, logvar: Tensor, kl: Tensor | None = None, kl_dims: Tensor | None = None) -> None:
         mu, logvar = mu.detach(), logvar.detach()
-        self.kl.update(mu, logvar)
+        self.kl.update(mu, logvar, None if kl_dims is None else kl_dims.detach())
         self.active.update(mu)
         self.mi.update(mu, logvar)
         self.total_kl.update(gaussian_kl(mu, logvar).sum(1) if kl is None else kl.detach())

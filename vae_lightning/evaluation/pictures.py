@@ -25,9 +25,8 @@ def _grid(images: Tensor, nrow: int) -> Tensor:
 
 @torch.no_grad()
 def encode_mean(model, x: Tensor) -> Tensor:
-    """Posterior means μ(x), (B, D)."""
-    mu, _ = model.encoder(x.to(model.device))
-    return mu.float()
+    """Posterior means μ(x), (B, D), through the model's ``encode`` (a hierarchical model's mean path)."""
+    return model.encode(x)[0]
 
 
 def activity_order(mu: Tensor) -> Tensor:
