@@ -3,13 +3,15 @@
     python docs/zoo.py sprites --out runs/zoo      # fit + test + traversal of every sprites config
     python docs/zoo.py mnist --out runs/zoo        # the MNIST 9,000/1,000 re-split: fit + test (k = 1000)
     python -m bench.zoo_steps                      # step time of every sprites config / the VAE's (quiet machine)
+    python -m bench.zoo_steps --data mnist         # the same for every MNIST config
     python docs/zoo.py table --out runs/zoo        # the Markdown tables, from the runs' summary.json
 
 Each model is the real ``vae fit`` / ``vae test`` / ``vae traverse`` of the shipped configs, with
 only the budget on the command line (printed before each run), so the numbers can be reproduced
-one by one. ``--jobs 2`` runs two models at a time with one torch thread each. The sprites
-step-time column comes from ``python -m bench.zoo_steps`` (the fits' own wall time includes
-validation and whatever else ran meanwhile).
+one by one. The rows are the files of configs/sprites/ and configs/mnist/ (each stacked on its
+folder's vae.yaml): a new config is a new row. ``--jobs 2`` runs two models at a time with one
+torch thread each. The step-time columns come from ``python -m bench.zoo_steps [--data mnist]``
+(the fits' own wall time includes validation and whatever else ran meanwhile).
 """
 
 from __future__ import annotations
@@ -27,31 +29,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 VAE = [sys.executable, "-m", "vae_lightning"]
-# every config in configs/sprites/ (each stacks on vae.yaml)
-SPRITES = ["vae", *sorted(p.stem for p in (REPO / "configs" / "sprites").glob("*.yaml") if p.stem != "vae")]
-# MNIST variants as command-line layers over configs/mnist/vae.yaml (the same values as the sprites files)
-MNIST = {
-    "vae": [],
-    "free_bits": [
-        "--model",
-        "vae_lightning.FreeBitsVAE",
-        "--model.init_args.free_bits",
-        "0.25",
-        "--model.init_args.group_size",
-        "1",
-        "--model.init_args.kl_schedule",
-        "vae_lightning.LinearWarmup",
-        "--model.init_args.kl_schedule.init_args.steps",
-        "1000",
-    ],
-    "iwae": ["--model", "vae_lightning.IWAE", "--model.init_args.k", "5"],
-    "vamp_prior": [
-        "--model.init_args.prior",
-        "vae_lightning.VampPrior",
-        "--model.init_args.prior.init_args.num_components",
-        "100",
-    ],
-}
+
+
+def configs(data: str) -> list[str]:
+    """Every config in configs/<data>/, the plain VAE first: each stacks on that folder's vae.yaml
+    (a new file is a new row, with nothing to list here)."""
+    return ["vae", *sorted(p.stem for p in (REPO / "configs" / data).glob("*.yaml") if p.stem != "vae")]
+
+
+SPRITES, MNIST = configs("sprites"), configs("mnist")
 QUIET = ["--trainer.enable_progress_bar", "false"]
 # an interrupted fit continues from its last.ckpt (optimizer, data position, RNGs); a first fit starts fresh
 RESUME = ["--ckpt_path", "last"]
@@ -94,7 +80,8 @@ def mnist_data(out: Path) -> Path:
 def mnist(name: str, a) -> None:
     root = Path(a.out) / "mnist" / name
     root.mkdir(parents=True, exist_ok=True)
-    common = ["--config", "configs/base.yaml", "--config", "configs/mnist/vae.yaml", *MNIST[name]]
+    common = ["--config", "configs/base.yaml", "--config", "configs/mnist/vae.yaml"]
+    common += [] if name == "vae" else ["--config", f"configs/mnist/{name}.yaml"]
     common += ["--data.init_args.data_dir", str(Path(a.out) / "mnist-9k-1k"), "--data.init_args.val_size", "500"]
     common += ["--trainer.default_root_dir", str(root), *QUIET]
     log = root / "zoo.log"
@@ -103,6 +90,7 @@ def mnist(name: str, a) -> None:
         (root / "fit.done").write_text("ok\n")
     ckpt = str(run_dir(root) / "last.ckpt")
     run([*VAE, "test", *common, "--ckpt_path", ckpt, "--model.init_args.iw_samples", str(a.k)], log)
+    (root / "test.json").write_text(json.dumps({"k": a.k}) + "\n")  # the table names each row's k
 
 
 def run_dir(root: Path) -> Path:
@@ -132,30 +120,34 @@ def table(a) -> None:
         ],
         "mnist": [
             ("test/elbo", "ELBO"),
-            ("test/nll_iw", "nll_iw (k=1000)"),
+            ("test/nll_iw", "nll_iw"),
+            ("k", "k"),
             ("test/kl", "KL"),
             ("test/recon", "recon"),
             ("test/active_units", "active units"),
+            ("test/mi", "MI"),
         ],
     }
     for data, keys in cols.items():
         runs = {
-            p.name: summary(p) for p in sorted((out / data).iterdir()) if any(p.glob("checkpoints/version_*/last.ckpt"))
+            p.name: {**summary(p), **(json.loads((p / "test.json").read_text()) if (p / "test.json").is_file() else {})}
+            for p in sorted((out / data).iterdir())
+            if any(p.glob("checkpoints/version_*/last.ckpt"))
         }
         if not runs:
             continue
         # step time from the quiet interleaved benchmark (a fit's wall_time includes validation and
-        # whatever else ran on the machine meanwhile)
+        # whatever else ran on the machine meanwhile); bench.zoo_steps --data mnist writes *_mnist.json
         steps = Path(a.step_times)
-        ratio = json.loads(steps.read_text())["ratio_to_vae"] if data == "sprites" and steps.is_file() else {}
-        step_col = " step time / VAE |" if data == "sprites" else ""
-        print(f"\n{data}\n\n| model | " + " | ".join(h for _, h in keys) + " |" + step_col)
-        print("|---" * (len(keys) + 1 + bool(step_col)) + "|")
+        steps = steps.with_name(f"{steps.stem}_mnist.json") if data == "mnist" else steps
+        ratio = json.loads(steps.read_text())["ratio_to_vae"] if steps.is_file() else {}
+        print(f"\n{data}\n\n| model | " + " | ".join(h for _, h in keys) + " | step time / VAE |")
+        print("|---" * (len(keys) + 2) + "|")
         for n, s in runs.items():
             cells = [f"{s[k]:.4g}" if isinstance(s.get(k), (int, float)) else "—" for k, _ in keys]
             q = ratio.get(n)
             rel = f" {statistics.median(q):.2f} [{min(q):.2f}–{max(q):.2f}] |" if q else " — |"
-            print(f"| {n} | " + " | ".join(cells) + " |" + (rel if step_col else ""))
+            print(f"| {n} | " + " | ".join(cells) + " |" + rel)
 
 
 def main() -> None:
@@ -181,7 +173,7 @@ def main() -> None:
     if a.what == "table":
         return table(a)
     a.steps = a.steps or (5000 if a.what == "sprites" else 7000)
-    names = a.only or (SPRITES if a.what == "sprites" else list(MNIST))
+    names = a.only or (SPRITES if a.what == "sprites" else MNIST)
     if a.what == "mnist":
         mnist_data(Path(a.out))
     (REPO / "docs/images/zoo").mkdir(parents=True, exist_ok=True)

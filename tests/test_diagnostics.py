@@ -46,6 +46,9 @@ def test_collapse_monitor_waits_for_patience_validations_of_low_kl():
     assert monitor.message(0.3, active=2, dims=4) is None
     text = monitor.message(0.1, active=2, dims=4)
     assert "stayed under 0.5 nats for 3 validations" in text and "KL warm-up" in text and "weaker decoder" in text
+    assert all(
+        r in text for r in ("FreeBitsVAE", "LinearWarmup", "BetaVAE", "beta below 1", "fewer layers", "docs/zoo.md")
+    )
 
 
 def test_collapse_monitor_warns_when_the_kl_rises_without_information(tmp_path):

@@ -5,6 +5,7 @@ through a checkpoint; checkpoints written before the forward record existed stil
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 import vae_lightning.hierarchical as hierarchical
+import vae_lightning.nets as nets
 import vae_lightning.variants as variants
 from vae_lightning import VAE, MLPDecoder, MLPEncoder
 from vae_lightning.data import SpritesDataModule
@@ -38,19 +40,49 @@ VARIANTS = [VAE] + sorted(
 OWN_NETS = {
     hierarchical.HierarchicalVAE: {"groups": [1, 1], "stem": 3, "channels": 8, "bottleneck": 4, "z_channels": 1}
 }
-# (class, prior factory): every variant with the default prior, and learned priors on two of them
-CASES = [(c, None) for c in VARIANTS] + [
-    (VAE, functools.partial(VampPrior, num_components=5)),
-    (variants.BetaVAE, functools.partial(MixtureOfGaussians, num_components=4)),
-]
+# every decoder of the package, each with small sizes (a new decoder fails the check below until it has them)
+DECODERS = sorted(
+    (
+        c
+        for c in vars(nets).values()
+        if isinstance(c, type) and issubclass(c, nets.Decoder) and not inspect.isabstract(c)
+    ),
+    key=lambda c: c.__name__,
+)
+TINY_DECODERS = {
+    MLPDecoder: functools.partial(MLPDecoder, hidden=[16]),
+    nets.ConvDecoder: functools.partial(nets.ConvDecoder, channels=[4, 4], hidden=16),
+    nets.PixelCNNDecoder: functools.partial(
+        nets.PixelCNNDecoder,
+        layers=2,
+        channels=4,
+        kernel=3,
+        first_kernel=3,
+        cond_channels=4,
+        cond_net=[4],
+        cond_hidden=8,
+    ),
+}
+# (class, prior factory, decoder): every variant with the default prior and the MLP decoder, learned
+# priors on two of them, every other decoder under the VAE, and the autoregressive one under the IWAE
+# (whose training loss decodes k draws of z per image)
+CASES = (
+    [(c, None, MLPDecoder) for c in VARIANTS]
+    + [
+        (VAE, functools.partial(VampPrior, num_components=5), MLPDecoder),
+        (variants.BetaVAE, functools.partial(MixtureOfGaussians, num_components=4), MLPDecoder),
+    ]
+    + [(VAE, None, d) for d in DECODERS if d is not MLPDecoder]
+    + [(variants.IWAE, None, nets.PixelCNNDecoder)]
+)
 
 
-def tiny(cls, prior=None):
+def tiny(cls, prior=None, decoder=MLPDecoder):
     if getattr(cls, "func", cls) in OWN_NETS:
         return cls(**OWN_NETS[cls], image_shape=(1, 64, 64), iw_samples=3)
     return cls(
         encoder=functools.partial(MLPEncoder, hidden=[16]),
-        decoder=functools.partial(MLPDecoder, hidden=[16]),
+        decoder=TINY_DECODERS[decoder],
         latent_dim=3,
         image_shape=(1, 64, 64),
         iw_samples=3,
@@ -58,12 +90,19 @@ def tiny(cls, prior=None):
     )
 
 
-@pytest.mark.parametrize(
-    ("cls", "prior"),
-    CASES,
-    ids=lambda c: "default-prior" if c is None else getattr(c, "__name__", None) or c.func.__name__,
-)
-def test_every_variant_fits_evaluates_predicts_samples_and_round_trips(cls, prior, tmp_path):
+def test_every_decoder_is_in_the_contract_test():
+    assert set(DECODERS) == set(TINY_DECODERS), "give a new decoder small sizes in TINY_DECODERS"
+    assert nets.PixelCNNDecoder in DECODERS
+
+
+def _case_id(value) -> str:
+    if value is None:
+        return "default-prior"
+    return getattr(value, "__name__", None) or value.func.__name__
+
+
+@pytest.mark.parametrize(("cls", "prior", "decoder"), CASES, ids=_case_id)
+def test_every_variant_fits_evaluates_predicts_samples_and_round_trips(cls, prior, decoder, tmp_path):
     L.seed_everything(0)
     dm = SpritesDataModule(batch_size=16, val_size=32, num_images=256)
     trainer = L.Trainer(
@@ -78,7 +117,7 @@ def test_every_variant_fits_evaluates_predicts_samples_and_round_trips(cls, prio
         default_root_dir=tmp_path,
         accelerator="cpu",
     )
-    model = tiny(cls, prior and prior())
+    model = tiny(cls, prior and prior(), decoder)
     trainer.fit(model, datamodule=dm)
     ckpt = Path(trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path)
     names = {"loss", "recon", "kl", "elbo", "active_units", "mi"}

@@ -33,6 +33,7 @@ __all__ = [
     "MLPEncoder",
     "MixtureOfGaussians",
     "Objective",
+    "PixelCNNDecoder",
     "StandardNormal",
     "VampPrior",
     "load_model",
@@ -42,7 +43,9 @@ _WHERE = {
     **dict.fromkeys(["VAE", "ForwardRecord", "Objective"], "vae_lightning.models"),
     **dict.fromkeys(["BetaVAE", "FreeBitsVAE", "BetaTCVAE", "FactorVAE", "DIPVAE", "IWAE"], "vae_lightning.variants"),
     "HierarchicalVAE": "vae_lightning.hierarchical",
-    **dict.fromkeys(["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"], "vae_lightning.nets"),
+    **dict.fromkeys(
+        ["MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder", "PixelCNNDecoder"], "vae_lightning.nets"
+    ),
     **dict.fromkeys(["Bernoulli", "Gaussian", "LearnedGaussian"], "vae_lightning.likelihoods"),
     **dict.fromkeys(["StandardNormal", "MixtureOfGaussians", "VampPrior"], "vae_lightning.priors"),
     **dict.fromkeys(["Constant", "LinearWarmup", "Cyclical"], "vae_lightning.objectives"),

@@ -41,7 +41,7 @@ from vae_lightning.data.base import images
 from vae_lightning.errors import UserError
 from vae_lightning.evaluation.metrics import IWBound, LatentMetrics, iw_log_likelihood
 from vae_lightning.likelihoods import Bernoulli, Likelihood
-from vae_lightning.nets import ConvDecoder, ConvEncoder, Decoder, Encoder, Shape
+from vae_lightning.nets import ConvDecoder, ConvEncoder, Decoder, Encoder, Shape, decoder_output
 from vae_lightning.objectives import Constant, KLSchedule, posterior
 from vae_lightning.priors import Prior, StandardNormal
 from vae_lightning.runtime import compat
@@ -52,6 +52,8 @@ DecoderFactory = Callable[[Shape, int], Decoder]
 
 
 _COMPILED: dict[tuple[Callable, str], Callable] = {}
+#: seed of the noise image behind an autoregressive decoder's mean pictures (``VAE.decode``)
+AR_MEAN_SEED = 0
 #: torch.compile's modes (``model.init_args.compile``); true means "default"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -68,7 +70,8 @@ class ForwardRecord(NamedTuple):
     """Everything one ELBO sample computes for a batch; B examples, D latent dimensions.
 
     x: the inputs (B, C, H, W); mu, logvar: q(z|x)'s parameters (B, D), in the nets' dtype;
-    z: one draw z ~ q(z|x) (B, D), float32; out: the decoder's output at z (B, C, H, W);
+    z: one draw z ~ q(z|x) (B, D), float32; out: the decoder's output at z (B, C, H, W) (of an
+    autoregressive decoder: each pixel's parameter given z and x's pixels before it);
     recon: −log p(x|z) (B,) in nats; kl_dims: the KL in nats, per dimension (B, D) when the prior
     has a closed-form KL per dimension (``StandardNormal``), else one Monte Carlo column (B, 1),
     log q(z|x) − log p(z) at z. Either way ``kl = kl_dims.sum(1)`` is the per-example KL (B,).
@@ -233,7 +236,7 @@ class VAE(L.LightningModule):
         (``HierarchicalVAE``) overrides this, not ``forward``."""
         mu, logvar = self.encoder(x)
         z = posterior(mu, logvar).rsample()  # (B, D), float32
-        out = self.decoder(z.to(mu.dtype))
+        out = decoder_output(self.decoder, z.to(mu.dtype), x)  # an autoregressive decoder reads x too
         recon = -self.likelihood.log_prob(out, x)  # (B,)
         return ForwardRecord(x, mu, logvar, z, out, recon, self.prior.kl(mu, logvar, z))
 
@@ -353,26 +356,65 @@ class VAE(L.LightningModule):
         return mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=generator)
 
     @torch.no_grad()
-    def decode(self, z: Tensor, draw: bool = False, generator: torch.Generator | None = None) -> Tensor:
+    def decode(
+        self,
+        z: Tensor,
+        draw: bool = False,
+        generator: torch.Generator | None = None,
+        on_row: Callable[[int], None] | None = None,
+    ) -> Tensor:
         """Images (N, C, H, W) in [0, 1] for latents z (N, D): E[x|z], or with ``draw`` one draw
         x ~ p(x|z) (binary for a Bernoulli model; Gaussian draws clipped to [0, 1]). ``generator``
-        (a CPU one) seeds the draw."""
-        out = self.decoder(z.to(self.device).float())
+        (a CPU one) seeds the draw.
+
+        An autoregressive decoder has no closed-form E[x|z]: its images are drawn pixel by pixel
+        (one decoder pass per pixel; ``on_row(r)`` is called after each row). Without ``draw`` the
+        picture is each pixel's mean given z and the pixels drawn before it (for Bernoulli pixels
+        p(x_i = 1 | x_<i, z)) along one draw made with a fixed noise image shared by every z
+        (``AR_MEAN_SEED``): like E[x|z] it is a function of z alone, and the same for every z when
+        the decoder ignores z. With ``draw`` it is the drawn image, with noise from ``generator``."""
+        z = z.to(self.device).float()
+        if getattr(self.decoder, "autoregressive", False):
+            return self._generate(z, draw, generator, on_row)
+        out = self.decoder(z)
         if not draw:
             return self.likelihood.mean(out).float().clamp(0, 1)
-        pixels = self.likelihood.dist(out).base_dist
         u = torch.rand(out.shape, generator=generator).to(out.device)  # inverse-CDF: one seeded uniform per pixel
-        x = (u < pixels.probs).float() if self.likelihood.discrete else pixels.icdf(u.clamp(1e-6, 1 - 1e-6))
-        return x.clamp(0, 1)
+        return self._inverse_cdf(out, u).clamp(0, 1)
+
+    def _inverse_cdf(self, out: Tensor, u: Tensor) -> Tensor:
+        """Pixels x with CDF(x) = u under p(x|z) of the decoder output ``out`` (for Bernoulli pixels x = [u < p])."""
+        pixels = self.likelihood.dist(out).base_dist
+        return (u < pixels.probs).float() if self.likelihood.discrete else pixels.icdf(u.clamp(1e-6, 1 - 1e-6))
+
+    def _generate(
+        self, z: Tensor, draw: bool, generator: torch.Generator | None, on_row: Callable[[int], None] | None
+    ) -> Tensor:
+        shape = (z.shape[0], *self.image_shape)
+        if draw:
+            u = torch.rand(shape, generator=generator)
+        else:  # one noise image for every z: the picture changes with z only
+            u = torch.rand((1, *self.image_shape), generator=torch.Generator().manual_seed(AR_MEAN_SEED)).expand(shape)
+        u = u.to(z.device)
+        x, params = self.decoder.generate(
+            z, lambda out, r, c: self._inverse_cdf(out, u[:, :, r : r + 1, c : c + 1]), on_row
+        )
+        return (x if draw else self.likelihood.mean(params)).float().clamp(0, 1)
 
     @torch.no_grad()
     def sample(
-        self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0, draw: bool = False
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        draw: bool = False,
+        on_row: Callable[[int], None] | None = None,
     ) -> Tensor:
         """n images (n, C, H, W) in [0, 1] decoded from z ~ p(z), the model's prior (with the
         standard-normal prior and ``temperature`` T: z ~ N(0, T²I)): the means E[x|z], or with
-        ``draw`` draws from p(x|z) (see ``decode``)."""
-        return self.decode(self.prior_latents(n, generator, temperature), draw=draw, generator=generator)
+        ``draw`` draws from p(x|z) (see ``decode``, also for autoregressive decoders and ``on_row``)."""
+        z = self.prior_latents(n, generator, temperature)
+        return self.decode(z, draw=draw, generator=generator, on_row=on_row)
 
     @torch.no_grad()
     def prior_latents(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
@@ -386,7 +428,8 @@ class VAE(L.LightningModule):
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
-        """E[x|z] at z = μ(x) for images x (B, C, H, W): (B, C, H, W) in [0, 1]."""
+        """E[x|z] at z = μ(x) for images x (B, C, H, W): (B, C, H, W) in [0, 1] (for an
+        autoregressive decoder the picture of ``decode``: drawn from z alone, not from x's pixels)."""
         return self.decode(self.encode(x)[0])
 
     @torch.no_grad()

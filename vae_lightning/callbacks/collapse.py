@@ -14,9 +14,12 @@ from typing_extensions import override
 from vae_lightning.callbacks.images import log_image, picture_dir
 
 REMEDIES = (
-    "Remedies in this tool: a KL warm-up (model.init_args.kl_schedule: vae_lightning.LinearWarmup or "
-    "vae_lightning.Cyclical), free bits (model.class_path: vae_lightning.FreeBitsVAE), or a weaker decoder "
-    "(fewer decoder channels or hidden units, or vae_lightning.MLPDecoder)."
+    "Remedies in this tool (docs/zoo.md, 'Posterior collapse', measures them on an autoregressive decoder): "
+    "free bits (model.class_path: vae_lightning.FreeBitsVAE, init_args.free_bits: λ nats per dimension), "
+    "a KL warm-up (model.init_args.kl_schedule: vae_lightning.LinearWarmup or vae_lightning.Cyclical), "
+    "β < 1 (model.class_path: vae_lightning.BetaVAE, init_args.beta below 1), or a weaker decoder "
+    "(vae_lightning.PixelCNNDecoder: fewer layers, a smaller receptive field; other decoders: fewer channels "
+    "or hidden units, or vae_lightning.MLPDecoder)."
 )
 
 #: I(x; z) under this many nats counts as none (a collapsed model's estimate is ~1e-5 nats)

@@ -47,7 +47,10 @@ class ImageLogger(Callback):
     - ``interpolations``: rows from one input to another, decoding (1 − t)·μ_a + t·μ_b between
       the two inputs themselves.
 
-    PNGs go to ``dirpath``; W&B and TensorBoard get them as images. Rank zero only.
+    PNGs go to ``dirpath``; W&B and TensorBoard get them as images. Rank zero only. With an
+    autoregressive decoder (``PixelCNNDecoder``) every picture is drawn pixel by pixel from z alone,
+    and "E[x|z]" is the picture ``VAE.decode`` describes (each pixel's probability along a draw with
+    one fixed noise image); drawing costs one decoder pass per pixel, so ``every_n_val`` matters.
 
     Args:
         every_n_val: draw at every n-th validation (0: never).

@@ -47,7 +47,12 @@ def _parser(name: str) -> argparse.ArgumentParser:
         )
         p.add_argument("--temperature", type=float, default=1.0, help="z ~ N(0, T^2 I) (default: %(default)s)")
         kind = p.add_mutually_exclusive_group()
-        kind.add_argument("--mean", dest="draw", action="store_false", help="images are E[x|z] (the default)")
+        kind.add_argument(
+            "--mean",
+            dest="draw",
+            action="store_false",
+            help="images are E[x|z] (the default; an autoregressive decoder: each pixel's probability along one draw)",
+        )
         kind.add_argument(
             "--draw",
             dest="draw",
@@ -160,13 +165,19 @@ def _check_sample(args: argparse.Namespace) -> str:
 def _sample(model, args: argparse.Namespace, fmt: str):
     from vae_lightning.cli import generate
     from vae_lightning.evaluation import pictures
+    from vae_lightning.runtime.outputs import progress
 
     out = Path(args.out).expanduser()
     if fmt == "png":
         return generate.write_pngs(model, out, args.num, args.seed, args.temperature, args.draw, args.batch_size)
     if fmt == "npz":
         return generate.write_npz(model, out, args.num, args.seed, args.temperature, args.draw, args.batch_size)
-    grid = pictures.sample_grid(model, args.num, args.nrow, args.seed, args.temperature, args.draw)
+    if getattr(model.decoder, "autoregressive", False):  # pixel by pixel: minutes, worth a bar
+        with progress(args.num, "vae sample", "img") as bar:
+            on_row = generate.row_progress(model, args.num, bar)
+            grid = pictures.sample_grid(model, args.num, args.nrow, args.seed, args.temperature, args.draw, on_row)
+    else:
+        grid = pictures.sample_grid(model, args.num, args.nrow, args.seed, args.temperature, args.draw)
     return pictures.save_png(grid, out)
 
 

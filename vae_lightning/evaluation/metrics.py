@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.distributions import Bernoulli, Independent, Normal
 from torchmetrics import Metric
 
+from vae_lightning.nets import decoder_output
 from vae_lightning.objectives import gaussian_kl, posterior
 from vae_lightning.priors import StandardNormal
 
@@ -56,7 +57,7 @@ def iw_log_weights(model: nn.Module, x: Tensor, q: Normal, z: Tensor, dtype: tor
     parameters) and x (B, C, H, W): (n, B) in nats; the decoder runs in ``dtype``. Differentiable:
     ``IWAE`` trains on it (with q's parameters detached for DReG)."""
     n, batch = z.shape[:2]
-    out = model.decoder(z.flatten(0, 1).to(dtype))  # (n·B, C, H, W)
+    out = decoder_output(model.decoder, z.flatten(0, 1).to(dtype), x)  # (n·B, C, H, W), draw-major
     xs = x.unsqueeze(0).expand(n, *x.shape).flatten(0, 1)
     log_px_z = model.likelihood.log_prob(out, xs).view(n, batch)
     return log_px_z + _log_prior(model, z) - q.log_prob(z).sum(-1)
@@ -68,7 +69,7 @@ def record_log_weight(model: nn.Module, f, q: Normal) -> Tensor:
 
 
 @torch.no_grad()
-def iw_log_likelihood(model: nn.Module, x: Tensor, k: int, max_batch: int = IW_MAX_BATCH, first=None) -> Tensor:
+def iw_log_likelihood(model: nn.Module, x: Tensor, k: int, max_batch: int | None = None, first=None) -> Tensor:
     """log p̂_k(x) = log (1/k) Σ_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x) (Burda et al. 2015).
 
     ``model`` has ``encoder``, ``decoder``, ``likelihood`` and ``prior`` (default: standard normal)
@@ -77,11 +78,13 @@ def iw_log_likelihood(model: nn.Module, x: Tensor, k: int, max_batch: int = IW_M
     returns log w (n, B) for n new draws, and ``first`` is not used.
     ``first``: the batch's ``ForwardRecord``, whose q(z|x) is used instead of a second encoder
     pass and whose draw z (with its recon) is the first of the k samples. The remaining samples
-    are drawn in chunks of at most ``max_batch`` decoded images and combined by a running
+    are drawn in chunks of at most ``max_batch`` decoded images (None: the decoder's
+    ``iw_max_batch`` if it has one, else ``IW_MAX_BATCH``) and combined by a running
     log-sum-exp, so memory does not grow with k. Returns (B,) in nats, float32.
     """
     if k < 1:
         raise ValueError(f"the importance-weighted bound needs k >= 1 samples, got {k}.")
+    max_batch = max_batch or getattr(model.decoder, "iw_max_batch", None) or IW_MAX_BATCH
     chunk = max(1, max_batch // x.shape[0])
     draws = getattr(model, "draw_log_weights", None)
     if draws is not None:

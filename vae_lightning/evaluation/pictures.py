@@ -44,11 +44,13 @@ def reconstruction_grid(model, x: Tensor, nrow: int = 8) -> Tensor:
 
 
 @torch.no_grad()
-def sample_grid(model, n: int, nrow: int = 8, seed: int = 0, temperature: float = 1.0, draw: bool = False) -> Tensor:
+def sample_grid(
+    model, n: int, nrow: int = 8, seed: int = 0, temperature: float = 1.0, draw: bool = False, on_row=None
+) -> Tensor:
     """E[x|z] (or with ``draw`` draws from p(x|z)) for n seeded draws z ~ p(z), the model's prior
-    (the standard normal: N(0, T²I))."""
+    (the standard normal: N(0, T²I)); ``on_row``: see ``VAE.decode`` (autoregressive decoders)."""
     g = torch.Generator().manual_seed(seed)
-    return _grid(model.sample(n, generator=g, temperature=temperature, draw=draw), nrow)
+    return _grid(model.sample(n, generator=g, temperature=temperature, draw=draw, on_row=on_row), nrow)
 
 
 @torch.no_grad()

@@ -6,7 +6,8 @@ Every score is "higher = more anomalous" except ``log_pz``, and in nats unless s
 - ``nll_iw``: −log p̂_k(x), the importance-weighted bound with the model's ``iw_samples``;
 - ``recon``: −log p(x|z), z ~ q(z|x), and ``kl``: KL(q(z|x) || p(z));
 - ``sq_error``: Σ_pixels (x − E[x|z=μ(x)])², the squared reconstruction error of the mean
-  reconstruction, in squared data units (pixels in [0, 1]);
+  reconstruction, in squared data units (pixels in [0, 1]); for an autoregressive decoder
+  E[x_i | x_<i, z=μ(x)], each pixel's mean given the input's pixels before it (one pass);
 - ``log_pz``: log p(μ(x)), the log-density of the posterior mean under the model's prior (low:
   the input is encoded far from where the prior puts its mass);
 - ``nll_pixels``: −log p(x) under a background model that treats every pixel as independent,
@@ -39,6 +40,7 @@ from vae_lightning.data.base import images
 from vae_lightning.errors import UserError
 from vae_lightning.evaluation import decisions
 from vae_lightning.evaluation.metrics import PixelMarginals, iw_log_likelihood
+from vae_lightning.nets import decoder_output
 from vae_lightning.runtime.atomic import atomic_open
 from vae_lightning.runtime.fallback import write_or_keep
 
@@ -51,7 +53,7 @@ def anomaly_scores(model, x: Tensor, k: int) -> dict[str, Tensor]:
     """Scores (each (B,), float32) of a batch x (B, C, H, W) under a ``VAE``; see the module doc.
     One encoder pass: the forward record's q(z|x) serves every score."""
     f = model(x)
-    mean = model.likelihood.mean(model.decoder(f.mu)).float()
+    mean = model.likelihood.mean(decoder_output(model.decoder, f.mu, x)).float()
     return {
         "neg_elbo": f.recon + f.kl,
         "nll_iw": -iw_log_likelihood(model, x, k, first=f),
