@@ -274,7 +274,7 @@ class VAE(L.LightningModule):
     def log_now(self) -> bool:
         """True on the training steps whose metrics Lightning writes (every ``log_every_n_steps``);
         also True outside a Trainer."""
-        trainer = self._trainer
+        trainer = compat.attached_trainer(self)
         return trainer is None or compat.should_update_logs(trainer)
 
     @override
@@ -486,7 +486,7 @@ class VAE(L.LightningModule):
         or without the averaging callback continues from the raw weights. Says which, in the log."""
         from lightning.pytorch.callbacks import WeightAveraging
 
-        trainer = self._trainer
+        trainer = compat.attached_trainer(self)
         stage = getattr(getattr(getattr(trainer, "state", None), "fn", None), "value", None)
         if stage != "fit":
             use = f"vae {stage}" if stage else "this model"

@@ -121,7 +121,7 @@ class NonFiniteGuard(Callback):
         flags = [] if self._loss is None else [(~self._loss.detach().isfinite()).any().float()]
         for (device, _), group in groups.items():
             found = torch.zeros((), device=device)
-            torch._amp_foreach_non_finite_check_and_unscale_(group, found, torch.ones((), device=device))
+            compat.non_finite_check_(group, found, torch.ones((), device=device))
             flags.append(found)
         return not flags or not bool(torch.stack([f.to(flags[0].device) for f in flags]).any())
 

@@ -76,7 +76,7 @@ def data_module(configs: list[str], overrides: list[str]):
         except OSError:
             raise UserError(f"the --config file {name} does not exist; check the path.") from None
         except yaml.YAMLError:
-            raise UserError(explain._yaml_problem(["--config", name], "")) from None
+            raise UserError(explain.yaml_problem(["--config", name], "")) from None
         if isinstance(loaded, dict) and loaded.get("data") is not None:
             args += ["--data", yaml.safe_dump(loaded["data"])]
     bad = [a for a in overrides if a.startswith("-") and not a.startswith("--data")]

@@ -65,7 +65,7 @@ def explain(err: Exception, args: list[str] | None = None, known_keys: list[str]
         return f"the --config file {m.group(1).strip()} does not exist; check the path."
     lines = [line.strip(" -") for line in text.splitlines() if line.strip(" -")]
     if PATTERNS["yaml"].search(text):
-        return _yaml_problem(args or [], text)
+        return yaml_problem(args or [], text)
     m = PATTERNS["unknown_key"].search(text)
     if m:
         return _unknown(m.group(1), known_keys or [])
@@ -179,7 +179,7 @@ def _init_params(class_path: str) -> list[str]:
     return names
 
 
-def _yaml_problem(args: list[str], text: str) -> str:
+def yaml_problem(args: list[str], text: str) -> str:
     """Name the --config file whose YAML is broken (jsonargparse only says "<unicode string>")."""
     import yaml
 

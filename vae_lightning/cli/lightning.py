@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from vae_lightning.callbacks import (
     SLURMPreemption,
     WandbSummaries,
 )
-from vae_lightning.cli import continuation, explain, preflight
+from vae_lightning.cli import console, continuation, explain, preflight
 from vae_lightning.cli.console import plain
 from vae_lightning.cli.saved_config import SAVED_CONFIG, with_saved_config
 from vae_lightning.data.base import VAEDataModule
@@ -45,6 +44,7 @@ from vae_lightning.runtime.checkpoint import AtomicCheckpointIO, check_fits_mode
 from vae_lightning.runtime.outputs import check_output
 from vae_lightning.runtime.slurm import set_wandb_resume
 from vae_lightning.runtime.wandb_guard import start_wandb
+
 
 # Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (so that checking for a GPU does not
 # break forked workers), which makes every torch.cuda.is_available() load NVML anew, a cost Adam
@@ -194,8 +194,7 @@ class VAECLI(LightningCLI):
         argv = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:] if args is None else None
         given = with_saved_config(argv) if argv is not None else None
         try:
-            with warnings.catch_warnings():  # the argv with the saved config is the command line, not a mix
-                warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            with console.without(console.CLI_ARGS):  # the argv with the saved config is the command line
                 super().parse_arguments(parser, args if given is None or (given == argv and args is None) else given)
         except ArgumentError as err:
             raise UserError(explain.explain(err, argv or [], _known_keys(parser, argv or []))) from None
@@ -273,9 +272,8 @@ class VAECLI(LightningCLI):
         # every fit gets its own checkpoint and image folders; a resumed fit keeps its run's
         if config.checkpoint.dirpath is None:
             if self.subcommand == "fit":
-                # the folder is new or the resumed run's own: Lightning's "not empty" warning is noise
-                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
                 folder = run_checkpoint_dir(checkpoints, config.ckpt_path)
+                console.own_checkpoint_dir(str(folder))  # new or the resumed run's own: "not empty" is noise
                 if folder.is_dir() and not any(folder.iterdir()):
                     self._new_run_dir = folder
                 config.checkpoint.dirpath = str(folder)

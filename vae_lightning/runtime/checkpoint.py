@@ -264,8 +264,11 @@ def load_model(path: str | Path, map_location: str = "cpu"):
     # settings the weights fix override the saved ones (an older FactorVAE's disc_layers)
     fixed = cls.settings_of_weights(read_checkpoint(str(path))["state_dict"])
     try:
-        with warnings.catch_warnings():  # Lightning's advice on save_hyperparameters is for developers
-            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
+        # Lightning's advice to a class author (a likelihood or prior built by jsonargparse is saved
+        # twice) says nothing a caller of load_model can act on. The library cannot import
+        # cli/console.py, so the filter lives here, for this one call and Lightning's one message.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Attribute '\w+' is an instance of `nn.Module` and is already")
             model = cls.load_from_checkpoint(path, map_location=map_location, **fixed)
     except Exception as err:  # wrong keys or shapes: a checkpoint of another model
         raise UserError(
