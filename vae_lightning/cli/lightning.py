@@ -46,14 +46,16 @@ from vae_lightning.runtime.slurm import set_wandb_resume
 from vae_lightning.runtime.wandb_guard import start_wandb
 
 
-# Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (so that checking for a GPU does not
-# break forked workers), which makes every torch.cuda.is_available() load NVML anew, a cost Adam
-# pays at every step (docs/benchmarks.md). With no GPU there is nothing to protect; use torch's own check.
-if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1":
-    import torch
+def drop_nvml_cuda_check() -> None:
+    """Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (so that checking for a GPU does not
+    break forked workers), which makes every torch.cuda.is_available() load NVML anew, a cost Adam
+    pays at every step (docs/benchmarks.md). With no GPU there is nothing to protect; torch's own
+    check is used instead. Called when a run starts, not at import."""
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1":
+        import torch
 
-    if torch.cuda.device_count() == 0:
-        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+        if torch.cuda.device_count() == 0:
+            del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 
 
 def plain_config(parser: LightningArgumentParser, config) -> dict[str, Any]:
@@ -156,6 +158,7 @@ class VAECLI(LightningCLI):
     """``vae fit|validate|test|predict``: model and data chosen by ``class_path`` in YAML."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs) -> None:
+        drop_nvml_cuda_check()
         self._new_run_dir: Path | None = None
         try:
             self._init(args, run, **kwargs)
