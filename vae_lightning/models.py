@@ -161,11 +161,11 @@ class VAE(L.LightningModule):
     ) -> None:
         super().__init__()
         if image_shape is None:
-            raise ValueError("image_shape (C, H, W) is required; `vae` sets it from the data module.")
+            raise UserError("image_shape (C, H, W) is required; `vae` sets it from the data module.")
         if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}.")
+            raise UserError(f"latent_dim must be >= 1, got {latent_dim}.")
         if lr_interval not in ("step", "epoch"):
-            raise ValueError(f"lr_interval must be 'step' or 'epoch', got {lr_interval!r}.")
+            raise UserError(f"lr_interval must be 'step' or 'epoch', got {lr_interval!r}.")
         if iw_samples < 1:
             raise UserError(
                 f"model.init_args.iw_samples must be >= 1 (the number of importance samples k), got {iw_samples}."

@@ -58,9 +58,9 @@ class NonFiniteGuard(Callback):
 
     def __init__(self, max_skips: int = 0, max_grad_norm: float | None = None, enabled: bool = True) -> None:
         if max_skips < 0:
-            raise ValueError(f"nonfinite.max_skips must be >= 0, got {max_skips}.")
+            raise UserError(f"nonfinite.max_skips must be >= 0, got {max_skips}.")
         if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"nonfinite.max_grad_norm must be > 0 (or null), got {max_grad_norm}.")
+            raise UserError(f"nonfinite.max_grad_norm must be > 0 (or null), got {max_grad_norm}.")
         self.max_skips, self.max_grad_norm, self.enabled = max_skips, max_grad_norm, enabled
         self.skipped = 0
         self._loss: Tensor | None = None
