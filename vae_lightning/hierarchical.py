@@ -30,8 +30,8 @@ from typing_extensions import override
 
 from vae_lightning.errors import UserError
 from vae_lightning.likelihoods import Likelihood
-from vae_lightning.models import VAE, ForwardRecord, Objective
-from vae_lightning.objectives import KLSchedule, gaussian_kl_pair, posterior
+from vae_lightning.models import VAE, ForwardRecord
+from vae_lightning.objectives import KLSchedule, Objective, gaussian_kl_pair, posterior
 from vae_lightning.priors import Prior
 from vae_lightning.topdown import BottomUp, TopDown, group_shapes
 

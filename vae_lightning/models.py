@@ -42,7 +42,7 @@ from vae_lightning.errors import UserError
 from vae_lightning.evaluation.metrics import IWBound, LatentMetrics, iw_log_likelihood
 from vae_lightning.likelihoods import Bernoulli, Likelihood
 from vae_lightning.nets import ConvDecoder, ConvEncoder, Decoder, Encoder, Shape, decoder_output
-from vae_lightning.objectives import Constant, KLSchedule, posterior
+from vae_lightning.objectives import Constant, KLSchedule, Objective, posterior
 from vae_lightning.priors import Prior, StandardNormal
 from vae_lightning.runtime import compat
 
@@ -89,13 +89,6 @@ class ForwardRecord(NamedTuple):
     def kl(self) -> Tensor:
         """KL(q(z|x) || p(z)) per example (B,), in nats."""
         return self.kl_dims.sum(1)
-
-
-class Objective(NamedTuple):
-    """A variant's answer: the scalar loss to minimise, and extra scalar terms to log by name."""
-
-    loss: Tensor
-    terms: dict[str, Tensor | float]
 
 
 class VAE(L.LightningModule):
@@ -218,7 +211,7 @@ class VAE(L.LightningModule):
         """The loss of one batch from its forward record, at optimizer step ``step``, for a
         training set of ``dataset_size`` examples (None when unknown). VAE: recon + w(step)·kl."""
         weight = self.kl_schedule(step)
-        return Objective(f.recon.mean() + weight * f.kl_dims.sum(1).mean(), {"kl_weight": weight})
+        return Objective(f.recon.mean() + weight * f.kl.mean(), {"kl_weight": weight})
 
     @override
     def forward(self, x: Tensor) -> ForwardRecord:

@@ -1,4 +1,4 @@
-"""KL terms and KL-weight schedules.
+"""KL terms, KL-weight schedules and ``Objective``, the loss a variant returns.
 
 Every quantity is in nats. ``kl`` of shape (B, D) is the per-example, per-latent-dimension
 KL(q(z|x) || p(z)); summing over D gives the per-example KL used in the ELBO.
@@ -6,8 +6,8 @@ KL(q(z|x) || p(z)); summing over D gives the per-example KL used in the ELBO.
 
 from __future__ import annotations
 
-import math
 from abc import ABCMeta, abstractmethod
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -118,6 +118,8 @@ class Cyclical(KLSchedule):
         return self.max_weight * min(phase / self.ratio, 1.0)
 
 
-def bits_per_dim(nats_per_example: Tensor | float, num_dims: int) -> Tensor | float:
-    """Convert a per-example quantity in nats to bits per data dimension."""
-    return nats_per_example / (num_dims * math.log(2.0))
+class Objective(NamedTuple):
+    """A variant's answer: the scalar loss to minimise, and extra scalar terms to log by name."""
+
+    loss: Tensor
+    terms: dict[str, Tensor | float]

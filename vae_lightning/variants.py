@@ -20,8 +20,8 @@ from typing_extensions import override
 
 from vae_lightning.errors import UserError
 from vae_lightning.evaluation.metrics import iw_log_weights, record_log_weight
-from vae_lightning.models import VAE, ForwardRecord, Objective
-from vae_lightning.objectives import Constant, posterior
+from vae_lightning.models import VAE, ForwardRecord
+from vae_lightning.objectives import Constant, Objective, posterior
 
 
 class BetaVAE(VAE):
@@ -63,7 +63,7 @@ class BetaVAE(VAE):
 
     @override
     def objective(self, f: ForwardRecord, step: int, dataset_size: int | None) -> Objective:
-        weight, kl = self.kl_schedule(step), f.kl_dims.sum(1).mean()
+        weight, kl = self.kl_schedule(step), f.kl.mean()
         if self.c_max is None:
             return Objective(f.recon.mean() + weight * (self.beta * kl), {"kl_weight": weight * self.beta})
         capacity = self.capacity(step)
@@ -233,7 +233,7 @@ class DIPVAE(VAE):
         on_diagonal = (diagonal - 1).square().sum()
         weight = self.kl_schedule(step)
         penalty = self.lambda_od * off_diagonal + self.lambda_d * on_diagonal
-        loss = f.recon.mean() + weight * (f.kl_dims.sum(1).mean() + penalty)
+        loss = f.recon.mean() + weight * (f.kl.mean() + penalty)
         return Objective(loss, {"kl_weight": weight, "dip_od": off_diagonal, "dip_d": on_diagonal})
 
 
@@ -398,7 +398,7 @@ class FactorVAE(VAE):
         logits = self.discriminator(f.z)  # (B, 2)
         tc = (logits[:, 0] - logits[:, 1]).mean()
         weight = self.kl_schedule(step)
-        loss = f.recon.mean() + weight * (f.kl_dims.sum(1).mean() + self.gamma * tc)
+        loss = f.recon.mean() + weight * (f.kl.mean() + self.gamma * tc)
         return Objective(loss, {"kl_weight": weight, "tc": tc, "disc_loss": self.disc_loss(f.z)})
 
     @override

@@ -165,10 +165,10 @@ class NonFiniteGuard(Callback):
 def _logged(trainer: Trainer, key: str) -> float | None:
     """The value the module logged under ``key`` in the current step (private Lightning state,
     read only after a failure; None when it is not there)."""
-    try:
-        for name, metric in compat.logged_values(trainer):
-            if name.endswith("." + key):
+    for name, metric in compat.logged_values(trainer):
+        if name.endswith("." + key):
+            try:
                 return float(metric.value)
-    except Exception:
-        return None
+            except (TypeError, ValueError, RuntimeError):  # not one number (a tensor of several values)
+                return None
     return None

@@ -348,8 +348,8 @@ def add_progress_display(trainer_config) -> None:
 
 def _known_keys(parser: LightningArgumentParser, argv: list[str]) -> list[str]:
     """Option names of the subcommand in ``argv`` (for "did you mean" hints)."""
+    sub = next((a for a in argv if not a.startswith("-")), None)
     try:
-        sub = next(a for a in argv if not a.startswith("-"))
-        return compat.subcommand_options(parser, sub)
-    except Exception:
+        return compat.subcommand_options(parser, sub) if sub is not None else []
+    except KeyError:  # not a subcommand (jsonargparse's own error says so)
         return []
