@@ -280,3 +280,13 @@ def test_mnist_vae_trains_from_local_files(mnist_dir, tmp_path):
     assert len(elbos) == 2 and -600 < elbos[0] < elbos[1] < 0
     config = (next((root / "csv").glob("version_*")) / "vae_config.yaml").read_text()
     assert "binarize: dynamic" in config  # the binarization is part of the logged config
+
+
+def test_a_run_drops_lightnings_nvml_cuda_check_only_without_a_gpu(monkeypatch):
+    import os
+
+    from vae_lightning.cli.lightning import drop_nvml_cuda_check
+
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # what importing Lightning sets
+    drop_nvml_cuda_check()
+    assert ("PYTORCH_NVML_BASED_CUDA_CHECK" in os.environ) == (torch.cuda.device_count() > 0)

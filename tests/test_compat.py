@@ -5,8 +5,9 @@ import importlib
 import inspect
 
 import pytest
+import torch
 from jsonargparse import ArgumentParser
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
@@ -36,6 +37,8 @@ def owners(tmp_path_factory):
         "ArgumentParser": parser,
         "WandbLogger": WandbLogger(offline=True, save_dir=str(root)),  # not started: no run, no network
         "wandb.errors.term": importlib.import_module("wandb.errors.term"),
+        "LightningModule": LightningModule(),
+        "torch": torch,
     }
 
 
@@ -59,6 +62,17 @@ def test_the_compat_functions_read_real_objects(owners, tmp_path):
     assert compat.subcommand_options(owners["ArgumentParser"], "fit") == ["max_steps"]
     assert compat.wandb_offline(logger) and not compat.wandb_started(logger)
     assert compat.wandb_init_args(logger)["dir"] == logger.save_dir  # what wandb.init will receive
+    assert compat.attached_trainer(owners["LightningModule"]) is None
+
+
+def test_the_fused_non_finite_check_flags_only_non_finite_values_and_leaves_them_bitwise():
+    grads = [torch.tensor([1.5, -2.0]), torch.tensor([3.0e38])]
+    before = [g.clone() for g in grads]
+    found = torch.zeros(())
+    compat.non_finite_check_(grads, found, torch.ones(()))
+    assert found.item() == 0.0 and all(torch.equal(g, b) for g, b in zip(grads, before))
+    compat.non_finite_check_([torch.tensor([1.0, float("nan")])], found, torch.ones(()))
+    assert found.item() == 1.0
 
 
 def _overridden_hooks(cls):

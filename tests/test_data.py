@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import write_mnist_raw
+from vae_lightning import data
 from vae_lightning.data import (
     CelebADataModule,
     CIFAR10DataModule,
@@ -122,6 +123,25 @@ def test_missing_mnist_without_download_is_one_clear_sentence(tmp_path):
 
 def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+DATA_MODULES = [getattr(data, name) for name in data.__all__ if name != "VAEDataModule"]
+
+
+@pytest.mark.parametrize("cls", DATA_MODULES, ids=lambda c: c.__name__)
+def test_every_data_module_takes_seed_and_split_seed_from_the_base(cls):
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(cls, "data")  # what `vae` reads, forwarded **kwargs included
+    defaults = parser.get_defaults().data
+    assert (defaults.seed, defaults.split_seed) == (0, 0)
+
+
+def test_cifar10_changes_only_the_binarize_default():
+    dm = CIFAR10DataModule(split_seed=3, val_size=20, seed=2)
+    assert (dm.binarize, dm.split_seed, dm.seed, dm.val_size) == ("none", 3, 2, 20)
+    assert MNISTDataModule().binarize == "dynamic"
 
 
 def test_cifar10_reads_torchvision_batches(tmp_path, monkeypatch):

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from vae_lightning import VAE, BetaVAE, FreeBitsVAE, MLPDecoder, MLPEncoder
+from vae_lightning import VAE, BetaVAE, ConvEncoder, FreeBitsVAE, Gaussian, LinearWarmup, MLPDecoder, MLPEncoder
+from vae_lightning.callbacks import NonFiniteGuard
+from vae_lightning.errors import UserError
 from vae_lightning.models import ForwardRecord
 from vae_lightning.objectives import gaussian_kl
 
@@ -140,3 +142,22 @@ def test_a_checkpoints_test_evaluates_the_kl_schedule_at_the_checkpoints_step(tm
     (result,) = trainer(default_root_dir=tmp_path).test(model(), datamodule=data, ckpt_path=ckpt, weights_only=False)
     assert result["test/kl_weight"] == pytest.approx(0.6)
     assert result["test/loss"] == pytest.approx(result["test/recon"] + 0.6 * result["test/kl"], rel=1e-5)
+
+
+BAD_ARGUMENTS = {
+    "latent_dim": lambda: VAE(image_shape=(1, 28, 28), latent_dim=0),
+    "lr_interval": lambda: VAE(image_shape=(1, 28, 28), lr_interval="weekly"),
+    "beta": lambda: BetaVAE(image_shape=(1, 28, 28), beta=-1.0),
+    "free_bits": lambda: FreeBitsVAE(image_shape=(1, 28, 28), free_bits=-1.0),
+    "warmup": lambda: LinearWarmup(steps=0),
+    "sigma": lambda: Gaussian(sigma=0.0),
+    "conv_size": lambda: ConvEncoder((1, 20, 20), 4),
+    "callback": lambda: NonFiniteGuard(max_skips=-1),
+}
+
+
+@pytest.mark.parametrize("name", BAD_ARGUMENTS)
+def test_a_bad_constructor_argument_is_one_type_a_user_error_that_names_it(name):
+    with pytest.raises(UserError) as err:
+        BAD_ARGUMENTS[name]()
+    assert "\n" not in str(err.value) and isinstance(err.value, ValueError)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vae_lightning.likelihoods import Bernoulli, Gaussian, LearnedGaussian
-from vae_lightning.objectives import Constant, Cyclical, LinearWarmup, bits_per_dim, gaussian_kl, gaussian_kl_pair
+from vae_lightning.objectives import Constant, Cyclical, LinearWarmup, gaussian_kl, gaussian_kl_pair
 
 
 def test_closed_form_kl_matches_monte_carlo():
@@ -108,10 +108,6 @@ def test_schedules_at_chosen_steps():
 def test_schedules_reject_bad_values(bad):
     with pytest.raises(ValueError):
         bad()
-
-
-def test_bits_per_dim():
-    assert bits_per_dim(784 * math.log(2), 784) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

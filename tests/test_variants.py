@@ -276,3 +276,34 @@ def test_beta_tcvae_mss_refuses_data_without_a_known_size(tmp_path):
         trainer.fit(model, datamodule=NoSizeData())
     with pytest.raises(UserError, match="model.init_args.estimator must be 'mws' or 'mss', got 'msw'"):
         tiny(functools.partial(variants.BetaTCVAE, estimator="msw"))
+
+
+def _failing_load(error: Exception):
+    def load(cls, *args, **kwargs):
+        raise error
+
+    return classmethod(load)
+
+
+@pytest.mark.parametrize(
+    "error, words",
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), ["out of memory", "--device cpu"]),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 GB"), ["out of memory"]),
+        (RuntimeError("Error(s) in loading state_dict for VAE: size mismatch"), ["does not fit VAE", "size mismatch"]),
+    ],
+    ids=["cuda-oom", "cpu-oom", "other-weights"],
+)
+def test_load_model_tells_out_of_memory_from_weights_that_do_not_fit(error, words, monkeypatch):
+    monkeypatch.setattr(VAE, "load_from_checkpoint", _failing_load(error))
+    with pytest.raises(UserError) as err:
+        load_model(FIXTURES / "vae" / "last.ckpt")
+    assert all(w in str(err.value) for w in words), str(err.value)
+    assert ("does not fit" in str(err.value)) == (words[0] == "does not fit VAE")
+
+
+def test_load_model_onto_cuda_without_a_gpu_says_cuda_is_missing():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(UserError, match="CUDA is missing"):
+        load_model(FIXTURES / "vae" / "last.ckpt", map_location="cuda")

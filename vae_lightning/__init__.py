@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 _WHERE = {
-    **dict.fromkeys(["VAE", "ForwardRecord", "Objective"], "vae_lightning.models"),
+    **dict.fromkeys(["VAE", "ForwardRecord"], "vae_lightning.models"),
     **dict.fromkeys(["BetaVAE", "FreeBitsVAE", "BetaTCVAE", "FactorVAE", "DIPVAE", "IWAE"], "vae_lightning.variants"),
     "HierarchicalVAE": "vae_lightning.hierarchical",
     **dict.fromkeys(
@@ -48,7 +48,7 @@ _WHERE = {
     ),
     **dict.fromkeys(["Bernoulli", "Gaussian", "LearnedGaussian"], "vae_lightning.likelihoods"),
     **dict.fromkeys(["StandardNormal", "MixtureOfGaussians", "VampPrior"], "vae_lightning.priors"),
-    **dict.fromkeys(["Constant", "LinearWarmup", "Cyclical"], "vae_lightning.objectives"),
+    **dict.fromkeys(["Constant", "LinearWarmup", "Cyclical", "Objective"], "vae_lightning.objectives"),
     "load_model": "vae_lightning.runtime.checkpoint",
 }
 

@@ -2,6 +2,10 @@
 
 ``vae`` prints them as one line, ``vae: error: <message>``, and exits with status 2; any other
 exception is a bug and keeps its traceback. Set ``VAE_DEBUG=1`` to see tracebacks for these too.
+
+The one convention for a bad argument: every constructor of the package (models, variants, nets,
+likelihoods, schedules, data modules, callbacks) refuses a value with a ``UserError``, a
+``ValueError`` for Python callers; ``cli/explain.py`` passes its sentence through as it is.
 """
 
 

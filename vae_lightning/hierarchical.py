@@ -30,8 +30,8 @@ from typing_extensions import override
 
 from vae_lightning.errors import UserError
 from vae_lightning.likelihoods import Likelihood
-from vae_lightning.models import VAE, ForwardRecord, Objective
-from vae_lightning.objectives import KLSchedule, gaussian_kl_pair, posterior
+from vae_lightning.models import VAE, ForwardRecord
+from vae_lightning.objectives import KLSchedule, Objective, gaussian_kl_pair, posterior
 from vae_lightning.priors import Prior
 from vae_lightning.topdown import BottomUp, TopDown, group_shapes
 
@@ -106,7 +106,7 @@ class HierarchicalVAE(VAE):
         channels_last: bool = False,
     ) -> None:
         if image_shape is None:
-            raise ValueError("image_shape (C, H, W) is required; `vae` sets it from the data module.")
+            raise UserError("image_shape (C, H, W) is required; `vae` sets it from the data module.")
         if free_bits < 0:
             raise UserError(f"model.init_args.free_bits must be >= 0 nats per group, got {free_bits}.")
         for name, value in (("channels", channels), ("bottleneck", bottleneck), ("depth", depth)):

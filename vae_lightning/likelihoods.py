@@ -15,6 +15,8 @@ from torch import Tensor, nn
 from torch.distributions import Bernoulli as _Bernoulli
 from torch.distributions import Independent, Normal
 
+from vae_lightning.errors import UserError
+
 
 class Likelihood(nn.Module, metaclass=ABCMeta):
     """Base class of the likelihoods p(x|z).
@@ -68,7 +70,7 @@ class Gaussian(Likelihood):
     def __init__(self, sigma: float = 0.1) -> None:
         super().__init__()
         if not sigma > 0:
-            raise ValueError(f"Gaussian(sigma={sigma}): sigma must be > 0.")
+            raise UserError(f"Gaussian(sigma={sigma}): sigma must be > 0.")
         self.sigma = sigma
 
     def dist(self, out: Tensor) -> Independent:
@@ -88,7 +90,7 @@ class LearnedGaussian(Likelihood):
     def __init__(self, init_sigma: float = 0.1, min_sigma: float = 1e-3) -> None:
         super().__init__()
         if not 0 < min_sigma < init_sigma:
-            raise ValueError(
+            raise UserError(
                 f"LearnedGaussian(init_sigma={init_sigma}, min_sigma={min_sigma}): need 0 < min_sigma < init_sigma."
             )
         self.init_sigma, self.min_sigma = init_sigma, min_sigma

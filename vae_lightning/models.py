@@ -42,7 +42,7 @@ from vae_lightning.errors import UserError
 from vae_lightning.evaluation.metrics import IWBound, LatentMetrics, iw_log_likelihood
 from vae_lightning.likelihoods import Bernoulli, Likelihood
 from vae_lightning.nets import ConvDecoder, ConvEncoder, Decoder, Encoder, Shape, decoder_output
-from vae_lightning.objectives import Constant, KLSchedule, posterior
+from vae_lightning.objectives import Constant, KLSchedule, Objective, posterior
 from vae_lightning.priors import Prior, StandardNormal
 from vae_lightning.runtime import compat
 
@@ -89,13 +89,6 @@ class ForwardRecord(NamedTuple):
     def kl(self) -> Tensor:
         """KL(q(z|x) || p(z)) per example (B,), in nats."""
         return self.kl_dims.sum(1)
-
-
-class Objective(NamedTuple):
-    """A variant's answer: the scalar loss to minimise, and extra scalar terms to log by name."""
-
-    loss: Tensor
-    terms: dict[str, Tensor | float]
 
 
 class VAE(L.LightningModule):
@@ -161,11 +154,11 @@ class VAE(L.LightningModule):
     ) -> None:
         super().__init__()
         if image_shape is None:
-            raise ValueError("image_shape (C, H, W) is required; `vae` sets it from the data module.")
+            raise UserError("image_shape (C, H, W) is required; `vae` sets it from the data module.")
         if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}.")
+            raise UserError(f"latent_dim must be >= 1, got {latent_dim}.")
         if lr_interval not in ("step", "epoch"):
-            raise ValueError(f"lr_interval must be 'step' or 'epoch', got {lr_interval!r}.")
+            raise UserError(f"lr_interval must be 'step' or 'epoch', got {lr_interval!r}.")
         if iw_samples < 1:
             raise UserError(
                 f"model.init_args.iw_samples must be >= 1 (the number of importance samples k), got {iw_samples}."
@@ -218,7 +211,7 @@ class VAE(L.LightningModule):
         """The loss of one batch from its forward record, at optimizer step ``step``, for a
         training set of ``dataset_size`` examples (None when unknown). VAE: recon + w(step)·kl."""
         weight = self.kl_schedule(step)
-        return Objective(f.recon.mean() + weight * f.kl_dims.sum(1).mean(), {"kl_weight": weight})
+        return Objective(f.recon.mean() + weight * f.kl.mean(), {"kl_weight": weight})
 
     @override
     def forward(self, x: Tensor) -> ForwardRecord:
@@ -274,7 +267,7 @@ class VAE(L.LightningModule):
     def log_now(self) -> bool:
         """True on the training steps whose metrics Lightning writes (every ``log_every_n_steps``);
         also True outside a Trainer."""
-        trainer = self._trainer
+        trainer = compat.attached_trainer(self)
         return trainer is None or compat.should_update_logs(trainer)
 
     @override
@@ -486,7 +479,7 @@ class VAE(L.LightningModule):
         or without the averaging callback continues from the raw weights. Says which, in the log."""
         from lightning.pytorch.callbacks import WeightAveraging
 
-        trainer = self._trainer
+        trainer = compat.attached_trainer(self)
         stage = getattr(getattr(getattr(trainer, "state", None), "fn", None), "value", None)
         if stage != "fit":
             use = f"vae {stage}" if stage else "this model"

@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from vae_lightning.errors import UserError
+
 Shape = tuple[int, int, int]  # (C, H, W)
 
 CONV_SIZES = (28, 32, 64)
@@ -31,14 +33,14 @@ CONV_SIZES = (28, 32, 64)
 
 def _check_shape(net: str, image_shape: Sequence[int]) -> Shape:
     if len(image_shape) != 3 or min(image_shape) < 1:
-        raise ValueError(f"{net} got image shape {tuple(image_shape)}; it needs (channels, height, width).")
+        raise UserError(f"{net} got image shape {tuple(image_shape)}; it needs (channels, height, width).")
     return tuple(int(s) for s in image_shape)  # type: ignore[return-value]
 
 
 def _check_conv_shape(net: str, image_shape: Sequence[int]) -> Shape:
     c, h, w = _check_shape(net, image_shape)
     if h != w or h not in CONV_SIZES:
-        raise ValueError(
+        raise UserError(
             f"{net} got images of shape {(c, h, w)}; it supports square images of "
             f"{', '.join(map(str, CONV_SIZES))} px (resize the data or use MLPEncoder/MLPDecoder)."
         )
@@ -47,7 +49,7 @@ def _check_conv_shape(net: str, image_shape: Sequence[int]) -> Shape:
 
 def _check_depth(net: str, size: int, channels: Sequence[int]) -> None:
     if not channels or size >> len(channels) < 1:
-        raise ValueError(
+        raise UserError(
             f"{net} with {len(channels)} stride-2 layers cannot handle {size} px images; "
             f"give channels between 1 and {int(math.log2(size))} entries."
         )
@@ -313,12 +315,12 @@ class PixelCNNDecoder(Decoder):
         super().__init__()
         c, h, _ = _check_conv_shape("PixelCNNDecoder", image_shape)
         if layers < 1 or channels < 1 or cond_channels < 1:
-            raise ValueError(
+            raise UserError(
                 f"PixelCNNDecoder needs layers, channels and cond_channels >= 1; got {layers}, {channels}, "
                 f"{cond_channels}."
             )
         if kernel < 1 or first_kernel < 1 or not kernel % 2 or not first_kernel % 2:
-            raise ValueError(f"PixelCNNDecoder needs odd kernel and first_kernel; got {kernel}, {first_kernel}.")
+            raise UserError(f"PixelCNNDecoder needs odd kernel and first_kernel; got {kernel}, {first_kernel}.")
         self.image_shape = (c, h, h)
         self.condition = ConvDecoder((cond_channels, h, h), latent_dim, cond_net, cond_hidden)
         self.cond_mix = nn.Conv2d(cond_channels, layers * 2 * channels, 1)

@@ -1,4 +1,4 @@
-"""KL terms and KL-weight schedules.
+"""KL terms, KL-weight schedules and ``Objective``, the loss a variant returns.
 
 Every quantity is in nats. ``kl`` of shape (B, D) is the per-example, per-latent-dimension
 KL(q(z|x) || p(z)); summing over D gives the per-example KL used in the ELBO.
@@ -6,12 +6,14 @@ KL(q(z|x) || p(z)); summing over D gives the per-example KL used in the ELBO.
 
 from __future__ import annotations
 
-import math
 from abc import ABCMeta, abstractmethod
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 from torch.distributions import Normal
+
+from vae_lightning.errors import UserError
 
 # log σ² is clamped to [LOGVAR_MIN, LOGVAR_MAX] before exp(): an encoder that drifts further
 # would overflow exp() in bf16/fp16 and turn the KL into inf. σ² from e^-30 to e^20 covers
@@ -66,7 +68,7 @@ class Constant(KLSchedule):
 
     def __init__(self, weight: float = 1.0) -> None:
         if weight < 0:
-            raise ValueError(f"Constant(weight={weight}): the KL weight must be >= 0.")
+            raise UserError(f"Constant(weight={weight}): the KL weight must be >= 0.")
         self.weight = weight
 
     def __call__(self, step: int) -> float:
@@ -80,9 +82,9 @@ class LinearWarmup(KLSchedule):
 
     def __init__(self, steps: int = 10_000, start: float = 0.0, end: float = 1.0) -> None:
         if steps < 1:
-            raise ValueError(f"LinearWarmup(steps={steps}): steps must be >= 1.")
+            raise UserError(f"LinearWarmup(steps={steps}): steps must be >= 1.")
         if start < 0 or end < 0:
-            raise ValueError(f"LinearWarmup(start={start}, end={end}): weights must be >= 0.")
+            raise UserError(f"LinearWarmup(start={start}, end={end}): weights must be >= 0.")
         self.steps, self.start, self.end = steps, start, end
 
     def __call__(self, step: int) -> float:
@@ -103,9 +105,9 @@ class Cyclical(KLSchedule):
         self, total_steps: int = 10_000, n_cycles: int = 4, ratio: float = 0.5, max_weight: float = 1.0
     ) -> None:
         if total_steps < 1 or n_cycles < 1:
-            raise ValueError(f"Cyclical(total_steps={total_steps}, n_cycles={n_cycles}): both must be >= 1.")
+            raise UserError(f"Cyclical(total_steps={total_steps}, n_cycles={n_cycles}): both must be >= 1.")
         if not 0 < ratio <= 1:
-            raise ValueError(f"Cyclical(ratio={ratio}): ratio must be in (0, 1].")
+            raise UserError(f"Cyclical(ratio={ratio}): ratio must be in (0, 1].")
         self.total_steps, self.n_cycles, self.ratio, self.max_weight = total_steps, n_cycles, ratio, max_weight
 
     def __call__(self, step: int) -> float:
@@ -116,6 +118,8 @@ class Cyclical(KLSchedule):
         return self.max_weight * min(phase / self.ratio, 1.0)
 
 
-def bits_per_dim(nats_per_example: Tensor | float, num_dims: int) -> Tensor | float:
-    """Convert a per-example quantity in nats to bits per data dimension."""
-    return nats_per_example / (num_dims * math.log(2.0))
+class Objective(NamedTuple):
+    """A variant's answer: the scalar loss to minimise, and extra scalar terms to log by name."""
+
+    loss: Tensor
+    terms: dict[str, Tensor | float]

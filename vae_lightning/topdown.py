@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vae_lightning.errors import UserError
 from vae_lightning.nets import Decoder, Shape, _check_shape
 from vae_lightning.objectives import LOGVAR_MAX, LOGVAR_MIN
 
@@ -40,14 +41,14 @@ def group_shapes(image_shape: Sequence[int], groups: Sequence[int], z_channels: 
     the stages cannot halve."""
     c, h, w = _check_shape("HierarchicalVAE", image_shape)
     if stem < 1:
-        raise ValueError(f"stem must be >= 1 (stride-2 convolutions before the finest stage), got {stem}.")
+        raise UserError(f"stem must be >= 1 (stride-2 convolutions before the finest stage), got {stem}.")
     stages = len(groups) + stem - 1
     if not groups or min(groups) < 0 or sum(groups) < 1:
-        raise ValueError(f"groups must list the latent groups of each stage (>= 0 each, >= 1 in all), got {groups}.")
+        raise UserError(f"groups must list the latent groups of each stage (>= 0 each, >= 1 in all), got {groups}.")
     if z_channels < 1:
-        raise ValueError(f"z_channels must be >= 1, got {z_channels}.")
+        raise UserError(f"z_channels must be >= 1, got {z_channels}.")
     if h != w or h % 2**stages:
-        raise ValueError(
+        raise UserError(
             f"HierarchicalVAE with {len(groups)} stages and stem {stem} needs square images whose side divides "
             f"by {2**stages}, got {(c, h, w)}; use fewer stages (entries of groups) or a smaller stem."
         )
@@ -219,7 +220,7 @@ class TopDown(Decoder):
         self.shapes = group_shapes(image_shape, groups, z_channels, stem)
         self.dims = [math.prod(s) for s in self.shapes]
         if latent_dim != sum(self.dims):
-            raise ValueError(f"TopDown with groups {list(groups)} has {sum(self.dims)} dimensions, got {latent_dim}.")
+            raise UserError(f"TopDown with groups {list(groups)} has {sum(self.dims)} dimensions, got {latent_dim}.")
         self.groups = list(groups)
         side = image_shape[1] // 2 ** (len(groups) + stem - 1)  # the coarsest stage
         scale = 1 / math.sqrt(max(1, len(self.shapes) + depth * len(groups)))

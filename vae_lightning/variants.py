@@ -20,8 +20,8 @@ from typing_extensions import override
 
 from vae_lightning.errors import UserError
 from vae_lightning.evaluation.metrics import iw_log_weights, record_log_weight
-from vae_lightning.models import VAE, ForwardRecord, Objective
-from vae_lightning.objectives import Constant, posterior
+from vae_lightning.models import VAE, ForwardRecord
+from vae_lightning.objectives import Constant, Objective, posterior
 
 
 class BetaVAE(VAE):
@@ -52,9 +52,9 @@ class BetaVAE(VAE):
         super().__init__(*args, **kwargs)
         for name, value in (("beta", beta), ("gamma", gamma), ("c_max", c_max or 0.0)):
             if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}.")
+                raise UserError(f"{name} must be >= 0, got {value}.")
         if c_steps < 1:
-            raise ValueError(f"c_steps must be >= 1, got {c_steps}.")
+            raise UserError(f"c_steps must be >= 1, got {c_steps}.")
         self.beta, self.c_max, self.c_steps, self.gamma = beta, c_max, c_steps, gamma
 
     def capacity(self, step: int) -> float:
@@ -63,7 +63,7 @@ class BetaVAE(VAE):
 
     @override
     def objective(self, f: ForwardRecord, step: int, dataset_size: int | None) -> Objective:
-        weight, kl = self.kl_schedule(step), f.kl_dims.sum(1).mean()
+        weight, kl = self.kl_schedule(step), f.kl.mean()
         if self.c_max is None:
             return Objective(f.recon.mean() + weight * (self.beta * kl), {"kl_weight": weight * self.beta})
         capacity = self.capacity(step)
@@ -89,9 +89,9 @@ class FreeBitsVAE(VAE):
     def __init__(self, *args, free_bits: float = 0.25, group_size: int = 1, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if free_bits < 0:
-            raise ValueError(f"free_bits must be >= 0 nats, got {free_bits}.")
+            raise UserError(f"free_bits must be >= 0 nats, got {free_bits}.")
         if group_size < 1 or self.latent_dim % group_size:
-            raise ValueError(f"group_size must be >= 1 and divide latent_dim={self.latent_dim}, got {group_size}.")
+            raise UserError(f"group_size must be >= 1 and divide latent_dim={self.latent_dim}, got {group_size}.")
         self.free_bits, self.group_size = free_bits, group_size
 
     def free_bits_kl(self, kl_dims: Tensor) -> Tensor:
@@ -146,7 +146,7 @@ class BetaTCVAE(VAE):
         super().__init__(*args, **kwargs)
         for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
             if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}.")
+                raise UserError(f"{name} must be >= 0, got {value}.")
         if estimator not in ("mws", "mss"):
             raise UserError(f"model.init_args.estimator must be 'mws' or 'mss', got {estimator!r}.")
         self.alpha, self.beta, self.gamma, self.estimator = alpha, beta, gamma, estimator
@@ -215,7 +215,7 @@ class DIPVAE(VAE):
         lambda_d = (10.0 if kind == "i" else 1.0) * lambda_od if lambda_d is None else lambda_d
         for name, value in (("lambda_od", lambda_od), ("lambda_d", lambda_d)):
             if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}.")
+                raise UserError(f"{name} must be >= 0, got {value}.")
         self.kind, self.lambda_od, self.lambda_d = kind, lambda_od, lambda_d
 
     def covariance(self, mu: Tensor, logvar: Tensor) -> Tensor:
@@ -233,7 +233,7 @@ class DIPVAE(VAE):
         on_diagonal = (diagonal - 1).square().sum()
         weight = self.kl_schedule(step)
         penalty = self.lambda_od * off_diagonal + self.lambda_d * on_diagonal
-        loss = f.recon.mean() + weight * (f.kl_dims.sum(1).mean() + penalty)
+        loss = f.recon.mean() + weight * (f.kl.mean() + penalty)
         return Objective(loss, {"kl_weight": weight, "dip_od": off_diagonal, "dip_d": on_diagonal})
 
 
@@ -304,7 +304,7 @@ class Discriminator(nn.Module):
     def __init__(self, latent_dim: int, hidden: int = 1000, layers: int = 6) -> None:
         super().__init__()
         if hidden < 1 or layers < 0:
-            raise ValueError(f"the discriminator needs hidden >= 1 units and layers >= 0, got {hidden} and {layers}.")
+            raise UserError(f"the discriminator needs hidden >= 1 units and layers >= 0, got {hidden} and {layers}.")
         sizes = [latent_dim] + [hidden] * layers
         blocks = [m for a, b in itertools.pairwise(sizes) for m in (nn.Linear(a, b), nn.LeakyReLU(0.2))]
         self.net = nn.Sequential(*blocks, nn.Linear(sizes[-1], 2))
@@ -356,7 +356,7 @@ class FactorVAE(VAE):
     ) -> None:
         super().__init__(*args, **kwargs)
         if gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma}.")
+            raise UserError(f"gamma must be >= 0, got {gamma}.")
         if self.lr_scheduler is not None:
             raise UserError(
                 "FactorVAE steps its optimizers by hand and does not apply model.init_args.lr_scheduler; remove it."
@@ -398,7 +398,7 @@ class FactorVAE(VAE):
         logits = self.discriminator(f.z)  # (B, 2)
         tc = (logits[:, 0] - logits[:, 1]).mean()
         weight = self.kl_schedule(step)
-        loss = f.recon.mean() + weight * (f.kl_dims.sum(1).mean() + self.gamma * tc)
+        loss = f.recon.mean() + weight * (f.kl.mean() + self.gamma * tc)
         return Objective(loss, {"kl_weight": weight, "tc": tc, "disc_loss": self.disc_loss(f.z)})
 
     @override

@@ -12,6 +12,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from vae_lightning.callbacks.images import log_image, picture_dir
+from vae_lightning.errors import UserError
 
 REMEDIES = (
     "Remedies in this tool (docs/zoo.md, 'Posterior collapse', measures them on an autoregressive decoder): "
@@ -86,7 +87,7 @@ class CollapseMonitor(Callback):
         self, enabled: bool = True, kl_threshold: float = 0.1, patience: int = 3, every_n_val: int = 1
     ) -> None:
         if kl_threshold < 0 or patience < 1 or every_n_val < 0:
-            raise ValueError(
+            raise UserError(
                 f"CollapseMonitor needs kl_threshold >= 0, patience >= 1 and every_n_val >= 0; got {kl_threshold}, "
                 f"{patience}, {every_n_val}."
             )

@@ -8,6 +8,7 @@ from torch import nn
 from typing_extensions import override
 
 from vae_lightning.data.base import images
+from vae_lightning.errors import UserError
 from vae_lightning.evaluation.fid import make_fid, rgb
 
 
@@ -26,7 +27,7 @@ class FID(Callback):
 
     def __init__(self, feature: int | nn.Module = 2048, max_images: int = 10_000, seed: int = 0) -> None:
         if max_images < 2:
-            raise ValueError(f"FID needs max_images >= 2, got {max_images}.")
+            raise UserError(f"FID needs max_images >= 2, got {max_images}.")
         self.feature, self.max_images, self.seed = feature, max_images, seed
         self.metric: nn.Module | None = None
         self._seen = 0

@@ -13,6 +13,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from vae_lightning.data.base import images
+from vae_lightning.errors import UserError
 from vae_lightning.evaluation import pictures
 
 
@@ -82,7 +83,7 @@ class ImageLogger(Callback):
             interpolation_steps - 2,
         )
         if min(counts) < 0:
-            raise ValueError(
+            raise UserError(
                 "ImageLogger needs every_n_val, traverse_dims, interpolations >= 0, num_images >= 1 and "
                 f"traverse_steps, interpolation_steps >= 2; got {every_n_val}, {traverse_dims}, {interpolations}, "
                 f"{num_images}, {traverse_steps}, {interpolation_steps}."

@@ -58,9 +58,9 @@ class NonFiniteGuard(Callback):
 
     def __init__(self, max_skips: int = 0, max_grad_norm: float | None = None, enabled: bool = True) -> None:
         if max_skips < 0:
-            raise ValueError(f"nonfinite.max_skips must be >= 0, got {max_skips}.")
+            raise UserError(f"nonfinite.max_skips must be >= 0, got {max_skips}.")
         if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"nonfinite.max_grad_norm must be > 0 (or null), got {max_grad_norm}.")
+            raise UserError(f"nonfinite.max_grad_norm must be > 0 (or null), got {max_grad_norm}.")
         self.max_skips, self.max_grad_norm, self.enabled = max_skips, max_grad_norm, enabled
         self.skipped = 0
         self._loss: Tensor | None = None
@@ -121,7 +121,7 @@ class NonFiniteGuard(Callback):
         flags = [] if self._loss is None else [(~self._loss.detach().isfinite()).any().float()]
         for (device, _), group in groups.items():
             found = torch.zeros((), device=device)
-            torch._amp_foreach_non_finite_check_and_unscale_(group, found, torch.ones((), device=device))
+            compat.non_finite_check_(group, found, torch.ones((), device=device))
             flags.append(found)
         return not flags or not bool(torch.stack([f.to(flags[0].device) for f in flags]).any())
 
@@ -165,10 +165,10 @@ class NonFiniteGuard(Callback):
 def _logged(trainer: Trainer, key: str) -> float | None:
     """The value the module logged under ``key`` in the current step (private Lightning state,
     read only after a failure; None when it is not there)."""
-    try:
-        for name, metric in compat.logged_values(trainer):
-            if name.endswith("." + key):
+    for name, metric in compat.logged_values(trainer):
+        if name.endswith("." + key):
+            try:
                 return float(metric.value)
-    except Exception:
-        return None
+            except (TypeError, ValueError, RuntimeError):  # not one number (a tensor of several values)
+                return None
     return None

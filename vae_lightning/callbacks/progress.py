@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from typing_extensions import override
 
 from vae_lightning.data.base import images
+from vae_lightning.errors import UserError
 
 MODES = ("auto", "bar", "lines")
 
@@ -56,9 +57,9 @@ class ProgressDisplay(ProgressBar):
     def __init__(self, refresh_s: float = 0.25, every_s: float = 30.0, mode: str = "auto") -> None:
         super().__init__()
         if mode not in MODES:
-            raise ValueError(f"ProgressDisplay mode must be one of {', '.join(MODES)}, got {mode!r}.")
+            raise UserError(f"ProgressDisplay mode must be one of {', '.join(MODES)}, got {mode!r}.")
         if refresh_s <= 0 or every_s <= 0:
-            raise ValueError(f"ProgressDisplay needs refresh_s > 0 and every_s > 0, got {refresh_s} and {every_s}.")
+            raise UserError(f"ProgressDisplay needs refresh_s > 0 and every_s > 0, got {refresh_s} and {every_s}.")
         self.refresh_s, self.every_s, self.mode = refresh_s, every_s, mode
         self._enabled = True
         self._bar = False  # decided in setup, from the stream

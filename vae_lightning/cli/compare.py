@@ -6,6 +6,7 @@ import argparse
 import csv
 from pathlib import Path
 
+from vae_lightning.cli.arguments import Parser
 from vae_lightning.errors import UserError
 from vae_lightning.evaluation import compare as c
 
@@ -13,13 +14,8 @@ USAGE = """vae compare PATH... [--study DIR] [--metrics M ...] [--group-by KEY .
        vae compare --wandb ENTITY/PROJECT --group G [...]"""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UserError(f"{message} (see `vae compare --help`).")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="vae compare",
         usage=USAGE,
         description=(

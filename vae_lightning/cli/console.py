@@ -1,5 +1,6 @@
 """The one place where other libraries' console noise is filtered, by message; ``vae`` calls
-``quiet()`` at its entry point. ``VAE_DEBUG=1`` turns every filter off.
+``quiet()`` at its entry point, and the CLI calls ``without()``/``own_checkpoint_dir()`` where its
+own choices cause a warning. ``VAE_DEBUG=1`` turns every filter off.
 
 What a normal ``vae fit``/``test``/picture command then prints: the model summary, the progress
 display, the metric table, and vae's own messages and warnings. Other warnings (deprecations
@@ -14,6 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 #: Python warnings from other libraries, as regexes on the start of the message
 WARNINGS = (
@@ -22,6 +26,14 @@ WARNINGS = (
     # EMAWeightAveraging in an evaluation's config: the model says which weights it uses (VAE._load_averaged)
     r"You're using the WeightAveraging callback, but loading a checkpoint outside the 'fit' stage",
 )
+
+#: LightningCLI's warning when ``args`` and ``sys.argv`` are both given; vae gives ``args`` itself
+#: (the command line plus a run's saved config), so it is filtered only around that call
+CLI_ARGS = r"LightningCLI's args parameter is intended to run from within Python"
+
+#: Lightning's ModelCheckpoint warning, filtered only for the folder vae chose for a fit (new, or
+#: the resumed run's own); a non-empty folder that a config names still warns
+CHECKPOINT_DIR_NOT_EMPTY = "Checkpoint directory {} exists and is not empty."
 
 #: Lightning's info lines (logging), as regexes searched in the message
 LIGHTNING_INFO = (
@@ -61,8 +73,6 @@ def quiet(wandb: bool = False) -> None:
     """Install the filters (idempotent). ``wandb``: also the W&B ones (imports wandb, ~1 s)."""
     if debug():
         return
-    import warnings
-
     for pattern in WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     drop = _DropMessages(LIGHTNING_INFO)
@@ -74,6 +84,24 @@ def quiet(wandb: bool = False) -> None:
         from vae_lightning.runtime import compat
 
         compat.wandb_skip_warnings(WANDB_ONCE)
+
+
+@contextmanager
+def without(pattern: str) -> Iterator[None]:
+    """Within the block, drop the warnings whose message starts with ``pattern`` (a regex)."""
+    with warnings.catch_warnings():
+        if not debug():
+            warnings.filterwarnings("ignore", message=pattern)
+        yield
+
+
+def own_checkpoint_dir(folder: str) -> None:
+    """Drop Lightning's "not empty" warning for this one checkpoint folder (the path as
+    ModelCheckpoint writes it: user-expanded, resolved)."""
+    if debug():
+        return
+    path = os.path.realpath(os.path.expanduser(folder))
+    warnings.filterwarnings("ignore", message=re.escape(CHECKPOINT_DIR_NOT_EMPTY.format(path)) + "$")
 
 
 _RST_LITERAL = re.compile(r"``([^`]+)``")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vae_lightning.cli.arguments import Parser
 from vae_lightning.errors import UserError
 from vae_lightning.runtime.atomic import atomic_open
 from vae_lightning.runtime.outputs import check_output, progress
@@ -36,13 +37,8 @@ STAGE = {"train": "fit", "val": "fit", "test": "test", "predict": "predict"}
 FORMATS = (".npz", ".pt")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit 2, like every other `vae` error
-        raise UserError(f"{self.prog}: {message}")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="vae encode",
         description="write mu and log sigma^2 of q(z|x) for every input of a data split",
         epilog="--data.* flags (e.g. --data.init_args.batch_size 512) override the configs' data block.",
@@ -76,7 +72,7 @@ def data_module(configs: list[str], overrides: list[str]):
         except OSError:
             raise UserError(f"the --config file {name} does not exist; check the path.") from None
         except yaml.YAMLError:
-            raise UserError(explain._yaml_problem(["--config", name], "")) from None
+            raise UserError(explain.yaml_problem(["--config", name], "")) from None
         if isinstance(loaded, dict) and loaded.get("data") is not None:
             args += ["--data", yaml.safe_dump(loaded["data"])]
     bad = [a for a in overrides if a.startswith("-") and not a.startswith("--data")]

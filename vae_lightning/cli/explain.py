@@ -1,9 +1,9 @@
 """One-sentence messages for jsonargparse's errors.
 
 ``explain(err)`` turns jsonargparse's nested, multi-line parse errors into one sentence that
-names the key, the bad value and what is allowed. Constructor errors (ours and torch's) are
-already such sentences and are passed through; the rest is read from jsonargparse's message
-text, which has no structured form. Each pattern read here has a test in
+names the key, the bad value and what is allowed. A constructor of ours refuses a value with a
+``UserError``, already such a sentence, which is passed through; the rest is read from
+jsonargparse's message text, which has no structured form. Each pattern read here has a test in
 ``tests/test_explain.py`` that feeds it a real jsonargparse error, so a jsonargparse release
 that rewords one fails there, not silently at a user. Checks of values that do not need
 jsonargparse's text live in ``vae_lightning.cli.preflight``.
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import os
 import re
 from pathlib import Path
 
+from vae_lightning.errors import UserError
 from vae_lightning.runtime.imports import locate
 
 _TYPE_WORDS = {
@@ -65,7 +65,7 @@ def explain(err: Exception, args: list[str] | None = None, known_keys: list[str]
         return f"the --config file {m.group(1).strip()} does not exist; check the path."
     lines = [line.strip(" -") for line in text.splitlines() if line.strip(" -")]
     if PATTERNS["yaml"].search(text):
-        return _yaml_problem(args or [], text)
+        return yaml_problem(args or [], text)
     m = PATTERNS["unknown_key"].search(text)
     if m:
         return _unknown(m.group(1), known_keys or [])
@@ -98,12 +98,12 @@ def explain(err: Exception, args: list[str] | None = None, known_keys: list[str]
 
 
 def _constructor_error(err: BaseException) -> str | None:
-    """The innermost ValueError/TypeError raised by a constructor (ours or torch's), if any: it
-    already is a sentence that names the value. Errors raised inside jsonargparse are skipped."""
+    """The innermost ``UserError`` in the chain: a constructor of ours refused a value, and its
+    message already is a sentence that names it."""
     seen, found = set(), None
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, (ValueError, TypeError)) and not _raised_in_jsonargparse(err):
+        if isinstance(err, UserError):
             message = str(err).strip()
             if message and "\n" not in message:
                 found = message
@@ -127,15 +127,6 @@ def _with_section(message: str, text: str) -> str:
         else ("data" if isinstance(cls, type) and issubclass(cls, LightningDataModule) else None)
     )
     return f"{section}.init_args.{message}" if section else message
-
-
-def _raised_in_jsonargparse(err: BaseException) -> bool:
-    tb = err.__traceback__
-    if tb is None:
-        return True  # made and raised by jsonargparse's error collection, not by a constructor
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return f"{os.sep}jsonargparse{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 def _key_path(text: str) -> str:
@@ -179,7 +170,7 @@ def _init_params(class_path: str) -> list[str]:
     return names
 
 
-def _yaml_problem(args: list[str], text: str) -> str:
+def yaml_problem(args: list[str], text: str) -> str:
     """Name the --config file whose YAML is broken (jsonargparse only says "<unicode string>")."""
     import yaml
 

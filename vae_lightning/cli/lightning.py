@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from vae_lightning.callbacks import (
     SLURMPreemption,
     WandbSummaries,
 )
-from vae_lightning.cli import continuation, explain, preflight
+from vae_lightning.cli import console, continuation, explain, preflight
 from vae_lightning.cli.console import plain
 from vae_lightning.cli.saved_config import SAVED_CONFIG, with_saved_config
 from vae_lightning.data.base import VAEDataModule
@@ -46,14 +45,17 @@ from vae_lightning.runtime.outputs import check_output
 from vae_lightning.runtime.slurm import set_wandb_resume
 from vae_lightning.runtime.wandb_guard import start_wandb
 
-# Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (so that checking for a GPU does not
-# break forked workers), which makes every torch.cuda.is_available() load NVML anew, a cost Adam
-# pays at every step (docs/benchmarks.md). With no GPU there is nothing to protect; use torch's own check.
-if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1":
-    import torch
 
-    if torch.cuda.device_count() == 0:
-        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+def drop_nvml_cuda_check() -> None:
+    """Importing Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 (so that checking for a GPU does not
+    break forked workers), which makes every torch.cuda.is_available() load NVML anew, a cost Adam
+    pays at every step (docs/benchmarks.md). With no GPU there is nothing to protect; torch's own
+    check is used instead. Called when a run starts, not at import."""
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1":
+        import torch
+
+        if torch.cuda.device_count() == 0:
+            del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 
 
 def plain_config(parser: LightningArgumentParser, config) -> dict[str, Any]:
@@ -156,6 +158,7 @@ class VAECLI(LightningCLI):
     """``vae fit|validate|test|predict``: model and data chosen by ``class_path`` in YAML."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs) -> None:
+        drop_nvml_cuda_check()
         self._new_run_dir: Path | None = None
         try:
             self._init(args, run, **kwargs)
@@ -194,8 +197,7 @@ class VAECLI(LightningCLI):
         argv = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:] if args is None else None
         given = with_saved_config(argv) if argv is not None else None
         try:
-            with warnings.catch_warnings():  # the argv with the saved config is the command line, not a mix
-                warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            with console.without(console.CLI_ARGS):  # the argv with the saved config is the command line
                 super().parse_arguments(parser, args if given is None or (given == argv and args is None) else given)
         except ArgumentError as err:
             raise UserError(explain.explain(err, argv or [], _known_keys(parser, argv or []))) from None
@@ -273,9 +275,8 @@ class VAECLI(LightningCLI):
         # every fit gets its own checkpoint and image folders; a resumed fit keeps its run's
         if config.checkpoint.dirpath is None:
             if self.subcommand == "fit":
-                # the folder is new or the resumed run's own: Lightning's "not empty" warning is noise
-                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
                 folder = run_checkpoint_dir(checkpoints, config.ckpt_path)
+                console.own_checkpoint_dir(str(folder))  # new or the resumed run's own: "not empty" is noise
                 if folder.is_dir() and not any(folder.iterdir()):
                     self._new_run_dir = folder
                 config.checkpoint.dirpath = str(folder)
@@ -347,8 +348,8 @@ def add_progress_display(trainer_config) -> None:
 
 def _known_keys(parser: LightningArgumentParser, argv: list[str]) -> list[str]:
     """Option names of the subcommand in ``argv`` (for "did you mean" hints)."""
+    sub = next((a for a in argv if not a.startswith("-")), None)
     try:
-        sub = next(a for a in argv if not a.startswith("-"))
-        return compat.subcommand_options(parser, sub)
-    except Exception:
+        return compat.subcommand_options(parser, sub) if sub is not None else []
+    except KeyError:  # not a subcommand (jsonargparse's own error says so)
         return []

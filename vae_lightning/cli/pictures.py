@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vae_lightning.cli.arguments import Parser
 from vae_lightning.errors import UserError
 
 DOC = {
@@ -25,13 +26,8 @@ DOC = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit 2, like every other `vae` error
-        raise UserError(f"{self.prog}: {message}")
-
-
 def _parser(name: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"vae {name}", description=DOC[name])
+    p = Parser(prog=f"vae {name}", description=DOC[name])
     p.add_argument("checkpoint", help="a .ckpt file written by `vae fit`")
     out = "output: .png grid, a new folder of PNGs or an .npz file" if name == "sample" else "output PNG file"
     p.add_argument("--out", default=f"{name}.png", help=f"{out} (default: %(default)s)")

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from vae_lightning.cli import study
+from vae_lightning.cli.arguments import Parser
 from vae_lightning.errors import UserError
 from vae_lightning.runtime.outputs import check_output
 
@@ -207,15 +208,10 @@ def _config_settings(configs: list[str], fit_args: list[str]) -> dict:
     return trainer
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2, like the rest of `vae`
-        raise UserError(f"{message} (see `vae slurm submit --help`).")
-
-
 def _parser() -> argparse.ArgumentParser:
     from vae_lightning.cli.console import plain
 
-    p = _Parser(
+    p = Parser(
         prog="vae slurm submit",
         description=plain(__doc__.split("\n\n")[0]),
         epilog="Arguments after `--` go to `vae fit` unchanged.",

@@ -51,13 +51,15 @@ class VAEDataModule(L.LightningDataModule):
     """Base class of the data modules.
 
     Base class. Subclasses set ``image_shape`` (C, H, W) and ``binary`` and build the
-    sources in ``setup``; in-memory sources are served by ``BatchLoader``.
+    sources in ``setup``; in-memory sources are served by ``BatchLoader``. Every data module
+    takes ``seed`` and ``split_seed`` and passes them here; the ones that split take ``val_size``.
 
     Args:
         batch_size: examples per batch on each device.
         seed: seed of the shuffling and of dynamic binarization (the training stream).
-        split_seed: seed of the train/val split and of the fixed binarization of evaluation
-            images; independent of ``seed``, so runs of every seed are scored on the same images.
+        split_seed: seed of what is drawn once for the data set: the train/val split, a subset,
+            the fixed binarization of evaluation images; independent of ``seed``, so runs of every
+            seed are scored on the same images (a module with fixed splits draws nothing from it).
         binarize: ``none``; ``dynamic``: training pixels are drawn x ~ Bernoulli(intensity)
             anew every time, evaluation uses one fixed draw; ``fixed``: one fixed draw for all.
         on_device: hold (or render) the data on the training device and batch it there: None

@@ -150,6 +150,8 @@ class StreamingDataModule(VAEDataModule):
         batch_size: examples per batch on each device.
         num_workers: loader worker processes.
         seed: seed of the shuffling (LitData draws a new order every epoch from it).
+        split_seed: seeds nothing here (``vae data prepare`` wrote the splits); taken, as by
+            every data module, so that one config or study can set it for any data.
     """
 
     def __init__(
@@ -160,8 +162,9 @@ class StreamingDataModule(VAEDataModule):
         batch_size: int = 128,
         num_workers: int = 4,
         seed: int = 0,
+        split_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed)
+        super().__init__(batch_size=batch_size, seed=seed, split_seed=split_seed)
         if num_workers < 0:
             raise UserError(f"data.init_args.num_workers must be >= 0, got {num_workers}.")
         self.data_dir, self.cache_dir, self.num_workers = data_dir, cache_dir, num_workers

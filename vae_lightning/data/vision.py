@@ -40,7 +40,13 @@ def _torchvision_set(cls, data_dir: str, download: bool, **kwargs):
 
 
 class _InMemoryVision(VAEDataModule):
-    """torchvision set whose train split is re-split into train/val; its test split is test."""
+    """torchvision set whose train split is re-split into train/val; its test split is test.
+
+    Args:
+        data_dir: folder that holds (or will hold) the data set's files, as torchvision lays them out.
+        download: fetch the files if missing (needs internet).
+        val_size: training images held out for validation (a fraction if < 1).
+    """
 
     dataset_cls: type
     image_shape: tuple[int, int, int]
@@ -141,28 +147,17 @@ class CIFAR10DataModule(_InMemoryVision):
     none``), for the Gaussian likelihoods.
 
     Args:
-        data_dir: folder that holds (or will hold) ``cifar-10-batches-py``.
-        download: fetch the files if missing (needs internet).
-        batch_size: examples per batch on each device.
-        seed: seed of the split and the shuffling.
         binarize: ``none`` (default), ``dynamic`` or ``fixed``.
-        val_size: training images held out for validation (a fraction if < 1).
-        on_device: keep the images on the training device (None: on a CUDA GPU).
+        kwargs: ``MNISTDataModule``'s arguments: ``seed`` seeds the shuffling and dynamic
+            binarization, ``split_seed`` the train/val split and the fixed draws.
     """
 
     image_shape = (3, 32, 32)
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        download: bool = False,
-        batch_size: int = 128,
-        seed: int = 0,
-        binarize: str = "none",
-        val_size: int | float = 5000,
-        on_device: bool | None = None,
-    ) -> None:
-        super().__init__(data_dir, download, batch_size, seed, binarize, val_size, on_device)
+    def __init__(self, binarize: str = "none", **kwargs) -> None:
+        # only the default differs (gray values for the Gaussian likelihoods); every other argument,
+        # split_seed included, is the in-memory base's
+        super().__init__(binarize=binarize, **kwargs)
 
     @property
     def dataset_cls(self):
@@ -234,9 +229,9 @@ class _FileBacked(VAEDataModule):
     """Train/val/test over map-style data sets read by DataLoader workers."""
 
     def __init__(
-        self, batch_size: int, seed: int, num_workers: int, binarize: str = "none", val_size: int | float = 0
+        self, batch_size: int, seed: int, num_workers: int, val_size: int | float = 0, split_seed: int = 0
     ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed, binarize=binarize, val_size=val_size)
+        super().__init__(batch_size=batch_size, seed=seed, val_size=val_size, split_seed=split_seed)
         if num_workers < 0:
             raise UserError(f"data.init_args.num_workers must be >= 0, got {num_workers}.")
         self.num_workers = num_workers
@@ -306,8 +301,7 @@ class ImageFolderDataModule(_FileBacked):
         num_workers: int = 2,
         split_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, seed, num_workers, val_size=val_size)
-        self.split_seed = split_seed
+        super().__init__(batch_size, seed, num_workers, val_size=val_size, split_seed=split_seed)
         if channels not in (1, 3):
             raise UserError(f"data.init_args.channels must be 1 (gray) or 3 (RGB), got {channels}.")
         if image_size < 1:
@@ -340,6 +334,8 @@ class CelebADataModule(_FileBacked):
         batch_size: examples per batch on each device.
         seed: seed of the shuffling.
         num_workers: DataLoader worker processes.
+        split_seed: seeds nothing here (the partition is CelebA's own); taken, as by every data
+            module, so that one config or study can set it for any data.
     """
 
     def __init__(
@@ -350,8 +346,9 @@ class CelebADataModule(_FileBacked):
         batch_size: int = 128,
         seed: int = 0,
         num_workers: int = 4,
+        split_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, seed, num_workers)
+        super().__init__(batch_size, seed, num_workers, split_seed=split_seed)
         self.data_dir, self.download = os.path.expanduser(data_dir), download
         self.image_shape = (3, image_size, image_size)
 

@@ -260,16 +260,46 @@ def load_model(path: str | Path, map_location: str = "cpu"):
     """The ``VAE`` (or subclass) saved in a checkpoint written by ``vae fit``, in eval mode.
     Raises ``UserError`` for the cases of ``checkpoint_model_class`` and for weights that do not fit."""
     path = Path(path)
+    _check_device(map_location)
     cls = checkpoint_model_class(path)
     # settings the weights fix override the saved ones (an older FactorVAE's disc_layers)
     fixed = cls.settings_of_weights(read_checkpoint(str(path))["state_dict"])
     try:
-        with warnings.catch_warnings():  # Lightning's advice on save_hyperparameters is for developers
-            warnings.filterwarnings("ignore", message=".*is an instance of `nn.Module`.*")
+        # Lightning's advice to a class author (a likelihood or prior built by jsonargparse is saved
+        # twice) says nothing a caller of load_model can act on. The library cannot import
+        # cli/console.py, so the filter lives here, for this one call and Lightning's one message.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Attribute '\w+' is an instance of `nn.Module` and is already")
             model = cls.load_from_checkpoint(path, map_location=map_location, **fixed)
-    except Exception as err:  # wrong keys or shapes: a checkpoint of another model
+    except (RuntimeError, TypeError, ValueError, KeyError) as err:
+        if _out_of_memory(err):
+            raise UserError(
+                f"out of memory loading {cls.__name__} from {str(path)!r} onto {str(map_location)!r}; "
+                "free memory or load it onto another device (e.g. --device cpu)."
+            ) from None
+        # wrong keys or shapes, or settings its constructor refuses: a checkpoint of another model
         raise UserError(
             f"checkpoint {str(path)!r} does not fit {cls.__name__} "
             f"({type(err).__name__}: {str(err).splitlines()[0][:200]})."
         ) from None
     return model.eval()
+
+
+def _check_device(map_location) -> None:
+    """A device this machine has, before the checkpoint is read: CUDA missing is said as such."""
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, TypeError):
+        raise UserError(f"device {str(map_location)!r} is not a torch device; use e.g. cpu, cuda or cuda:1.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {str(map_location)!r}: CUDA is missing on this machine (no CUDA GPU); use cpu.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(
+            f"device {str(map_location)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+            "use a lower index."
+        )
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    # torch's CUDA allocator raises OutOfMemoryError; its CPU allocator a RuntimeError with this text
+    return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err)

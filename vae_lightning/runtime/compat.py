@@ -1,6 +1,6 @@
-"""Every use of a private Lightning, W&B or jsonargparse attribute, each behind one small function.
+"""Every use of a private Lightning, W&B, jsonargparse or torch attribute, each behind one small function.
 
-Checked against lightning 2.6.6, wandb 0.31.0 and jsonargparse 4.53.0. ``tests/test_compat.py``
+Checked against lightning 2.6.6, wandb 0.31.0, jsonargparse 4.53.0 and torch 2.14.1. ``tests/test_compat.py``
 builds the real objects and fails, naming the attribute, when a release removes one of them;
 fix the function here, nowhere else. ``PRIVATE`` lists them for that test.
 """
@@ -12,6 +12,7 @@ from typing import Any
 
 #: (owner, attribute) pairs this module relies on; "owner" is what tests/test_compat.py builds
 PRIVATE = [
+    ("LightningModule", "_trainer"),  # None when the module is not attached (.trainer raises)
     ("Trainer", "_logger_connector"),  # .should_update_logs
     ("Trainer", "_results"),  # the values logged in the current step
     ("Trainer", "_accelerator_connector"),  # .cluster_environment
@@ -27,10 +28,17 @@ PRIVATE = [
     ("WandbLogger", "_experiment"),
     ("wandb.errors.term", "_printed_messages"),  # messages termwarn(repeat=False) has printed
     ("wandb.errors.term", "WARN_STRING"),
+    ("torch", "_amp_foreach_non_finite_check_and_unscale_"),  # GradScaler's fused non-finite check
 ]
 
 
 # ---- Lightning 2.6.6 ------------------------------------------------------------------------
+
+
+def attached_trainer(module):
+    """The ``Trainer`` a ``LightningModule`` is attached to, or None; ``module.trainer`` raises
+    instead when there is none (lightning 2.6.6)."""
+    return module._trainer
 
 
 def should_update_logs(trainer) -> bool:
@@ -108,3 +116,14 @@ def wandb_go_offline(logger) -> None:
     logger._offline = True
     wandb_init_args(logger)["mode"] = "offline"
     logger._experiment = None
+
+
+# ---- torch 2.14.1 -------------------------------------------------------------------------------
+
+
+def non_finite_check_(grads: list, found_inf, inv_scale) -> None:
+    """Multiply ``grads`` (one device and dtype) by ``inv_scale`` in place and set ``found_inf``
+    to 1 if any value is not finite: ``GradScaler``'s fused kernel, one pass for the whole list."""
+    import torch
+
+    torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, inv_scale)
