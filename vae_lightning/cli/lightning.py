@@ -303,7 +303,14 @@ class VAECLI(LightningCLI):
         if ckpt_path not in (None, "last", "best", "hpc"):
             check_fits_model(ckpt_path, self.model)
         preflight.check_built(self.model, self.subcommand, self.trainer)
+
+    def _before_run(self) -> None:
+        """The last checks, on the set-up data, then the loggers: a run refused here wrote nothing."""
+        preflight.check_data(self.model, self.datamodule, self.trainer, self.subcommand)
         start_wandb(self.trainer)  # bounded wait for an online W&B server, else offline
+
+    # LightningCLI calls before_<subcommand> right before trainer.<subcommand>
+    before_fit = before_validate = before_test = before_predict = _before_run
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
