@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import write_mnist_raw
 from vae_lightning.cli import main
@@ -126,3 +127,100 @@ def test_a_refusal_known_before_the_run_leaves_the_finished_run_untouched(case, 
     assert lines and lines[-1].startswith("vae: error:") and "Traceback" not in err, err[-2000:]
     assert all(w in lines[-1] for w in words), lines[-1]
     assert snapshot(finished["base"]) == before, "the refused command changed or added files"
+
+
+# ---- accepted, but wrong or empty ----------------------------------------------------------------
+
+PICTURES = [
+    ("sample-temperature-inf", ["sample", "{ckpt}", "--temperature", "inf", "--out", "{base}/s.png"], ["inf"]),
+    ("sample-temperature-nan", ["sample", "{ckpt}", "--temperature", "nan", "--out", "{base}/s.npz"], ["nan"]),
+    ("traverse-span-nan", ["traverse", "{ckpt}", "--span", "nan", "--out", "{base}/t.png"], ["--span", "nan"]),
+    ("traverse-span-inf", ["traverse", "{ckpt}", "--span", "inf", "--out", "{base}/t.png"], ["--span", "inf"]),
+    (
+        "sample-device-no-cuda",
+        ["sample", "{ckpt}", "--device", "cuda", "--out", "{base}/s.png"],
+        ["--device cuda", "no CUDA GPU"],
+    ),
+    ("encode-device-no-cuda", ["encode", "{ckpt}", "--device", "cuda:0", "--out", "{base}/e.npz"], ["no CUDA GPU"]),
+    ("traverse-device-unknown", ["traverse", "{ckpt}", "--device", "gpu0", "--out", "{base}/t.png"], ["gpu0"]),
+]
+
+
+@pytest.mark.parametrize("case, argv, words", PICTURES, ids=[c[0] for c in PICTURES])
+def test_a_picture_option_that_gives_blank_output_is_refused(case, argv, words, finished, calm, capsys):
+    if "cuda" in case and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    before = snapshot(finished["base"])
+    code, err = vae(capsys, *(a.format(**finished) for a in argv))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("vae: error:"), err[-2000:]
+    assert all(w in lines[0] for w in words), lines[0]
+    assert snapshot(finished["base"]) == before
+
+
+@pytest.fixture(scope="module")
+def vamp_ckpt(finished) -> Path:
+    root = finished["base"] / "vamp"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")
+        mp.setattr("sys.argv", ["vae"])
+        mp.chdir(finished["base"])
+        main(
+            [
+                *("fit", "--config", str(finished["config"]), "--trainer.default_root_dir", str(root)),
+                *("--trainer.logger", "false", "--model.init_args.prior", "vae_lightning.VampPrior"),
+                *("--model.init_args.prior.init_args.num_components", "3"),
+            ]
+        )
+    return root / "checkpoints" / "version_0" / "last.ckpt"
+
+
+def test_every_sampling_path_draws_from_a_learned_prior(vamp_ckpt, finished, calm, capsys):
+    """`vae sample` to .npz and to a folder of PNGs decode z ~ the VampPrior, not z ~ N(0, I):
+    the saved z are the prior's seeded draws, and the folder holds the same images."""
+    import numpy as np
+    from PIL import Image
+
+    from vae_lightning.runtime.checkpoint import load_model
+
+    base = finished["base"]
+    assert vae(capsys, "sample", str(vamp_ckpt), "--num", "6", "--seed", "3", "--out", str(base / "v.npz"))[0] == 0
+    assert vae(capsys, "sample", str(vamp_ckpt), "--num", "6", "--seed", "3", "--out", str(base / "vdir"))[0] == 0
+    saved = np.load(base / "v.npz")
+    model = load_model(vamp_ckpt)
+    expected = model.prior.sample(6, torch.Generator().manual_seed(3))
+    standard = torch.randn(6, model.latent_dim, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(torch.from_numpy(saved["z"]), expected.float(), atol=1e-6)
+    assert not torch.allclose(torch.from_numpy(saved["z"]), standard, atol=1e-3)
+    pngs = sorted((base / "vdir").iterdir())
+    assert len(pngs) == 6
+    assert all((np.asarray(Image.open(p)) == saved["images"][i, 0]).all() for i, p in enumerate(pngs))
+    code, err = vae(capsys, "sample", str(vamp_ckpt), "--temperature", "2", "--out", str(base / "t.npz"))
+    assert code == 2 and "--temperature" in err and "VampPrior" in err and not (base / "t.npz").exists()
+
+
+LIMITS = [f"trainer.limit_{s}_batches" for s in ("train", "val", "test", "predict")]
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [(k, v) for k in LIMITS for v in ("1", "2", "1.0", "0.5", "0")]
+    + [("trainer.val_check_interval", v) for v in ("3", "1.0", "0.25")],
+)
+def test_batch_counts_stay_integers_through_the_saved_config(key, value, finished, calm, tmp_path):
+    """`limit_test_batches: 1` is one batch and 1.0 all of them (Lightning): the parsed config,
+    the trainer and a run re-created from the saved vae_config.yaml all keep the type given."""
+    from vae_lightning.cli.lightning import VAECLI, plain_config
+
+    given = yaml.safe_load(value)
+    flag = ["--config", str(finished["config"]), "--trainer.logger", "false", f"--{key}", value]
+    first = VAECLI(args=flag, run=False)
+    saved = plain_config(first.parser, first.config)
+    saved.pop("config", None)
+    section, name = key.split(".")
+    assert type(saved[section][name]) is type(given) and saved[section][name] == given
+    path = tmp_path / "vae_config.yaml"
+    path.write_text(yaml.safe_dump(saved, sort_keys=False))  # what LogConfig writes
+    again = VAECLI(args=["--config", str(path)], run=False)
+    assert type(again.config.trainer[name]) is type(given) and again.config.trainer[name] == given
+    assert type(getattr(again.trainer, name)) is type(given)

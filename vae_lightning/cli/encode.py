@@ -169,12 +169,14 @@ def save(rows: dict, path: Path) -> None:
 
 def main(argv: list[str]) -> None:
     """``argv``: the arguments after ``vae encode``."""
+    from vae_lightning.cli import preflight
     from vae_lightning.runtime.checkpoint import load_model
 
     args, overrides = _parser().parse_known_args(argv)
     out = check_output("--out", args.out, "file", FORMATS)
     if args.split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}.")
+    preflight.check_device("--device", args.device)
     model = load_model(args.checkpoint, map_location=args.device)
     check_group(model, args.group)  # before the data is read
     dm = data_module(args.config, overrides)

@@ -218,6 +218,8 @@ class VAECLI(LightningCLI):
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # a batch count stays a count: `limit_test_batches: 1` is one batch, not 1.0 (all)
+        compat.parse_int_first(parser, tuple(f"trainer.limit_{s}_batches" for s in ("train", "val", "test", "predict")))
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.add_lightning_class_args(ImageLogger, "images")
         parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")

@@ -12,6 +12,7 @@ only when complete; ``vae sample`` also writes data sets (``vae_lightning.cli.ge
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from vae_lightning.errors import UserError
@@ -155,11 +156,26 @@ def _check_sample(args: argparse.Namespace) -> str:
     if args.num < 1 or args.nrow < 1 or args.batch_size < 1:
         got = f"{args.num}, {args.nrow} and {args.batch_size}"
         raise UserError(f"--num, --nrow and --batch-size must be >= 1, got {got}.")
-    if not args.temperature > 0:
-        raise UserError(f"--temperature must be > 0, got {args.temperature}.")
+    if not 0 < args.temperature < math.inf:  # inf decodes NaN: blank images
+        raise UserError(f"--temperature must be a finite number > 0, got {args.temperature}.")
     fmt = sample_format(args)
     check_output("--out", args.out, "dir" if fmt == "png" else "file", empty=fmt == "png")
     return fmt
+
+
+def _check_pictures(name: str, args: argparse.Namespace) -> None:
+    """The numbers of ``vae traverse`` and ``vae interpolate``, before the checkpoint is read."""
+    if name == "traverse" and (args.dims < 1 or args.steps < 2 or not 0 < args.span < math.inf):
+        raise UserError(
+            f"need --dims >= 1, --steps >= 2 and a finite --span > 0; got {args.dims}, {args.steps}, {args.span}."
+        )
+    if name == "interpolate":
+        if args.steps < 2:
+            raise UserError(f"--steps must be >= 2, got {args.steps}.")
+        if args.images and len(args.images) % 2:
+            raise UserError(f"--images takes pairs of files, got {len(args.images)}.")
+        if not args.images and args.rows < 1:
+            raise UserError(f"--rows must be >= 1, got {args.rows}.")
 
 
 def _sample(model, args: argparse.Namespace, fmt: str):
@@ -184,22 +200,21 @@ def _sample(model, args: argparse.Namespace, fmt: str):
 def _run(name: str, args: argparse.Namespace) -> Path:
     import torch
 
+    from vae_lightning.cli import preflight
     from vae_lightning.evaluation import pictures
     from vae_lightning.runtime.checkpoint import load_model
     from vae_lightning.runtime.fallback import write_or_keep
     from vae_lightning.runtime.outputs import check_output
 
+    preflight.check_device("--device", args.device)
     if name == "sample":
         fmt = _check_sample(args)
         return _sample(load_model(args.checkpoint, map_location=args.device), args, fmt)
+    _check_pictures(name, args)
     check_output("--out", args.out, "file", (".png",))
     model = load_model(args.checkpoint, map_location=args.device)
     g = torch.Generator().manual_seed(args.seed)
     if name == "traverse":
-        if args.dims < 1 or args.steps < 2 or args.span <= 0:
-            raise UserError(
-                f"need --dims >= 1, --steps >= 2 and --span > 0; got {args.dims}, {args.steps}, {args.span}."
-            )
         from vae_lightning.cli.encode import check_group
 
         columns = check_group(model, args.group)
@@ -207,17 +222,11 @@ def _run(name: str, args: argparse.Namespace) -> Path:
         dims = _influence_order(model, z, args.span, columns)[: args.dims]
         grid = pictures.traversal_grid(model, z, dims, args.steps, args.span)
     else:
-        if args.steps < 2:
-            raise UserError(f"--steps must be >= 2, got {args.steps}.")
         if args.images:
-            if len(args.images) % 2:
-                raise UserError(f"--images takes pairs of files, got {len(args.images)}.")
             x = torch.cat([read_image(p, model) for p in args.images])
             mu = pictures.encode_mean(model, x).cpu()
             grid = pictures.interpolation_grid(model, mu[0::2], mu[1::2], args.steps, x[0::2], x[1::2])
         else:
-            if args.rows < 1:
-                raise UserError(f"--rows must be >= 1, got {args.rows}.")
             z = model.prior.sample(2 * args.rows, generator=g)
             grid = pictures.interpolation_grid(model, z[0::2], z[1::2], args.steps)
     # a failed write keeps the grid beside the checkpoint

@@ -210,3 +210,24 @@ def _predict_labels(datamodule: Any, trainer: Any):
             return None
         labels.append(y.cpu())
     return torch.cat(labels) if labels else None
+
+
+def check_device(flag: str, device: str) -> None:
+    """A ``--device`` of ``vae sample|traverse|interpolate|encode`` must exist on this machine
+    (else loading the checkpoint there fails with torch's message, shown as "does not fit")."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"{flag} must be a torch device such as cpu, cuda or cuda:1, got {device!r}.") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"{flag} {device}: this machine has no CUDA GPU (torch finds none); use {flag} cpu.")
+        if dev.index is not None and dev.index >= count:
+            raise UserError(f"{flag} {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}.")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"{flag} {device}: Apple's MPS is not available here; use {flag} cpu.")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"{flag} {device}: vae runs on cpu, cuda or mps, not {dev.type}.")
