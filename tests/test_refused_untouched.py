@@ -106,6 +106,16 @@ REFUSED = [
         ["anomalous_labels", "only"],
     ),
     (
+        "test-model-override-cannot-apply",
+        ["test", "--ckpt_path", "{ckpt}", "--model.init_args.lr_interval", "epoch"],
+        ["--model.init_args.lr_interval epoch", "its lr_interval is step", "iw_samples"],
+    ),
+    (
+        "validate-nested-override-cannot-apply",
+        ["validate", "--ckpt_path", "{ckpt}", "--model.encoder.init_args.hidden", "[8]"],
+        ["encoder.init_args.hidden", "[16]"],
+    ),
+    (
         "fit-batch-larger-than-split",
         [*FIT, "--data.init_args.batch_size", "500"],
         ["batch_size=500", "160 training examples"],

@@ -192,6 +192,7 @@ class VAECLI(LightningCLI):
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         argv = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:] if args is None else None
+        self._argv = argv or []
         given = with_saved_config(argv) if argv is not None else None
         try:
             with warnings.catch_warnings():  # the argv with the saved config is the command line, not a mix
@@ -212,9 +213,20 @@ class VAECLI(LightningCLI):
         # line included; k for the importance-weighted bound is an evaluation setting of this run
         init = self.config[subcommand].model.get("init_args")
         k = init.get("iw_samples") if init is not None else None
+        flags = model_flags(getattr(self, "_argv", []))
+        given = {key: init.get(key) for key in flags} if init is not None else {}
         super()._parse_ckpt_path()
-        if k is not None and self.config[subcommand].model.get("init_args") is not None:
-            self.config[subcommand].model.init_args.iw_samples = k
+        init = self.config[subcommand].model.get("init_args")
+        if k is not None and init is not None:
+            init.iw_samples = k
+        verb = "resumes" if subcommand == "fit" else "evaluates"
+        for key, value in given.items():
+            if init is not None and init.get(key) != value:
+                raise UserError(
+                    f"--model.init_args.{key} {value} cannot apply to --ckpt_path: {subcommand} {verb} the model "
+                    f"as it was trained (its {key} is {init.get(key)}), and only iw_samples is a setting of the "
+                    "evaluation; leave the flag out, or fit a model with it."
+                )
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -352,6 +364,20 @@ def add_progress_display(trainer_config) -> None:
     callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
     if not any(isinstance(c, ProgressBar) for c in callbacks):
         trainer_config["callbacks"] = [*callbacks, ProgressDisplay()]
+
+
+def model_flags(argv: list[str]) -> list[str]:
+    """The model arguments ``argv`` sets by flag, as keys under ``init_args`` (``--model.init_args.beta``
+    and jsonargparse's short ``--model.beta`` both give ``beta``); iw_samples is left out."""
+    keys = []
+    for arg in argv:
+        if not arg.startswith("--model.") or arg.startswith("--model.help"):
+            continue
+        key = arg[len("--model.") :].split("=", 1)[0]
+        key = key[len("init_args.") :] if key.startswith("init_args.") else key
+        if key and key != "iw_samples" and key not in ("class_path", "dict_kwargs"):
+            keys.append(key)
+    return keys
 
 
 def _known_keys(parser: LightningArgumentParser, argv: list[str]) -> list[str]:
