@@ -234,3 +234,22 @@ def test_batch_counts_stay_integers_through_the_saved_config(key, value, finishe
     again = VAECLI(args=["--config", str(path)], run=False)
     assert type(again.config.trainer[name]) is type(given) and again.config.trainer[name] == given
     assert type(getattr(again.trainer, name)) is type(given)
+
+
+@pytest.mark.parametrize(
+    "array, words",
+    [
+        ("model.init_args.beta=1,4,1", ["'1' is given twice"]),
+        ("model.init_args.beta=1,,4", ["KEY=V1,V2"]),
+        ("model.init_args.beta=1,4,", ["KEY=V1,V2"]),
+    ],
+)
+def test_a_grid_whose_tasks_would_share_a_folder_or_lose_a_value_is_refused(
+    array, words, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
+    code, err = vae(capsys, "slurm", "submit", "--config", str(config), "--dry-run", "--array", array)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and all(w in lines[0] for w in words), err
+    assert list(tmp_path.iterdir()) == []
