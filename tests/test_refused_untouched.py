@@ -253,3 +253,40 @@ def test_a_grid_whose_tasks_would_share_a_folder_or_lose_a_value_is_refused(
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and all(w in lines[0] for w in words), err
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- tracebacks instead of a line: bad numbers, paths and files (in-process, nothing written) ------
+
+BAD = [
+    ("sample --seed", ["sample", "{ckpt}", "--seed", str(2**64), "--out", "{base}/s.png"], ["--seed"]),
+    ("sample --num grid", ["sample", "{ckpt}", "--num", "100000000", "--out", "{base}/s.png"], ["--num"]),
+    ("sample --num npz", ["sample", "{ckpt}", "--num", str(10**13), "--out", "{base}/s.npz"], ["GB"]),
+    ("traverse --steps", ["traverse", "{ckpt}", "--steps", "100000000", "--out", "{base}/t.png"], ["--steps"]),
+    ("interpolate --rows", ["interpolate", "{ckpt}", "--rows", "100000000", "--out", "{base}/t.png"], ["--rows"]),
+    ("encode --seed", ["encode", "{ckpt}", "--seed", "-1", "--out", "{base}/e.npz"], ["--seed"]),
+    ("prepare --val-size inf", ["data", "prepare", "{base}/data", "{base}/p", "--val-size", "inf"], ["--val-size"]),
+    ("prepare --val-size 2.5", ["data", "prepare", "{base}/data", "{base}/p", "--val-size", "2.5"], ["--val-size"]),
+    ("prepare --crop", ["data", "prepare", "{base}/data", "{base}/p", "--crop", "-3"], ["--crop"]),
+    ("prepare --image-size", ["data", "prepare", "{base}/data", "{base}/p", "--image-size", "99999"], ["--image"]),
+    ("prepare --seed", ["data", "prepare", "{base}/data", "{base}/p", "--seed", str(2**70)], ["--seed"]),
+    ("prepare --chunk-bytes", ["data", "prepare", "{base}/data", "{base}/p", "--chunk-bytes", "lots"], ["chunk"]),
+    ("slurm binary yaml", ["slurm", "submit", "--config", "{base}/bin.yaml", "--dry-run"], ["bin.yaml", "text"]),
+    ("slurm broken yaml", ["slurm", "submit", "--config", "{base}/broken.yaml", "--dry-run"], ["not valid YAML"]),
+    ("slurm list yaml", ["slurm", "submit", "--config", "{base}/list.yaml", "--dry-run"], ["mapping"]),
+    ("fit binary yaml", ["fit", "--config", "{base}/bin.yaml"], ["bin.yaml", "text"]),
+    ("encode binary yaml", ["encode", "{ckpt}", "--config", "{base}/bin.yaml", "--out", "{base}/e.npz"], ["bin.yaml"]),
+]
+
+
+@pytest.mark.parametrize("case, argv, words", BAD, ids=[c[0] for c in BAD])
+def test_a_bad_number_or_file_is_one_line_and_writes_nothing(case, argv, words, finished, calm, capsys):
+    base = finished["base"]
+    (base / "bin.yaml").write_bytes(b"\x89PNG\x00\xff\xfe binary")
+    (base / "broken.yaml").write_text("a: [1,\n")
+    (base / "list.yaml").write_text("- a\n- b\n")
+    before = snapshot(base)
+    code, err = vae(capsys, *(a.format(**finished) for a in argv))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("vae: error:"), err[-2000:]
+    assert all(w in lines[0] for w in words), lines[0]
+    assert snapshot(base) == before

@@ -67,17 +67,13 @@ def data_module(configs: list[str], overrides: list[str]):
     from jsonargparse import ArgumentError, ArgumentParser
 
     from vae_lightning.cli import explain
+    from vae_lightning.cli.saved_config import read_config_file
     from vae_lightning.data.base import VAEDataModule
 
     args = []
     for name in configs:
-        try:
-            loaded = yaml.safe_load(Path(name).read_text()) or {}
-        except OSError:
-            raise UserError(f"the --config file {name} does not exist; check the path.") from None
-        except yaml.YAMLError:
-            raise UserError(explain._yaml_problem(["--config", name], "")) from None
-        if isinstance(loaded, dict) and loaded.get("data") is not None:
+        loaded = read_config_file(name)
+        if loaded.get("data") is not None:
             args += ["--data", yaml.safe_dump(loaded["data"])]
     bad = [a for a in overrides if a.startswith("-") and not a.startswith("--data")]
     if bad:
@@ -177,6 +173,7 @@ def main(argv: list[str]) -> None:
     if args.split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}.")
     preflight.check_device("--device", args.device)
+    preflight.check_seed("--seed", args.seed)
     model = load_model(args.checkpoint, map_location=args.device)
     check_group(model, args.group)  # before the data is read
     dm = data_module(args.config, overrides)

@@ -34,7 +34,7 @@ from vae_lightning.callbacks import (
 )
 from vae_lightning.cli import continuation, explain, preflight
 from vae_lightning.cli.console import plain
-from vae_lightning.cli.saved_config import SAVED_CONFIG, with_saved_config
+from vae_lightning.cli.saved_config import SAVED_CONFIG, config_files, read_config_file, with_saved_config
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
@@ -193,6 +193,9 @@ class VAECLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         argv = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:] if args is None else None
         self._argv = argv or []
+        for name in config_files(self._argv):  # jsonargparse gives a traceback for a binary file
+            if Path(name).is_file():
+                read_config_file(name)
         given = with_saved_config(argv) if argv is not None else None
         try:
             with warnings.catch_warnings():  # the argv with the saved config is the command line, not a mix

@@ -12,6 +12,7 @@ only when complete; ``vae sample`` also writes data sets (``vae_lightning.cli.ge
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 from pathlib import Path
 
@@ -134,6 +135,7 @@ def _centre(model, generator):
 
 
 FORMATS = ("grid", "png", "npz")
+MAX_GRID = 4096  # images in one PNG grid, decoded at once
 #: the extension each format's --out must have ("": a folder)
 SUFFIX = {"grid": ".png", "png": "", "npz": ".npz"}
 
@@ -159,6 +161,11 @@ def _check_sample(args: argparse.Namespace) -> str:
     if not 0 < args.temperature < math.inf:  # inf decodes NaN: blank images
         raise UserError(f"--temperature must be a finite number > 0, got {args.temperature}.")
     fmt = sample_format(args)
+    if fmt == "grid" and args.num > MAX_GRID:
+        raise UserError(
+            f"--num {args.num} is too many for one PNG grid (at most {MAX_GRID}); write them as a folder "
+            "(--out DIR) or an .npz file."
+        )
     check_output("--out", args.out, "dir" if fmt == "png" else "file", empty=fmt == "png")
     return fmt
 
@@ -176,6 +183,13 @@ def _check_pictures(name: str, args: argparse.Namespace) -> None:
             raise UserError(f"--images takes pairs of files, got {len(args.images)}.")
         if not args.images and args.rows < 1:
             raise UserError(f"--rows must be >= 1, got {args.rows}.")
+    rows = args.dims if name == "traverse" else len(args.images) // 2 if args.images else args.rows
+    if rows * args.steps > MAX_GRID:
+        what = "--dims" if name == "traverse" else "--rows (or --images)"
+        raise UserError(
+            f"{what} x --steps is {rows} x {args.steps} images, more than one PNG grid holds (at most "
+            f"{MAX_GRID}); lower them."
+        )
 
 
 def _sample(model, args: argparse.Namespace, fmt: str):
@@ -198,8 +212,6 @@ def _sample(model, args: argparse.Namespace, fmt: str):
 
 
 def _run(name: str, args: argparse.Namespace) -> Path:
-    import torch
-
     from vae_lightning.cli import preflight
     from vae_lightning.evaluation import pictures
     from vae_lightning.runtime.checkpoint import load_model
@@ -207,12 +219,28 @@ def _run(name: str, args: argparse.Namespace) -> Path:
     from vae_lightning.runtime.outputs import check_output
 
     preflight.check_device("--device", args.device)
+    preflight.check_seed("--seed", args.seed)
     if name == "sample":
         fmt = _check_sample(args)
-        return _sample(load_model(args.checkpoint, map_location=args.device), args, fmt)
+        model = load_model(args.checkpoint, map_location=args.device)
+        if fmt == "npz":
+            check_space(Path(args.out).expanduser(), args.num * (math.prod(model.image_shape) + 4 * model.latent_dim))
+        with enough_memory():
+            return _sample(model, args, fmt)
     _check_pictures(name, args)
     check_output("--out", args.out, "file", (".png",))
     model = load_model(args.checkpoint, map_location=args.device)
+    with enough_memory():
+        grid = _picture(name, model, args)
+    # a failed write keeps the grid beside the checkpoint
+    return write_or_keep(lambda path: pictures.save_png(grid, path), args.out, "--out", Path(args.checkpoint).parent)
+
+
+def _picture(name: str, model, args: argparse.Namespace):
+    import torch
+
+    from vae_lightning.evaluation import pictures
+
     g = torch.Generator().manual_seed(args.seed)
     if name == "traverse":
         from vae_lightning.cli.encode import check_group
@@ -229,8 +257,34 @@ def _run(name: str, args: argparse.Namespace) -> Path:
         else:
             z = model.prior.sample(2 * args.rows, generator=g)
             grid = pictures.interpolation_grid(model, z[0::2], z[1::2], args.steps)
-    # a failed write keeps the grid beside the checkpoint
-    return write_or_keep(lambda path: pictures.save_png(grid, path), args.out, "--out", Path(args.checkpoint).parent)
+    return grid
+
+
+def check_space(out: Path, size: int) -> None:
+    """Refuse an output of ``size`` bytes that the disk under ``out`` cannot hold."""
+    import shutil
+
+    free = shutil.disk_usage(out.parent if out.parent.exists() else Path.cwd()).free
+    if size > free:
+        raise UserError(
+            f"--out {str(out)!r} would take {size / 1e9:.3g} GB but its disk has {free / 1e9:.3g} GB free; "
+            "lower --num or write elsewhere."
+        )
+
+
+@contextlib.contextmanager
+def enough_memory():
+    """A memory allocation that fails (too large --num, --batch-size or --steps) is the user's line."""
+    import torch
+
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError, MemoryError) as err:
+        if not isinstance(err, (torch.OutOfMemoryError, MemoryError)) and "alloc" not in str(err):
+            raise
+        raise UserError(
+            "not enough memory for these images; lower --batch-size (vae sample), --num, --steps or --dims."
+        ) from None
 
 
 def main(argv: list[str]) -> None:

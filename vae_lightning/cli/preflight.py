@@ -231,3 +231,11 @@ def check_device(flag: str, device: str) -> None:
         raise UserError(f"{flag} {device}: Apple's MPS is not available here; use {flag} cpu.")
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise UserError(f"{flag} {device}: vae runs on cpu, cuda or mps, not {dev.type}.")
+
+
+SEED_LIMIT = 2**63  # torch.Generator.manual_seed takes 64-bit seeds; seed + 1 is used too
+
+
+def check_seed(flag: str, seed: int) -> None:
+    if not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"{flag} must be between 0 and 2**63 - 1, got {seed}.")

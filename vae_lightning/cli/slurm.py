@@ -23,9 +23,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from vae_lightning.cli import study
+from vae_lightning.cli.saved_config import read_config_file
 from vae_lightning.errors import UserError
 from vae_lightning.runtime.outputs import check_output
 
@@ -197,10 +196,9 @@ def _config_settings(configs: list[str], fit_args: list[str]) -> dict:
     """The trainer keys of the stacked YAML files that decide the job's shape (later files win)."""
     trainer: dict = {}
     for path in configs:
-        if not Path(path).is_file():
+        if not Path(path).exists():
             raise UserError(f"config file {path!r} not found; pass the YAMLs you would give to `vae fit --config`.")
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        trainer.update((data.get("trainer") or {}) if isinstance(data, dict) else {})
+        trainer.update(read_config_file(path).get("trainer") or {})
     for flag, value in zip(fit_args, fit_args[1:]):  # `-- --trainer.precision 16-mixed` counts too
         if flag.startswith("--trainer.") and flag.count(".") == 1:
             trainer[flag.removeprefix("--trainer.")] = value
