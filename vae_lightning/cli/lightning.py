@@ -194,8 +194,8 @@ class VAECLI(LightningCLI):
         argv = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:] if args is None else None
         self._argv = argv or []
         for name in config_files(self._argv):  # jsonargparse gives a traceback for a binary file
-            if Path(name).is_file():
-                read_config_file(name)
+            if Path(name).is_file() and not _is_text(name):
+                read_config_file(name)  # its one line
         given = with_saved_config(argv) if argv is not None else None
         try:
             with warnings.catch_warnings():  # the argv with the saved config is the command line, not a mix
@@ -367,6 +367,16 @@ def add_progress_display(trainer_config) -> None:
     callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
     if not any(isinstance(c, ProgressBar) for c in callbacks):
         trainer_config["callbacks"] = [*callbacks, ProgressDisplay()]
+
+
+def _is_text(name: str) -> bool:
+    try:
+        Path(name).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return False
+    except OSError:
+        pass  # jsonargparse names a file it cannot read
+    return True
 
 
 def model_flags(argv: list[str]) -> list[str]:
