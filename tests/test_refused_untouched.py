@@ -290,3 +290,13 @@ def test_a_bad_number_or_file_is_one_line_and_writes_nothing(case, argv, words, 
     assert code == 2 and len(lines) == 1 and lines[0].startswith("vae: error:"), err[-2000:]
     assert all(w in lines[0] for w in words), lines[0]
     assert snapshot(base) == before
+
+
+def test_encode_reads_the_data_block_of_the_checkpoints_saved_config(finished, calm, capsys, tmp_path):
+    """`vae encode CKPT` alone finds the run's data as `vae test --ckpt_path CKPT` alone does."""
+    import numpy as np
+
+    out = tmp_path / "codes.npz"
+    code, err = vae(capsys, "encode", str(finished["ckpt"]), "--split", "test", "--out", str(out))
+    assert code == 0, err[-2000:]
+    assert np.load(out)["mu"].shape == (100, 4)  # the fake MNIST test split of the fixture, 4 latents
