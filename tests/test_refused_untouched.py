@@ -300,3 +300,18 @@ def test_encode_reads_the_data_block_of_the_checkpoints_saved_config(finished, c
     code, err = vae(capsys, "encode", str(finished["ckpt"]), "--split", "test", "--out", str(out))
     assert code == 0, err[-2000:]
     assert np.load(out)["mu"].shape == (100, 4)  # the fake MNIST test split of the fixture, 4 latents
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["data", "prepare", "{base}/data", "{base}/p", "--image_size", "0"],  # the hyphen spelling's own refusal
+        ["sample", "{ckpt}", "--batch_size", "0", "--out", "{base}/s.png"],
+        ["slurm", "submit", "--config", "{config}", "--gpus_per_node", "-1", "--dry-run"],
+    ],
+    ids=["prepare --image_size", "sample --batch_size", "slurm --gpus_per_node"],
+)
+def test_argparse_commands_take_underscores_too(argv, finished, calm, capsys):
+    """`--image_size` reaches the option `--image-size` (its range check answers, not "unrecognized")."""
+    code, err = vae(capsys, *(a.format(**finished) for a in argv))
+    assert code == 2 and "unrecognized" not in err and ("must be" in err or ">=" in err), err[-2000:]

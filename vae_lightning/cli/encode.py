@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vae_lightning.cli.console import hyphenated
 from vae_lightning.errors import UserError
 from vae_lightning.runtime.atomic import atomic_open
 from vae_lightning.runtime.outputs import check_output, progress
@@ -173,7 +174,7 @@ def main(argv: list[str]) -> None:
     from vae_lightning.cli.saved_config import SAVED_CONFIG
     from vae_lightning.runtime.checkpoint import load_model
 
-    args, overrides = _parser().parse_known_args(argv)
+    args, overrides = _parser().parse_known_args(hyphenated(argv))
     out = check_output("--out", args.out, "file", FORMATS)
     if args.split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}.")

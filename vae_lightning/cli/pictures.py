@@ -16,6 +16,7 @@ import contextlib
 import math
 from pathlib import Path
 
+from vae_lightning.cli.console import hyphenated
 from vae_lightning.errors import UserError
 
 DOC = {
@@ -290,6 +291,6 @@ def enough_memory():
 def main(argv: list[str]) -> None:
     """``argv``: the command name followed by its arguments."""
     name, rest = argv[0], argv[1:]
-    args = _parser(name).parse_args(rest)
+    args = _parser(name).parse_args(hyphenated(rest))
     path = _run(name, args)
     print(f"vae: wrote {path}")

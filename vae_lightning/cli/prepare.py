@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 
 from vae_lightning.cli import preflight
-from vae_lightning.cli.console import plain
+from vae_lightning.cli.console import hyphenated, plain
 from vae_lightning.data.format import FORMAT, FORMAT_VERSION, META
 from vae_lightning.errors import UserError
 from vae_lightning.runtime.outputs import check_output
@@ -79,7 +79,7 @@ def main(argv: list[str]) -> None:
         return
     if argv[0] != "prepare":
         raise UserError(f"unknown command `vae data {argv[0]}`; the only one is `vae data prepare SRC DST`.")
-    a = _parser().parse_args(argv[1:])
+    a = _parser().parse_args(hyphenated(argv[1:]))
     prepare(
         a.src,
         a.dst,

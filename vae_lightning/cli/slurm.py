@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vae_lightning.cli import study
+from vae_lightning.cli.console import hyphenated
 from vae_lightning.cli.saved_config import read_config_file
 from vae_lightning.errors import UserError
 from vae_lightning.runtime.outputs import check_output
@@ -263,7 +264,7 @@ def _parser() -> argparse.ArgumentParser:
 def job_from_args(argv: list[str]) -> tuple[Job, bool]:
     """Parse ``vae slurm submit`` arguments into a checked ``Job``; returns (job, dry_run)."""
     cut = argv.index("--") if "--" in argv else len(argv)
-    opts, fit_args = _parser().parse_args(argv[:cut]), argv[cut + 1 :]
+    opts, fit_args = _parser().parse_args(hyphenated(argv[:cut])), argv[cut + 1 :]
     if opts.nodes < 1:
         raise UserError(f"--nodes must be >= 1, got {opts.nodes}.")
     trainer = _config_settings(opts.config, fit_args)
