@@ -55,7 +55,8 @@ def vae(capsys, *args: str) -> tuple[int, str]:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file's hash and every folder under ``root`` (a refused run leaves no empty folder either)."""
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir" for p in root.rglob("*")}
 
 
 @pytest.fixture(scope="module")
