@@ -437,6 +437,14 @@ class VAE(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None:
             return
+        self.check_data(dm, stage)
+        if stage == "fit":
+            rank_zero_info(f"vae: prior {type(self.prior).__name__}; KL: {self.prior.kl_method}.")
+            self.dataset_size = getattr(dm, "num_train", None)
+
+    def check_data(self, dm, stage: str) -> None:
+        """Refuse data module ``dm`` (set up for ``stage``) when this model cannot use it. The CLI's
+        pre-flight calls it before any logger or record writes a file; ``setup`` again for library use."""
         if tuple(dm.image_shape) != self.image_shape:
             raise UserError(
                 f"The model was built for images of shape {self.image_shape} but the data yields "
@@ -452,14 +460,11 @@ class VAE(L.LightningModule):
             raise UserError(
                 f"The Bernoulli likelihood needs binary pixels but {type(dm).__name__} yields gray values; {fix}."
             )
-        if stage == "fit":
-            rank_zero_info(f"vae: prior {type(self.prior).__name__}; KL: {self.prior.kl_method}.")
-            self.dataset_size = getattr(dm, "num_train", None)
-            if self.needs_dataset_size and self.dataset_size is None:
-                raise UserError(
-                    f"{type(self).__name__} needs the training-set size, but {type(dm).__name__} does not know it "
-                    "(no num_train); use a data module with a finite, known training split."
-                )
+        if stage == "fit" and self.needs_dataset_size and getattr(dm, "num_train", None) is None:
+            raise UserError(
+                f"{type(self).__name__} needs the training-set size, but {type(dm).__name__} does not know it "
+                "(no num_train); use a data module with a finite, known training split."
+            )
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ import csv
 from pathlib import Path
 
 from vae_lightning.cli.arguments import Parser
+from vae_lightning.cli.console import hyphenated
 from vae_lightning.errors import UserError
 from vae_lightning.evaluation import compare as c
 
@@ -68,7 +69,7 @@ def load(opts) -> tuple[list[c.Run], list[str]]:
 
 def main(argv: list[str]) -> None:
     """``vae compare ...``: prints the tables; ``--out`` also writes the files."""
-    opts = parser().parse_args(argv)
+    opts = parser().parse_args(hyphenated(argv))
     if opts.html and not opts.out:
         raise UserError("--html writes <out>/report.html; add --out DIR.")
     if opts.out:

@@ -111,3 +111,17 @@ _RST_ROLE = re.compile(r":(?:class|func|meth|mod|attr|obj):`~?([^`]+)`")
 def plain(text: str) -> str:
     """Help text without reStructuredText markup: ``x`` and :class:`x` become x."""
     return _RST_ROLE.sub(r"\1", _RST_LITERAL.sub(r"\1", text))
+
+
+def hyphenated(argv: list[str]) -> list[str]:
+    """``argv`` of an argparse command with ``--image_size`` spelled ``--image-size`` (its help's
+    spelling), so the LightningCLI habit of underscores works too. Dotted config keys
+    (``--data.init_args.batch_size``) and everything after a bare ``--`` are left alone."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        name, eq, value = arg.partition("=")
+        if name.startswith("--") and "_" in name and "." not in name:
+            out[i] = name.replace("_", "-") + eq + value
+    return out

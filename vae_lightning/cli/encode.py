@@ -3,8 +3,9 @@
     vae encode runs/mnist-vae/checkpoints/version_0/last.ckpt --config configs/mnist/vae.yaml \\
         --split test --out latents.npz
 
-The model comes from the checkpoint; only the ``data:`` block of the ``--config`` files (and
-``--data.*`` flags) is read. One row per input, in the split's data order (no shuffling):
+The model comes from the checkpoint; the data from the ``data:`` block of the run's saved
+``vae_config.yaml`` beside the checkpoint, then of the ``--config`` files (later wins), then ``--data.*`` flags.
+One row per input, in the split's data order (no shuffling):
 
 - ``index`` (N,) int64: the position of the input in the split;
 - ``mu``, ``logvar`` (N, D) float32: q(z|x) = N(mu, exp(logvar)), in prior standard units;
@@ -28,6 +29,7 @@ import argparse
 from pathlib import Path
 
 from vae_lightning.cli.arguments import Parser
+from vae_lightning.cli.console import hyphenated
 from vae_lightning.errors import UserError
 from vae_lightning.runtime.atomic import atomic_open
 from vae_lightning.runtime.outputs import check_output, progress
@@ -63,23 +65,22 @@ def data_module(configs: list[str], overrides: list[str]):
     from jsonargparse import ArgumentError, ArgumentParser
 
     from vae_lightning.cli import explain
+    from vae_lightning.cli.saved_config import read_config_file
     from vae_lightning.data.base import VAEDataModule
 
     args = []
     for name in configs:
-        try:
-            loaded = yaml.safe_load(Path(name).read_text()) or {}
-        except OSError:
-            raise UserError(f"the --config file {name} does not exist; check the path.") from None
-        except yaml.YAMLError:
-            raise UserError(explain.yaml_problem(["--config", name], "")) from None
-        if isinstance(loaded, dict) and loaded.get("data") is not None:
+        loaded = read_config_file(name)
+        if loaded.get("data") is not None:
             args += ["--data", yaml.safe_dump(loaded["data"])]
     bad = [a for a in overrides if a.startswith("-") and not a.startswith("--data")]
     if bad:
         raise UserError(f"vae encode: unrecognized argument {bad[0]}; see `vae encode --help`.")
     if not args:
-        raise UserError("vae encode needs the data: block of the run; pass its config with --config.")
+        raise UserError(
+            "vae encode needs the data: block of the run and the checkpoint has no vae_config.yaml beside it; "
+            "pass the run's config with --config."
+        )
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(VAEDataModule, "data", required=True)
     try:
@@ -165,15 +166,20 @@ def save(rows: dict, path: Path) -> None:
 
 def main(argv: list[str]) -> None:
     """``argv``: the arguments after ``vae encode``."""
+    from vae_lightning.cli import preflight
+    from vae_lightning.cli.saved_config import SAVED_CONFIG
     from vae_lightning.runtime.checkpoint import load_model
 
-    args, overrides = _parser().parse_known_args(argv)
+    args, overrides = _parser().parse_known_args(hyphenated(argv))
     out = check_output("--out", args.out, "file", FORMATS)
     if args.split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {args.split!r}.")
+    preflight.check_device("--device", args.device)
+    preflight.check_seed("--seed", args.seed)
     model = load_model(args.checkpoint, map_location=args.device)
     check_group(model, args.group)  # before the data is read
-    dm = data_module(args.config, overrides)
+    saved = Path(args.checkpoint).parent / SAVED_CONFIG  # the run's own data block first, as `vae test` reads it
+    dm = data_module(([str(saved)] if saved.is_file() else []) + args.config, overrides)
     if tuple(dm.image_shape) != tuple(model.image_shape):
         raise UserError(
             f"the checkpoint's model takes images of shape {tuple(model.image_shape)} but "

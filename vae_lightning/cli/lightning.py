@@ -33,7 +33,7 @@ from vae_lightning.callbacks import (
 )
 from vae_lightning.cli import console, continuation, explain, preflight
 from vae_lightning.cli.console import plain
-from vae_lightning.cli.saved_config import SAVED_CONFIG, with_saved_config
+from vae_lightning.cli.saved_config import SAVED_CONFIG, config_files, read_config_file, with_saved_config
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
@@ -195,6 +195,10 @@ class VAECLI(LightningCLI):
     @override
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         argv = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:] if args is None else None
+        self._argv = argv or []
+        for name in config_files(self._argv):  # jsonargparse gives a traceback for a binary file
+            if Path(name).is_file() and not _is_text(name):
+                read_config_file(name)  # its one line
         given = with_saved_config(argv) if argv is not None else None
         try:
             with console.without(console.CLI_ARGS):  # the argv with the saved config is the command line
@@ -214,12 +218,25 @@ class VAECLI(LightningCLI):
         # line included; k for the importance-weighted bound is an evaluation setting of this run
         init = self.config[subcommand].model.get("init_args")
         k = init.get("iw_samples") if init is not None else None
+        flags = model_flags(getattr(self, "_argv", []))
+        given = {key: init.get(key) for key in flags} if init is not None else {}
         super()._parse_ckpt_path()
-        if k is not None and self.config[subcommand].model.get("init_args") is not None:
-            self.config[subcommand].model.init_args.iw_samples = k
+        init = self.config[subcommand].model.get("init_args")
+        if k is not None and init is not None:
+            init.iw_samples = k
+        verb = "resumes" if subcommand == "fit" else "evaluates"
+        for key, value in given.items():
+            if init is not None and init.get(key) != value:
+                raise UserError(
+                    f"--model.init_args.{key} {value} cannot apply to --ckpt_path: {subcommand} {verb} the model "
+                    f"as it was trained (its {key} is {init.get(key)}), and only iw_samples is a setting of the "
+                    "evaluation; leave the flag out, or fit a model with it."
+                )
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # a batch count stays a count: `limit_test_batches: 1` is one batch, not 1.0 (all)
+        compat.parse_int_first(parser, tuple(f"trainer.limit_{s}_batches" for s in ("train", "val", "test", "predict")))
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.add_lightning_class_args(ImageLogger, "images")
         parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
@@ -304,7 +321,14 @@ class VAECLI(LightningCLI):
         if ckpt_path not in (None, "last", "best", "hpc"):
             check_fits_model(ckpt_path, self.model)
         preflight.check_built(self.model, self.subcommand, self.trainer)
+
+    def _before_run(self) -> None:
+        """The last checks, on the set-up data, then the loggers: a run refused here wrote nothing."""
+        preflight.check_data(self.model, self.datamodule, self.trainer, self.subcommand)
         start_wandb(self.trainer)  # bounded wait for an online W&B server, else offline
+
+    # LightningCLI calls before_<subcommand> right before trainer.<subcommand>
+    before_fit = before_validate = before_test = before_predict = _before_run
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
@@ -344,6 +368,30 @@ def add_progress_display(trainer_config) -> None:
     callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
     if not any(isinstance(c, ProgressBar) for c in callbacks):
         trainer_config["callbacks"] = [*callbacks, ProgressDisplay()]
+
+
+def _is_text(name: str) -> bool:
+    try:
+        Path(name).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return False
+    except OSError:
+        pass  # jsonargparse names a file it cannot read
+    return True
+
+
+def model_flags(argv: list[str]) -> list[str]:
+    """The model arguments ``argv`` sets by flag, as keys under ``init_args`` (``--model.init_args.beta``
+    and jsonargparse's short ``--model.beta`` both give ``beta``); iw_samples is left out."""
+    keys = []
+    for arg in argv:
+        if not arg.startswith("--model.") or arg.startswith("--model.help"):
+            continue
+        key = arg[len("--model.") :].split("=", 1)[0]
+        key = key[len("init_args.") :] if key.startswith("init_args.") else key
+        if key and key != "iw_samples" and key not in ("class_path", "dict_kwargs"):
+            keys.append(key)
+    return keys
 
 
 def _known_keys(parser: LightningArgumentParser, argv: list[str]) -> list[str]:

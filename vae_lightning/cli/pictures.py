@@ -12,9 +12,12 @@ only when complete; ``vae sample`` also writes data sets (``vae_lightning.cli.ge
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 from pathlib import Path
 
 from vae_lightning.cli.arguments import Parser
+from vae_lightning.cli.console import hyphenated
 from vae_lightning.errors import UserError
 
 DOC = {
@@ -129,6 +132,7 @@ def _centre(model, generator):
 
 
 FORMATS = ("grid", "png", "npz")
+MAX_GRID = 4096  # images in one PNG grid, decoded at once
 #: the extension each format's --out must have ("": a folder)
 SUFFIX = {"grid": ".png", "png": "", "npz": ".npz"}
 
@@ -151,11 +155,38 @@ def _check_sample(args: argparse.Namespace) -> str:
     if args.num < 1 or args.nrow < 1 or args.batch_size < 1:
         got = f"{args.num}, {args.nrow} and {args.batch_size}"
         raise UserError(f"--num, --nrow and --batch-size must be >= 1, got {got}.")
-    if not args.temperature > 0:
-        raise UserError(f"--temperature must be > 0, got {args.temperature}.")
+    if not 0 < args.temperature < math.inf:  # inf decodes NaN: blank images
+        raise UserError(f"--temperature must be a finite number > 0, got {args.temperature}.")
     fmt = sample_format(args)
+    if fmt == "grid" and args.num > MAX_GRID:
+        raise UserError(
+            f"--num {args.num} is too many for one PNG grid (at most {MAX_GRID}); write them as a folder "
+            "(--out DIR) or an .npz file."
+        )
     check_output("--out", args.out, "dir" if fmt == "png" else "file", empty=fmt == "png")
     return fmt
+
+
+def _check_pictures(name: str, args: argparse.Namespace) -> None:
+    """The numbers of ``vae traverse`` and ``vae interpolate``, before the checkpoint is read."""
+    if name == "traverse" and (args.dims < 1 or args.steps < 2 or not 0 < args.span < math.inf):
+        raise UserError(
+            f"need --dims >= 1, --steps >= 2 and a finite --span > 0; got {args.dims}, {args.steps}, {args.span}."
+        )
+    if name == "interpolate":
+        if args.steps < 2:
+            raise UserError(f"--steps must be >= 2, got {args.steps}.")
+        if args.images and len(args.images) % 2:
+            raise UserError(f"--images takes pairs of files, got {len(args.images)}.")
+        if not args.images and args.rows < 1:
+            raise UserError(f"--rows must be >= 1, got {args.rows}.")
+    rows = args.dims if name == "traverse" else len(args.images) // 2 if args.images else args.rows
+    if rows * args.steps > MAX_GRID:
+        what = "--dims" if name == "traverse" else "--rows (or --images)"
+        raise UserError(
+            f"{what} x --steps is {rows} x {args.steps} images, more than one PNG grid holds (at most "
+            f"{MAX_GRID}); lower them."
+        )
 
 
 def _sample(model, args: argparse.Namespace, fmt: str):
@@ -178,24 +209,37 @@ def _sample(model, args: argparse.Namespace, fmt: str):
 
 
 def _run(name: str, args: argparse.Namespace) -> Path:
-    import torch
-
+    from vae_lightning.cli import preflight
     from vae_lightning.evaluation import pictures
     from vae_lightning.runtime.checkpoint import load_model
     from vae_lightning.runtime.fallback import write_or_keep
     from vae_lightning.runtime.outputs import check_output
 
+    preflight.check_device("--device", args.device)
+    preflight.check_seed("--seed", args.seed)
     if name == "sample":
         fmt = _check_sample(args)
-        return _sample(load_model(args.checkpoint, map_location=args.device), args, fmt)
+        model = load_model(args.checkpoint, map_location=args.device)
+        if fmt == "npz":
+            check_space(Path(args.out).expanduser(), args.num * (math.prod(model.image_shape) + 4 * model.latent_dim))
+        with enough_memory():
+            return _sample(model, args, fmt)
+    _check_pictures(name, args)
     check_output("--out", args.out, "file", (".png",))
     model = load_model(args.checkpoint, map_location=args.device)
+    with enough_memory():
+        grid = _picture(name, model, args)
+    # a failed write keeps the grid beside the checkpoint
+    return write_or_keep(lambda path: pictures.save_png(grid, path), args.out, "--out", Path(args.checkpoint).parent)
+
+
+def _picture(name: str, model, args: argparse.Namespace):
+    import torch
+
+    from vae_lightning.evaluation import pictures
+
     g = torch.Generator().manual_seed(args.seed)
     if name == "traverse":
-        if args.dims < 1 or args.steps < 2 or args.span <= 0:
-            raise UserError(
-                f"need --dims >= 1, --steps >= 2 and --span > 0; got {args.dims}, {args.steps}, {args.span}."
-            )
         from vae_lightning.cli.encode import check_group
 
         columns = check_group(model, args.group)
@@ -203,26 +247,46 @@ def _run(name: str, args: argparse.Namespace) -> Path:
         dims = _influence_order(model, z, args.span, columns)[: args.dims]
         grid = pictures.traversal_grid(model, z, dims, args.steps, args.span)
     else:
-        if args.steps < 2:
-            raise UserError(f"--steps must be >= 2, got {args.steps}.")
         if args.images:
-            if len(args.images) % 2:
-                raise UserError(f"--images takes pairs of files, got {len(args.images)}.")
             x = torch.cat([read_image(p, model) for p in args.images])
             mu = pictures.encode_mean(model, x).cpu()
             grid = pictures.interpolation_grid(model, mu[0::2], mu[1::2], args.steps, x[0::2], x[1::2])
         else:
-            if args.rows < 1:
-                raise UserError(f"--rows must be >= 1, got {args.rows}.")
             z = model.prior.sample(2 * args.rows, generator=g)
             grid = pictures.interpolation_grid(model, z[0::2], z[1::2], args.steps)
-    # a failed write keeps the grid beside the checkpoint
-    return write_or_keep(lambda path: pictures.save_png(grid, path), args.out, "--out", Path(args.checkpoint).parent)
+    return grid
+
+
+def check_space(out: Path, size: int) -> None:
+    """Refuse an output of ``size`` bytes that the disk under ``out`` cannot hold."""
+    import shutil
+
+    free = shutil.disk_usage(out.parent if out.parent.exists() else Path.cwd()).free
+    if size > free:
+        raise UserError(
+            f"--out {str(out)!r} would take {size / 1e9:.3g} GB but its disk has {free / 1e9:.3g} GB free; "
+            "lower --num or write elsewhere."
+        )
+
+
+@contextlib.contextmanager
+def enough_memory():
+    """A memory allocation that fails (too large --num, --batch-size or --steps) is the user's line."""
+    import torch
+
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError, MemoryError) as err:
+        if not isinstance(err, (torch.OutOfMemoryError, MemoryError)) and "alloc" not in str(err):
+            raise
+        raise UserError(
+            "not enough memory for these images; lower --batch-size (vae sample), --num, --steps or --dims."
+        ) from None
 
 
 def main(argv: list[str]) -> None:
     """``argv``: the command name followed by its arguments."""
     name, rest = argv[0], argv[1:]
-    args = _parser(name).parse_args(rest)
+    args = _parser(name).parse_args(hyphenated(rest))
     path = _run(name, args)
     print(f"vae: wrote {path}")

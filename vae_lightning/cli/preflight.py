@@ -1,6 +1,7 @@
 """Checks that run before anything is built, so a mistake costs one line instead of a traceback
 from a half-started (DDP) job: what this machine can run (accelerator, devices, precision), the
-SLURM allocation, the output folders, and (once the model exists) the optimizer's arguments.
+SLURM allocation, the output folders, (once the model exists) the optimizer's arguments, and
+(once the data is set up, before any logger writes) what the data and the model make of each other.
 
 Every sentence here comes from a check of our own values, not from another library's message.
 """
@@ -138,3 +139,103 @@ def check_built(model: Any, subcommand: str, trainer: Any = None) -> None:
         raise UserError(
             f"model.init_args.optimizer or lr_scheduler refused by torch: {str(err).strip().splitlines()[0]}."
         ) from None
+
+
+def check_data(model: Any, datamodule: Any, trainer: Any, subcommand: str) -> None:
+    """Set the data up and refuse what the run would refuse only once started: data that is
+    missing or that the model cannot use, a training split without one full batch, a
+    validation interval longer than the epoch, anomaly labels the scored inputs do not have.
+    Runs before any logger opens a file, so a refused run leaves the folders of finished runs
+    (an earlier ``version_0/test/metrics.csv``) untouched."""
+    from vae_lightning.evaluation import decisions
+    from vae_lightning.evaluation.scoring import AnomalyScores
+
+    if datamodule is None or not hasattr(datamodule, "setup"):
+        return
+    datamodule.setup(subcommand)  # the data modules keep what they loaded: Lightning's setup reuses it
+    if hasattr(model, "check_data"):
+        model.check_data(datamodule, subcommand)
+    world = max(1, int(getattr(trainer, "num_devices", 1) or 1) * int(getattr(trainer, "num_nodes", 1) or 1))
+    if subcommand == "fit":
+        _check_train_batches(datamodule, trainer, world)
+    scores = next((c for c in getattr(trainer, "callbacks", []) if isinstance(c, AnomalyScores)), None)
+    if subcommand == "predict" and scores is not None:
+        scores.check_data(datamodule, world)
+        if scores.anomalous_labels is not None:
+            labels = _predict_labels(datamodule, trainer)
+            decisions.check_labels(labels, scores.anomalous_labels, type(datamodule).__name__)
+
+
+def _limited(batches: int, limit: int | float) -> int:
+    """The batches Lightning runs of ``batches`` under ``trainer.limit_*_batches``."""
+    return min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+
+
+def _check_train_batches(datamodule: Any, trainer: Any, world: int) -> None:
+    n, size = getattr(datamodule, "num_train", None), getattr(datamodule, "batch_size", None)
+    if not isinstance(n, int) or not isinstance(size, int):
+        return
+    batches = (n // world) // size  # training batches drop the incomplete last one
+    if batches == 0:
+        per = f" per device ({n} over {world})" if world > 1 else ""
+        raise UserError(
+            f"data.init_args.batch_size={size} is larger than the {n // world} training examples{per}, so no "
+            f"training batch is full; use data.init_args.batch_size: {max(1, n // world)} or less."
+        )
+    interval, every = trainer.val_check_interval, trainer.check_val_every_n_epoch
+    epoch = _limited(batches, trainer.limit_train_batches)
+    if isinstance(interval, int) and every is not None and 0 < epoch < interval:
+        raise UserError(
+            f"trainer.val_check_interval={interval} is more than the {epoch} training batches of an epoch; use "
+            f"{epoch} or less, a fraction of the epoch (0.5), or trainer.check_val_every_n_epoch: null to count "
+            "steps across epochs."
+        )
+
+
+def _predict_labels(datamodule: Any, trainer: Any):
+    """The labels of the inputs ``vae predict`` will score (its first ``limit_predict_batches``),
+    or None when the data has no class labels."""
+    import torch
+
+    loader = datamodule.predict_dataloader()
+    total = len(loader) if hasattr(loader, "__len__") else None
+    limit = trainer.limit_predict_batches
+    wanted = _limited(total, limit) if total is not None else (limit if isinstance(limit, int) else None)
+    labels = []
+    for i, batch in enumerate(loader):
+        if wanted is not None and i >= wanted:
+            break
+        y = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
+        if not torch.is_tensor(y) or y.dim() != 1:
+            return None
+        labels.append(y.cpu())
+    return torch.cat(labels) if labels else None
+
+
+def check_device(flag: str, device: str) -> None:
+    """A ``--device`` of ``vae sample|traverse|interpolate|encode`` must exist on this machine
+    (else loading the checkpoint there fails with torch's message, shown as "does not fit")."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"{flag} must be a torch device such as cpu, cuda or cuda:1, got {device!r}.") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"{flag} {device}: this machine has no CUDA GPU (torch finds none); use {flag} cpu.")
+        if dev.index is not None and dev.index >= count:
+            raise UserError(f"{flag} {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}.")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"{flag} {device}: Apple's MPS is not available here; use {flag} cpu.")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"{flag} {device}: vae runs on cpu, cuda or mps, not {dev.type}.")
+
+
+SEED_LIMIT = 2**63  # torch.Generator.manual_seed takes 64-bit seeds; seed + 1 is used too
+
+
+def check_seed(flag: str, seed: int) -> None:
+    if not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"{flag} must be between 0 and 2**63 - 1, got {seed}.")

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
 
-from vae_lightning.cli.console import plain
+from vae_lightning.cli import preflight
+from vae_lightning.cli.console import hyphenated, plain
 from vae_lightning.data.format import FORMAT, FORMAT_VERSION, META
 from vae_lightning.errors import UserError
 from vae_lightning.runtime.outputs import check_output
@@ -76,7 +79,7 @@ def main(argv: list[str]) -> None:
         return
     if argv[0] != "prepare":
         raise UserError(f"unknown command `vae data {argv[0]}`; the only one is `vae data prepare SRC DST`.")
-    a = _parser().parse_args(argv[1:])
+    a = _parser().parse_args(hyphenated(argv[1:]))
     prepare(
         a.src,
         a.dst,
@@ -91,6 +94,25 @@ def main(argv: list[str]) -> None:
     )
 
 
+#: LitData's chunk_bytes: a whole number of bytes or a number with its units
+CHUNK_BYTES = re.compile(r"\d+(\.\d+)?\s*([tgmk]b?|b)?", re.IGNORECASE)
+MAX_SIDE = 4096  # pixels; one 4096² RGB image is 50 MB in memory
+
+
+def _check_numbers(image_size: int | None, crop: int | None, val_size: float, seed: int, chunk_bytes: str) -> None:
+    for flag, value in (("--image-size", image_size), ("--crop", crop)):
+        if value is not None and not 1 <= value <= MAX_SIDE:
+            raise UserError(f"{flag} must be between 1 and {MAX_SIDE} pixels, got {value}.")
+    if not (0 < val_size < 1 or (1 <= val_size < math.inf and float(val_size).is_integer())):
+        raise UserError(
+            f"--val-size must be a fraction between 0 and 1 or a whole number of images (a validation split is "
+            f"needed), got {val_size}."
+        )
+    preflight.check_seed("--seed", seed)
+    if not CHUNK_BYTES.fullmatch(str(chunk_bytes).strip()) or not float(re.match(r"[\d.]+", chunk_bytes)[0]) > 0:
+        raise UserError(f"--chunk-bytes must be a size such as 64MB, 512kb or 1000000 (bytes), got {chunk_bytes!r}.")
+
+
 def _check_args(src: Path, dst: str, kind: str, image_size: int | None, val_size: float, num_workers: int) -> None:
     if "://" in dst:
         raise UserError(f"DST {dst!r} is a URL; prepare into a local folder, then upload it (e.g. `aws s3 sync`).")
@@ -101,10 +123,6 @@ def _check_args(src: Path, dst: str, kind: str, image_size: int | None, val_size
         raise UserError(
             f"SRC {str(src)!r} is not a folder; give a folder of images, the CelebA folder or a torchvision root."
         )
-    if image_size is not None and image_size < 1:
-        raise UserError(f"--image-size must be >= 1, got {image_size}.")
-    if not val_size > 0:
-        raise UserError(f"--val-size must be > 0 (a validation split is needed), got {val_size}.")
     if num_workers < 1:
         raise UserError(f"--num-workers must be >= 1, got {num_workers}.")
     if kind not in KINDS:
@@ -134,6 +152,7 @@ def prepare(
 ) -> Path:
     """Write the splits of SRC as LitData chunks into DST (see the module docstring); returns DST."""
     src_path = Path(src).expanduser()
+    _check_numbers(image_size, crop, val_size, seed, chunk_bytes)
     _check_args(src_path, dst, kind, image_size, val_size, num_workers)  # before torch is imported
     from vae_lightning.cli import prepare_sources as sources
 

@@ -46,3 +46,37 @@ def with_saved_config(argv: list[str]) -> list[str]:
             f"pass the run's config: vae {argv[0]} --config <its YAML> --ckpt_path {ckpt}."
         )
     return argv
+
+
+def read_config_file(name: str) -> dict:
+    """A ``--config`` YAML file as a dict (empty file: ``{}``); ``UserError`` naming the file when it
+    is missing, not text, not valid YAML, or not a mapping of keys."""
+    import yaml
+
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"config file {name!r} is not a text (UTF-8) file; pass the run's YAML.") from None
+    except IsADirectoryError:
+        raise UserError(f"config file {name!r} is a folder; pass a YAML file.") from None
+    except OSError:
+        raise UserError(f"config file {name!r} does not exist or cannot be read; check the path.") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"config file {name!r} is not valid YAML: {problem}{where}.") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise UserError(
+            f"config file {name!r} must hold a mapping of keys (trainer:, model:, data:, ...), "
+            f"not a {type(loaded).__name__}."
+        )
+    return loaded or {}
+
+
+def config_files(argv: list[str]) -> list[str]:
+    """The files given to ``--config`` in ``argv`` (``--config X`` and ``--config=X``)."""
+    files = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+    return files + [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]

@@ -23,10 +23,10 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from vae_lightning.cli import study
 from vae_lightning.cli.arguments import Parser
+from vae_lightning.cli.console import hyphenated
+from vae_lightning.cli.saved_config import read_config_file
 from vae_lightning.errors import UserError
 from vae_lightning.runtime.outputs import check_output
 
@@ -198,10 +198,9 @@ def _config_settings(configs: list[str], fit_args: list[str]) -> dict:
     """The trainer keys of the stacked YAML files that decide the job's shape (later files win)."""
     trainer: dict = {}
     for path in configs:
-        if not Path(path).is_file():
+        if not Path(path).exists():
             raise UserError(f"config file {path!r} not found; pass the YAMLs you would give to `vae fit --config`.")
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        trainer.update((data.get("trainer") or {}) if isinstance(data, dict) else {})
+        trainer.update(read_config_file(path).get("trainer") or {})
     for flag, value in zip(fit_args, fit_args[1:]):  # `-- --trainer.precision 16-mixed` counts too
         if flag.startswith("--trainer.") and flag.count(".") == 1:
             trainer[flag.removeprefix("--trainer.")] = value
@@ -261,7 +260,7 @@ def _parser() -> argparse.ArgumentParser:
 def job_from_args(argv: list[str]) -> tuple[Job, bool]:
     """Parse ``vae slurm submit`` arguments into a checked ``Job``; returns (job, dry_run)."""
     cut = argv.index("--") if "--" in argv else len(argv)
-    opts, fit_args = _parser().parse_args(argv[:cut]), argv[cut + 1 :]
+    opts, fit_args = _parser().parse_args(hyphenated(argv[:cut])), argv[cut + 1 :]
     if opts.nodes < 1:
         raise UserError(f"--nodes must be >= 1, got {opts.nodes}.")
     trainer = _config_settings(opts.config, fit_args)

@@ -29,9 +29,12 @@ Grid = list[tuple[str, list[str]]]  # (config key, values) in the order given
 def parse_array(text: str) -> tuple[str, list[str]]:
     """``KEY=V1,V2,...`` -> (key, values); ``UserError`` naming the text when malformed."""
     key, _, values = text.partition("=")
-    key, parts = key.strip().removeprefix("--"), [v.strip() for v in values.split(",") if v.strip()]
-    if not key or not parts or not re.fullmatch(r"[\w.]+", key):
+    key, parts = key.strip().removeprefix("--"), [v.strip() for v in values.split(",")]
+    if not key or not all(parts) or not re.fullmatch(r"[\w.]+", key):
         raise UserError(f"--array takes KEY=V1,V2,..., e.g. model.init_args.beta=1,2,4; got {text!r}.")
+    twice = next((v for v in parts if parts.count(v) > 1), None)
+    if twice is not None:  # two tasks would train in one folder
+        raise UserError(f"--array {key}: the value {twice!r} is given twice; give each value once.")
     return key, parts
 
 

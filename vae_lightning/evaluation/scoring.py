@@ -131,16 +131,21 @@ class AnomalyScores(BasePredictionWriter):
     def deciding(self) -> bool:
         return self.fpr is not None or self.anomalous_labels is not None
 
+    def check_data(self, datamodule, world_size: int) -> None:
+        """Refuse a decision this run cannot make (the CLI's pre-flight calls it before anything
+        is written, and checks the labels of the inputs to be scored with ``decisions.check_labels``)."""
+        if self.deciding and world_size > 1:
+            raise UserError("scores.fpr and scores.anomalous_labels need one device; set trainer.devices 1.")
+        if self.anomalous_labels is not None and getattr(datamodule, "factor_names", None):
+            raise UserError(
+                f"scores.anomalous_labels needs class labels, but {type(datamodule).__name__} "
+                "has ground-truth factors; leave it out."
+            )
+
     @override
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._rows, self._decided, self._threshold = [], [], None
-        if self.deciding and trainer.world_size > 1:
-            raise UserError("scores.fpr and scores.anomalous_labels need one device; set trainer.devices 1.")
-        if self.anomalous_labels is not None and getattr(trainer.datamodule, "factor_names", None):
-            raise UserError(
-                f"scores.anomalous_labels needs class labels, but {type(trainer.datamodule).__name__} "
-                "has ground-truth factors; leave it out."
-            )
+        self.check_data(trainer.datamodule, trainer.world_size)
         self._background = self._fit_background(trainer, pl_module) if self.background_images else None
         if self.fpr is not None:
             self._threshold = self._fit_threshold(trainer, pl_module)

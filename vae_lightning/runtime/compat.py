@@ -23,6 +23,7 @@ PRIVATE = [
     ("LightningCLI", "_parse_ckpt_path"),  # overridden by VAECLI
     ("LightningCLI", "_get"),
     ("ArgumentParser", "_subcommands_action"),  # jsonargparse: ._name_parser_map
+    ("ArgumentParser", "_actions"),  # argparse's; a typed action's ._typehint (jsonargparse)
     ("WandbLogger", "_wandb_init"),
     ("WandbLogger", "_offline"),
     ("WandbLogger", "_experiment"),
@@ -84,6 +85,15 @@ def subcommand_options(parser, subcommand: str) -> list[str]:
     """Option names of one subcommand of a LightningCLI parser (jsonargparse 4.53.0)."""
     subparser = parser._subcommands_action._name_parser_map[subcommand]
     return [a.dest for a in subparser._actions if a.dest and a.dest != "help"]
+
+
+def parse_int_first(parser, dests: tuple[str, ...]) -> None:
+    """Make the ``Union[float, int]`` options ``dests`` try int first (jsonargparse 4.53.0 tries a
+    union's types in the given order, and Lightning 2.6.6 types ``limit_*_batches`` float first):
+    else ``1`` arrives as ``1.0``, which Lightning reads as "all batches"."""
+    for action in parser._actions:
+        if action.dest in dests and hasattr(action, "_typehint"):
+            action._typehint = int | float | None
 
 
 # ---- W&B 0.31.0 (through lightning 2.6.6's WandbLogger) ----------------------------------------

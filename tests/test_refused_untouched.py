@@ -1,0 +1,318 @@
+"""Refused means untouched (issue 26): a command refused for a reason that can be known before
+the run (missing data, labels the split does not have, a batch larger than the data) is refused
+before any logger or record writes, so the folders of a finished run keep every byte; and
+accepted inputs give the result they ask for. Runs in-process through `vae_lightning.cli.main`."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import write_mnist_raw
+from vae_lightning.cli import main
+
+TINY = """
+trainer:
+  max_steps: 2
+  limit_val_batches: 1
+  limit_test_batches: 1
+  limit_predict_batches: 2
+  enable_progress_bar: false
+  enable_model_summary: false
+  logger:
+    class_path: lightning.pytorch.loggers.CSVLogger
+    init_args: {save_dir: ., name: csv}
+model:
+  class_path: vae_lightning.VAE
+  init_args:
+    latent_dim: 4
+    iw_samples: 2
+    encoder: {class_path: vae_lightning.MLPEncoder, init_args: {hidden: [16]}}
+    decoder: {class_path: vae_lightning.MLPDecoder, init_args: {hidden: [16]}}
+data:
+  class_path: vae_lightning.data.MNISTDataModule
+  init_args: {batch_size: 8, val_size: 40, data_dir: DATA}
+images:
+  every_n_val: 0
+scores:
+  background_images: 8
+"""
+
+
+def vae(capsys, *args: str) -> tuple[int, str]:
+    """Run `vae ARGS` in this process; returns (exit status, stderr)."""
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file's hash and every folder under ``root`` (a refused run leaves no empty folder either)."""
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir" for p in root.rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> dict[str, Path]:
+    """A finished tiny MNIST-layout run (random digits, no download) that was fit, tested and
+    predicted with a CSV logger: {"base", "config", "root", "ckpt"}."""
+    base = tmp_path_factory.mktemp("untouched")
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (300, 28, 28), dtype=torch.uint8, generator=g)
+    write_mnist_raw(base / "data", "MNIST", images, torch.arange(300) % 10, n_train=200)
+    config = base / "tiny.yaml"
+    config.write_text(TINY.replace("DATA", str(base / "data")))
+    root = base / "run"
+    ckpt = root / "checkpoints" / "version_0" / "last.ckpt"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")
+        mp.setattr("sys.argv", ["vae"])
+        mp.chdir(base)
+        main(["fit", "--config", str(config), "--trainer.default_root_dir", str(root)])
+        main(["test", "--ckpt_path", str(ckpt)])
+        main(["predict", "--ckpt_path", str(ckpt)])
+    assert (root / "csv" / "version_0" / "test" / "metrics.csv").is_file()
+    assert (root / "csv" / "version_0" / "predict" / "vae_config.yaml").is_file()
+    return {"base": base, "config": config, "root": root, "ckpt": ckpt}
+
+
+@pytest.fixture
+def calm(monkeypatch, finished):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr("sys.argv", ["vae"])
+    monkeypatch.delenv("VAE_DEBUG", raising=False)
+    monkeypatch.chdir(finished["base"])
+
+
+FIT = ["fit", "--config", "{config}", "--trainer.default_root_dir", "{base}/run"]
+
+# (id, command and arguments ({ckpt}, {config}, {base}), words of the one-line message)
+REFUSED = [
+    (
+        "test-missing-data",
+        ["test", "--ckpt_path", "{ckpt}", "--data.init_args.data_dir", "{base}/missing"],
+        ["missing", "does not exist"],
+    ),
+    ("predict-absent-label", ["predict", "--ckpt_path", "{ckpt}", "--scores.anomalous_labels", "42"], ["42"]),
+    (
+        "predict-label-outside-scored-batches",  # only the first two batches (16 inputs) are scored
+        ["predict", "--ckpt_path", "{ckpt}", "--scores.anomalous_labels", "[0,1,2,3,4,5,6,7,8,9]"],
+        ["anomalous_labels", "only"],
+    ),
+    (
+        "test-model-override-cannot-apply",
+        ["test", "--ckpt_path", "{ckpt}", "--model.init_args.lr_interval", "epoch"],
+        ["--model.init_args.lr_interval epoch", "its lr_interval is step", "iw_samples"],
+    ),
+    (
+        "validate-nested-override-cannot-apply",
+        ["validate", "--ckpt_path", "{ckpt}", "--model.encoder.init_args.hidden", "[8]"],
+        ["encoder.init_args.hidden", "[16]"],
+    ),
+    (
+        "fit-batch-larger-than-split",
+        [*FIT, "--data.init_args.batch_size", "500"],
+        ["batch_size=500", "160 training examples"],
+    ),
+    (
+        "fit-val-interval-beyond-epoch",
+        [*FIT, "--trainer.val_check_interval", "50"],
+        ["val_check_interval=50", "20 training batches"],
+    ),
+]
+
+
+@pytest.mark.parametrize("case, argv, words", REFUSED, ids=[c[0] for c in REFUSED])
+def test_a_refusal_known_before_the_run_leaves_the_finished_run_untouched(case, argv, words, finished, calm, capsys):
+    before = snapshot(finished["base"])
+    code, err = vae(capsys, *(a.format(**finished) for a in argv))
+    assert code == 2, err[-2000:]
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith("vae: error:") and "Traceback" not in err, err[-2000:]
+    assert all(w in lines[-1] for w in words), lines[-1]
+    assert snapshot(finished["base"]) == before, "the refused command changed or added files"
+
+
+# ---- accepted, but wrong or empty ----------------------------------------------------------------
+
+PICTURES = [
+    ("sample-temperature-inf", ["sample", "{ckpt}", "--temperature", "inf", "--out", "{base}/s.png"], ["inf"]),
+    ("sample-temperature-nan", ["sample", "{ckpt}", "--temperature", "nan", "--out", "{base}/s.npz"], ["nan"]),
+    ("traverse-span-nan", ["traverse", "{ckpt}", "--span", "nan", "--out", "{base}/t.png"], ["--span", "nan"]),
+    ("traverse-span-inf", ["traverse", "{ckpt}", "--span", "inf", "--out", "{base}/t.png"], ["--span", "inf"]),
+    (
+        "sample-device-no-cuda",
+        ["sample", "{ckpt}", "--device", "cuda", "--out", "{base}/s.png"],
+        ["--device cuda", "no CUDA GPU"],
+    ),
+    ("encode-device-no-cuda", ["encode", "{ckpt}", "--device", "cuda:0", "--out", "{base}/e.npz"], ["no CUDA GPU"]),
+    ("traverse-device-unknown", ["traverse", "{ckpt}", "--device", "gpu0", "--out", "{base}/t.png"], ["gpu0"]),
+]
+
+
+@pytest.mark.parametrize("case, argv, words", PICTURES, ids=[c[0] for c in PICTURES])
+def test_a_picture_option_that_gives_blank_output_is_refused(case, argv, words, finished, calm, capsys):
+    if "cuda" in case and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    before = snapshot(finished["base"])
+    code, err = vae(capsys, *(a.format(**finished) for a in argv))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("vae: error:"), err[-2000:]
+    assert all(w in lines[0] for w in words), lines[0]
+    assert snapshot(finished["base"]) == before
+
+
+@pytest.fixture(scope="module")
+def vamp_ckpt(finished) -> Path:
+    root = finished["base"] / "vamp"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "offline")
+        mp.setattr("sys.argv", ["vae"])
+        mp.chdir(finished["base"])
+        main(
+            [
+                *("fit", "--config", str(finished["config"]), "--trainer.default_root_dir", str(root)),
+                *("--trainer.logger", "false", "--model.init_args.prior", "vae_lightning.VampPrior"),
+                *("--model.init_args.prior.init_args.num_components", "3"),
+            ]
+        )
+    return root / "checkpoints" / "version_0" / "last.ckpt"
+
+
+def test_every_sampling_path_draws_from_a_learned_prior(vamp_ckpt, finished, calm, capsys):
+    """`vae sample` to .npz and to a folder of PNGs decode z ~ the VampPrior, not z ~ N(0, I):
+    the saved z are the prior's seeded draws, and the folder holds the same images."""
+    import numpy as np
+    from PIL import Image
+
+    from vae_lightning.runtime.checkpoint import load_model
+
+    base = finished["base"]
+    assert vae(capsys, "sample", str(vamp_ckpt), "--num", "6", "--seed", "3", "--out", str(base / "v.npz"))[0] == 0
+    assert vae(capsys, "sample", str(vamp_ckpt), "--num", "6", "--seed", "3", "--out", str(base / "vdir"))[0] == 0
+    saved = np.load(base / "v.npz")
+    model = load_model(vamp_ckpt)
+    expected = model.prior.sample(6, torch.Generator().manual_seed(3))
+    standard = torch.randn(6, model.latent_dim, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(torch.from_numpy(saved["z"]), expected.float(), atol=1e-6)
+    assert not torch.allclose(torch.from_numpy(saved["z"]), standard, atol=1e-3)
+    pngs = sorted((base / "vdir").iterdir())
+    assert len(pngs) == 6
+    assert all((np.asarray(Image.open(p)) == saved["images"][i, 0]).all() for i, p in enumerate(pngs))
+    code, err = vae(capsys, "sample", str(vamp_ckpt), "--temperature", "2", "--out", str(base / "t.npz"))
+    assert code == 2 and "--temperature" in err and "VampPrior" in err and not (base / "t.npz").exists()
+
+
+LIMITS = [f"trainer.limit_{s}_batches" for s in ("train", "val", "test", "predict")]
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [(k, v) for k in LIMITS for v in ("1", "2", "1.0", "0.5", "0")]
+    + [("trainer.val_check_interval", v) for v in ("3", "1.0", "0.25")],
+)
+def test_batch_counts_stay_integers_through_the_saved_config(key, value, finished, calm, tmp_path):
+    """`limit_test_batches: 1` is one batch and 1.0 all of them (Lightning): the parsed config,
+    the trainer and a run re-created from the saved vae_config.yaml all keep the type given."""
+    from vae_lightning.cli.lightning import VAECLI, plain_config
+
+    given = yaml.safe_load(value)
+    flag = ["--config", str(finished["config"]), "--trainer.logger", "false", f"--{key}", value]
+    first = VAECLI(args=flag, run=False)
+    saved = plain_config(first.parser, first.config)
+    saved.pop("config", None)
+    section, name = key.split(".")
+    assert type(saved[section][name]) is type(given) and saved[section][name] == given
+    path = tmp_path / "vae_config.yaml"
+    path.write_text(yaml.safe_dump(saved, sort_keys=False))  # what LogConfig writes
+    again = VAECLI(args=["--config", str(path)], run=False)
+    assert type(again.config.trainer[name]) is type(given) and again.config.trainer[name] == given
+    assert type(getattr(again.trainer, name)) is type(given)
+
+
+@pytest.mark.parametrize(
+    "array, words",
+    [
+        ("model.init_args.beta=1,4,1", ["'1' is given twice"]),
+        ("model.init_args.beta=1,,4", ["KEY=V1,V2"]),
+        ("model.init_args.beta=1,4,", ["KEY=V1,V2"]),
+    ],
+)
+def test_a_grid_whose_tasks_would_share_a_folder_or_lose_a_value_is_refused(
+    array, words, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
+    code, err = vae(capsys, "slurm", "submit", "--config", str(config), "--dry-run", "--array", array)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and all(w in lines[0] for w in words), err
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- tracebacks instead of a line: bad numbers, paths and files (in-process, nothing written) ------
+
+BAD = [
+    ("sample --seed", ["sample", "{ckpt}", "--seed", str(2**64), "--out", "{base}/s.png"], ["--seed"]),
+    ("sample --num grid", ["sample", "{ckpt}", "--num", "100000000", "--out", "{base}/s.png"], ["--num"]),
+    ("sample --num npz", ["sample", "{ckpt}", "--num", str(10**13), "--out", "{base}/s.npz"], ["GB"]),
+    ("traverse --steps", ["traverse", "{ckpt}", "--steps", "100000000", "--out", "{base}/t.png"], ["--steps"]),
+    ("interpolate --rows", ["interpolate", "{ckpt}", "--rows", "100000000", "--out", "{base}/t.png"], ["--rows"]),
+    ("encode --seed", ["encode", "{ckpt}", "--seed", "-1", "--out", "{base}/e.npz"], ["--seed"]),
+    ("prepare --val-size inf", ["data", "prepare", "{base}/data", "{base}/p", "--val-size", "inf"], ["--val-size"]),
+    ("prepare --val-size 2.5", ["data", "prepare", "{base}/data", "{base}/p", "--val-size", "2.5"], ["--val-size"]),
+    ("prepare --crop", ["data", "prepare", "{base}/data", "{base}/p", "--crop", "-3"], ["--crop"]),
+    ("prepare --image-size", ["data", "prepare", "{base}/data", "{base}/p", "--image-size", "99999"], ["--image"]),
+    ("prepare --seed", ["data", "prepare", "{base}/data", "{base}/p", "--seed", str(2**70)], ["--seed"]),
+    ("prepare --chunk-bytes", ["data", "prepare", "{base}/data", "{base}/p", "--chunk-bytes", "lots"], ["chunk"]),
+    ("slurm binary yaml", ["slurm", "submit", "--config", "{base}/bin.yaml", "--dry-run"], ["bin.yaml", "text"]),
+    ("slurm broken yaml", ["slurm", "submit", "--config", "{base}/broken.yaml", "--dry-run"], ["not valid YAML"]),
+    ("slurm list yaml", ["slurm", "submit", "--config", "{base}/list.yaml", "--dry-run"], ["mapping"]),
+    ("fit binary yaml", ["fit", "--config", "{base}/bin.yaml"], ["bin.yaml", "text"]),
+    ("encode binary yaml", ["encode", "{ckpt}", "--config", "{base}/bin.yaml", "--out", "{base}/e.npz"], ["bin.yaml"]),
+]
+
+
+@pytest.mark.parametrize("case, argv, words", BAD, ids=[c[0] for c in BAD])
+def test_a_bad_number_or_file_is_one_line_and_writes_nothing(case, argv, words, finished, calm, capsys):
+    base = finished["base"]
+    (base / "bin.yaml").write_bytes(b"\x89PNG\x00\xff\xfe binary")
+    (base / "broken.yaml").write_text("a: [1,\n")
+    (base / "list.yaml").write_text("- a\n- b\n")
+    before = snapshot(base)
+    code, err = vae(capsys, *(a.format(**finished) for a in argv))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("vae: error:"), err[-2000:]
+    assert all(w in lines[0] for w in words), lines[0]
+    assert snapshot(base) == before
+
+
+def test_encode_reads_the_data_block_of_the_checkpoints_saved_config(finished, calm, capsys, tmp_path):
+    """`vae encode CKPT` alone finds the run's data as `vae test --ckpt_path CKPT` alone does."""
+    import numpy as np
+
+    out = tmp_path / "codes.npz"
+    code, err = vae(capsys, "encode", str(finished["ckpt"]), "--split", "test", "--out", str(out))
+    assert code == 0, err[-2000:]
+    assert np.load(out)["mu"].shape == (100, 4)  # the fake MNIST test split of the fixture, 4 latents
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["data", "prepare", "{base}/data", "{base}/p", "--image_size", "0"],  # the hyphen spelling's own refusal
+        ["sample", "{ckpt}", "--batch_size", "0", "--out", "{base}/s.png"],
+        ["slurm", "submit", "--config", "{config}", "--gpus_per_node", "-1", "--dry-run"],
+    ],
+    ids=["prepare --image_size", "sample --batch_size", "slurm --gpus_per_node"],
+)
+def test_argparse_commands_take_underscores_too(argv, finished, calm, capsys):
+    """`--image_size` reaches the option `--image-size` (its range check answers, not "unrecognized")."""
+    code, err = vae(capsys, *(a.format(**finished) for a in argv))
+    assert code == 2 and "unrecognized" not in err and ("must be" in err or ">=" in err), err[-2000:]
