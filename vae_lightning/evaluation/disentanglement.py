@@ -31,12 +31,20 @@ def sample_factors(n: int, factor_sizes: Sequence[int], generator: torch.Generat
 
 
 def histogram_discretize(codes: Tensor, num_bins: int = 20) -> Tensor:
-    """Each column of codes (N, D) into ``num_bins`` equal-width bins between its min and max
-    (as numpy.histogram + digitize in disentanglement_lib): (N, D) long in [0, num_bins)."""
+    """Each column of codes (N, D) into ``num_bins`` equal-width bins between its min and max:
+    (N, D) long in [0, num_bins). The bins are numpy.histogram's (codes in float64), read as
+    disentanglement_lib reads them (``np.digitize`` on the left edges): edge i is
+    ``low + i * (high - low) / num_bins``, a value goes to the last left edge at or below it, and
+    a column whose values are all equal gets numpy's range ``[low - 0.5, low + 0.5]``, so it
+    falls into the middle bin."""
     codes = codes.double()
     low, high = codes.min(0).values, codes.max(0).values
-    width = (high - low).clamp(min=1e-12) / num_bins
-    return ((codes - low) / width).floor().clamp(0, num_bins - 1).long()
+    flat = low == high
+    low, high = torch.where(flat, low - 0.5, low), torch.where(flat, high + 0.5, high)
+    step = (high - low) / num_bins  # numpy.linspace's step, then start + i * step
+    edges = low.unsqueeze(1) + torch.arange(num_bins, dtype=torch.float64) * step.unsqueeze(1)  # (D, num_bins)
+    # the number of left edges <= x, minus one (np.digitize, right=False)
+    return (torch.searchsorted(edges, codes.T.contiguous(), right=True) - 1).T.clamp(0, num_bins - 1)
 
 
 def discrete_mutual_info(a: Tensor, b: Tensor) -> Tensor:
@@ -52,15 +60,22 @@ def discrete_mutual_info(a: Tensor, b: Tensor) -> Tensor:
 
 
 def mig(codes: Tensor, factors: Tensor, num_bins: int = 20) -> float:
-    """Mutual information gap of mean representations codes (N, D) for factor indices (N, K)."""
+    """Mutual information gap of mean representations codes (N, D) for factor indices (N, K).
+
+    A factor that takes one value in the sample has entropy 0 and nothing to be captured: it is
+    left out of the average (disentanglement_lib divides by its zero entropy and gets NaN); with
+    no varying factor at all the score is 0."""
     binned = histogram_discretize(codes, num_bins)
+    varying = [k for k in range(factors.shape[1]) if len(factors[:, k].unique()) > 1]
+    if not varying:
+        return 0.0
     m = torch.stack(
         [
-            torch.stack([discrete_mutual_info(binned[:, u], factors[:, k]) for k in range(factors.shape[1])])
+            torch.stack([discrete_mutual_info(binned[:, u], factors[:, k]) for k in varying])
             for u in range(codes.shape[1])
         ]
-    )  # (D, K)
-    entropy = torch.stack([discrete_mutual_info(factors[:, k], factors[:, k]) for k in range(factors.shape[1])])
+    )  # (D, K varying)
+    entropy = torch.stack([discrete_mutual_info(factors[:, k], factors[:, k]) for k in varying])
     m = torch.cat([m, torch.zeros_like(m[:1])])  # with one latent dimension the runner-up has 0
     top2 = m.topk(2, dim=0).values  # (2, K)
     return float(((top2[0] - top2[1]) / entropy).mean())
