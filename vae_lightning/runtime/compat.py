@@ -108,3 +108,12 @@ def wandb_go_offline(logger) -> None:
     logger._offline = True
     wandb_init_args(logger)["mode"] = "offline"
     logger._experiment = None
+
+
+# ---- scikit-learn 1.9.1 ---------------------------------------------------------------------
+
+
+def hist_gradient_boosting_splits(model) -> list:
+    """The split nodes (numpy records with ``feature_idx`` and ``gain``) of every tree of a fitted
+    ``HistGradientBoostingClassifier``, which has no ``feature_importances_`` (scikit-learn 1.9.1)."""
+    return [tree.nodes[~tree.nodes["is_leaf"].astype(bool)] for stage in model._predictors for tree in stage]
