@@ -118,13 +118,18 @@ def dci(
         raise UserError(f"--disentanglement.dci_model must be one of {', '.join(DCI_MODELS)}, got {model!r}.")
     x, x_test = train_codes.double().numpy(), test_codes.double().numpy()
     num_factors = train_factors.shape[1]
-    importance = np.zeros((x.shape[1], num_factors))
-    accuracy = []
-    for k in range(num_factors):
+
+    def fit(k: int) -> tuple[np.ndarray, float]:
         y, y_test = train_factors[:, k].numpy(), test_factors[:, k].numpy()
         fitted = _classifier(model, trees, seed).fit(x, y)
-        importance[:, k] = _importances(fitted, x.shape[1])
-        accuracy.append(float((fitted.predict(x_test) == y_test).mean()))
+        return _importances(fitted, x.shape[1]), float((fitted.predict(x_test) == y_test).mean())
+
+    results = (fit(k) for k in range(num_factors))
+    importance = np.zeros((x.shape[1], num_factors))
+    accuracy = []
+    for k, (importances, acc) in enumerate(results):
+        importance[:, k] = importances
+        accuracy.append(acc)
         if progress is not None:
             progress(k + 1, num_factors)
     disentanglement, completeness = dci_scores(importance)
