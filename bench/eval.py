@@ -235,7 +235,7 @@ def dci_spread(a: argparse.Namespace, model: Path) -> str:
     lines = [f"DCI over {a.dci_spread} tree seeds, {n_train} / {n_test} points: median [min – max], and seconds"]
     for case, make in cases.items():
         c_train, c_test = make()
-        for kind in ("gbt", "hist"):
+        for kind in a.dci_models.split(","):
             rows, secs = [], []
             for seed in range(a.dci_spread):
                 t = time.perf_counter()
@@ -260,6 +260,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300, help="training steps of the fixture model")
     p.add_argument("--dci-model", help="--disentanglement.dci_model for this checkout's runs (gbt, hist)")
     p.add_argument("--dci-spread", type=int, default=0, help="instead: DCI gbt vs hist over this many tree seeds")
+    p.add_argument("--dci-models", default="gbt,hist", help="the DCI classifiers --dci-spread compares")
     p.add_argument("--dci-case", default="both", choices=("synthetic", "model", "both"), help="codes of --dci-spread")
     p.add_argument("--out", default=str(REPO / "runs" / "bench" / "eval.json"))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
