@@ -1,5 +1,8 @@
 """MIG and FactorVAE score: perfect latents score high, random latents near 0 / chance."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -74,3 +77,49 @@ def test_factor_vae_score_prunes_collapsed_dimensions():
     score = factor_vae_score(represent, FACTOR_SIZES, num_train=300, num_eval=300, num_variance=2000)
     assert 0.7 < score < 0.9  # votes for the collapsed factor go astray: about 4/5 right
     assert factor_vae_score(lambda f: torch.zeros(len(f), 3), FACTOR_SIZES, num_train=10, num_eval=10) == 0.0
+
+
+def numpy_binned(codes: np.ndarray, num_bins: int = 20) -> np.ndarray:
+    """disentanglement_lib's _histogram_discretize: np.digitize on numpy.histogram's left edges."""
+    return np.stack([np.digitize(c, np.histogram(c, num_bins)[1][:-1]) - 1 for c in codes.T], 1)
+
+
+def reference_mig(codes: np.ndarray, factors: np.ndarray) -> float:
+    """MIG from numpy's histogram and scikit-learn's mutual information, factors that vary only."""
+    from sklearn.metrics import mutual_info_score
+
+    binned = numpy_binned(codes)
+    gaps = []
+    for k in range(factors.shape[1]):
+        entropy = mutual_info_score(factors[:, k], factors[:, k])
+        if len(np.unique(factors[:, k])) < 2:
+            continue
+        mi = sorted(mutual_info_score(binned[:, u], factors[:, k]) for u in range(codes.shape[1]))
+        gaps.append((mi[-1] - mi[-2]) / entropy)
+    return float(np.mean(gaps))
+
+
+def test_mig_leaves_out_a_factor_that_does_not_vary():
+    factors = sample_factors(5000, SMALL_SIZES, torch.Generator().manual_seed(0))
+    factors[:, 2] = 4  # a factor held constant: entropy 0
+    codes = noisy(factors, scale=0.3)
+    value = mig(codes, factors)
+    assert math.isfinite(value)
+    assert value == pytest.approx(reference_mig(codes.double().numpy(), factors.numpy()), abs=1e-9)
+    assert mig(codes, torch.zeros_like(factors)) == 0.0  # nothing varies: nothing to capture
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        np.full(50, 0.3),  # a constant dimension: numpy widens the range to +-0.5
+        0.3 + np.linspace(0, 5e-13, 50),  # a range of 5e-13: still 20 bins
+        np.random.default_rng(0).normal(size=1000),
+        np.random.default_rng(1).normal(size=1000) * 1e-9 + 7.0,
+        np.array([0.0, 0.49, 0.5, 9.99, 10.0, 0.1 * 3, 7.3]),  # values on and near the edges
+    ],
+)
+def test_histogram_discretization_matches_numpy_histogram(column):
+    codes = torch.tensor(np.stack([column, -column], 1))
+    expected = numpy_binned(codes.numpy())
+    assert histogram_discretize(codes, 20).numpy().tolist() == expected.tolist()

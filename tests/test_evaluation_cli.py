@@ -2,13 +2,17 @@
 `vae predict`, and the bad inputs of the evaluation commands."""
 
 import csv
+import os
 import re
+import signal
+import subprocess
+import time
 
 import pytest
 import torch
 from PIL import Image
 
-from conftest import run_vae
+from conftest import REPO, _vae_command, run_vae
 
 TINY = [
     "--config",
@@ -97,6 +101,37 @@ def test_vae_test_prints_the_likelihood_latent_and_disentanglement_metrics(run):
     one = metrics_table(r.stdout)
     assert r.returncode == 0 and "mig" not in one, r.stderr[-3000:]
     assert m["nll_iw"] < one["nll_iw"]  # with the checkpoint's k both runs would give the same value
+
+
+def test_sigterm_during_dci_stops_within_seconds_and_writes_nothing(run):
+    """SIGTERM while DCI fits its trees: vae test ends within 10 s, non-zero, with one line
+    naming DCI, no metric printed or logged and no new or changed run record (the command's
+    provenance.json and vae_config.yaml are written when it starts, before any metric)."""
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and "wandb" not in p.parts}
+    cmd = [*_vae_command(), "test", *TINY, "--trainer.default_root_dir", str(run)]
+    cmd += ["--ckpt_path", str(run / "checkpoints/version_0/last.ckpt"), "--model.init_args.iw_samples", "2"]
+    cmd += ["--trainer.limit_test_batches", "1", "--trainer.logger", "false", "--disentanglement.metrics", "[dci]"]
+    cmd += ["--disentanglement.num_train", "5000", "--disentanglement.num_test", "100"]  # minutes of fits
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # until DCI starts
+        lines.append(line)
+        if line.startswith("vae test: DCI"):
+            break
+    assert lines and lines[-1].startswith("vae test: DCI"), "".join(lines[-30:])
+    time.sleep(2)  # inside the first factor's boosting rounds
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    rest = proc.communicate(timeout=60)[0]
+    assert time.monotonic() - sent < 10, rest
+    assert proc.returncode == 128 + signal.SIGTERM, rest
+    assert rest.strip().splitlines()[-1] == "vae test: SIGTERM during DCI; no metric was logged.", rest
+    assert "test/dci" not in rest and "test/elbo" not in rest, rest
+    now = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and "wandb" not in p.parts}
+    assert set(now) == set(files)  # no new file; the run record that a finished test updates is as it was
+    record = [p for p in files if p.name in ("summary.json", "history.csv")]
+    assert record and all(now[p] == files[p] for p in record)
 
 
 def test_picture_commands_write_the_grids_they_promise(run, tmp_path):

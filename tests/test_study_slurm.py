@@ -260,3 +260,44 @@ def test_a_job_preempted_during_its_test_requeues_and_runs_only_the_test(cluster
     run = merged(folder / "wandb")
     assert len(run["ids"]) == 1 and len(run["folders"]) == 3, run["folders"]  # fit, interrupted test, test
     assert len([row for row in run["history"] if "test/elbo" in row]) == 1  # the requeued test adds no rows
+
+
+def test_a_job_signalled_during_its_metrics_requeues_and_the_rerun_test_completes(cluster, tmp_path):  # noqa: F811
+    """USR1 while DCI fits its trees: the job requeues at once and its second start runs only the
+    test, metrics included, to the end."""
+    fit = [a for a in FIT if "Progress" not in a and "callbacks." not in a]
+    metrics = ["--disentanglement.enabled", "true", "--disentanglement.metrics", "[dci]"]
+    metrics += ["--disentanglement.num_train", "3000", "--disentanglement.num_test", "100"]
+    metrics += ["--disentanglement.dci_trees", "20"]
+    result = run_vae(
+        "slurm",
+        "submit",
+        "--config",
+        str(REPO / "configs/base.yaml"),
+        "--gpus-per-node",
+        "0",
+        "--study",
+        "metrics",
+        "--seeds",
+        "0",
+        "--test",
+        "--",
+        *fit,
+        *metrics,
+        cwd=tmp_path,
+        env=ENV,
+    )
+    assert result.returncode == 0, result.stderr
+    job = f"{result.stdout.strip()}_0"
+    end = time.monotonic() + 300
+    while not any("vae test: DCI" in p.read_text() for p in tmp_path.glob("slurm-metrics-*.out")):
+        assert time.monotonic() < end, f"DCI never started: {job_info(job)}"
+        time.sleep(0.1)
+    subprocess.run(["scancel", "--signal=USR1", job])
+    info = wait_for(job, timeout=400)
+    log = next(tmp_path.glob("slurm-metrics-*.out")).read_text()
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", (info, log[-3000:])
+    assert log.count("`Trainer.fit` stopped") == 1, log[-3000:]  # the fit ran once
+    assert log.count("vae test: DCI (20 boosting rounds per factor, the slowest metric) ...") == 2, log[-3000:]
+    assert log.count("vae test: DCI (20 boosting rounds per factor, the slowest metric): ") == 1, log[-3000:]
+    assert "test/dci_informativeness" in log, log[-3000:]

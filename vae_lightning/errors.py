@@ -11,3 +11,12 @@ likelihoods, schedules, data modules, callbacks) refuses a value with a ``UserEr
 
 class UserError(ValueError):
     """A bad value, file or command that the user can fix; the message says how."""
+
+
+class Interrupted(Exception):
+    """A signal (SIGTERM, USR1) stopped a command midway; ``vae`` prints the message as one line
+    and exits with 128 + the signal's number, as a shell reports a process the signal ended."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum

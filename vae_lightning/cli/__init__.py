@@ -84,7 +84,7 @@ def main(args: list[str] | None = None) -> None:
 
         requeue_signal.catch()
     from vae_lightning.cli import console
-    from vae_lightning.errors import UserError
+    from vae_lightning.errors import Interrupted, UserError
 
     try:
         if completion:
@@ -119,6 +119,9 @@ def main(args: list[str] | None = None) -> None:
         if console.debug():
             raise
         _fail(str(err))
+    except Interrupted as err:
+        print(err, file=sys.stderr)
+        raise SystemExit(128 + err.signum) from None
 
 
 def run(args: list[str] | None = None):

@@ -31,12 +31,20 @@ def sample_factors(n: int, factor_sizes: Sequence[int], generator: torch.Generat
 
 
 def histogram_discretize(codes: Tensor, num_bins: int = 20) -> Tensor:
-    """Each column of codes (N, D) into ``num_bins`` equal-width bins between its min and max
-    (as numpy.histogram + digitize in disentanglement_lib): (N, D) long in [0, num_bins)."""
+    """Each column of codes (N, D) into ``num_bins`` equal-width bins between its min and max:
+    (N, D) long in [0, num_bins). The bins are numpy.histogram's (codes in float64), read as
+    disentanglement_lib reads them (``np.digitize`` on the left edges): edge i is
+    ``low + i * (high - low) / num_bins``, a value goes to the last left edge at or below it, and
+    a column whose values are all equal gets numpy's range ``[low - 0.5, low + 0.5]``, so it
+    falls into the middle bin."""
     codes = codes.double()
     low, high = codes.min(0).values, codes.max(0).values
-    width = (high - low).clamp(min=1e-12) / num_bins
-    return ((codes - low) / width).floor().clamp(0, num_bins - 1).long()
+    flat = low == high
+    low, high = torch.where(flat, low - 0.5, low), torch.where(flat, high + 0.5, high)
+    step = (high - low) / num_bins  # numpy.linspace's step, then start + i * step
+    edges = low.unsqueeze(1) + torch.arange(num_bins, dtype=torch.float64) * step.unsqueeze(1)  # (D, num_bins)
+    # the number of left edges <= x, minus one (np.digitize, right=False)
+    return (torch.searchsorted(edges, codes.T.contiguous(), right=True) - 1).T.clamp(0, num_bins - 1)
 
 
 def discrete_mutual_info(a: Tensor, b: Tensor) -> Tensor:
@@ -52,40 +60,52 @@ def discrete_mutual_info(a: Tensor, b: Tensor) -> Tensor:
 
 
 def mig(codes: Tensor, factors: Tensor, num_bins: int = 20) -> float:
-    """Mutual information gap of mean representations codes (N, D) for factor indices (N, K)."""
+    """Mutual information gap of mean representations codes (N, D) for factor indices (N, K).
+
+    A factor that takes one value in the sample has entropy 0 and nothing to be captured: it is
+    left out of the average (disentanglement_lib divides by its zero entropy and gets NaN); with
+    no varying factor at all the score is 0."""
     binned = histogram_discretize(codes, num_bins)
+    varying = [k for k in range(factors.shape[1]) if len(factors[:, k].unique()) > 1]
+    if not varying:
+        return 0.0
     m = torch.stack(
         [
-            torch.stack([discrete_mutual_info(binned[:, u], factors[:, k]) for k in range(factors.shape[1])])
+            torch.stack([discrete_mutual_info(binned[:, u], factors[:, k]) for k in varying])
             for u in range(codes.shape[1])
         ]
-    )  # (D, K)
-    entropy = torch.stack([discrete_mutual_info(factors[:, k], factors[:, k]) for k in range(factors.shape[1])])
+    )  # (D, K varying)
+    entropy = torch.stack([discrete_mutual_info(factors[:, k], factors[:, k]) for k in varying])
     m = torch.cat([m, torch.zeros_like(m[:1])])  # with one latent dimension the runner-up has 0
     top2 = m.topk(2, dim=0).values  # (2, K)
     return float(((top2[0] - top2[1]) / entropy).mean())
 
 
-def _votes(
-    represent: Represent,
-    factor_sizes: Sequence[int],
-    num_votes: int,
-    batch_size: int,
-    global_var: Tensor,
-    active: Tensor,
-    generator: torch.Generator,
-) -> Tensor:
-    """(K, D) counts of (fixed factor, dimension with the smallest normalized variance)."""
-    votes = torch.zeros(len(factor_sizes), len(global_var), dtype=torch.long)
-    active_idx = active.nonzero().squeeze(1)
+def _vote_factors(
+    factor_sizes: Sequence[int], num_votes: int, batch_size: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """The inputs of ``num_votes`` votes: the fixed factor of each (V,) and the factor tuples
+    (V * batch_size, K), each vote's batch sharing the value of its factor. Drawn vote by vote
+    in the order the votes were once drawn and encoded one at a time, so a seed gives the same votes."""
+    fixed, batches = [], []
     for _ in range(num_votes):
         k = int(torch.randint(len(factor_sizes), (1,), generator=generator))
         factors = sample_factors(batch_size, factor_sizes, generator)
         factors[:, k] = factors[0, k]
-        local_var = represent(factors).double().var(0)  # ddof = 1, as in disentanglement_lib
-        u = active_idx[torch.argmin(local_var[active] / global_var[active])]
-        votes[k, u] += 1
-    return votes
+        fixed.append(k)
+        batches.append(factors)
+    return torch.tensor(fixed), torch.cat(batches)
+
+
+def _votes(codes: Tensor, fixed: Tensor, num_factors: int, global_var: Tensor, active: Tensor) -> Tensor:
+    """(K, D) counts of (fixed factor, dimension with the smallest normalized variance), from
+    the codes (V * batch, D) of every vote's batch at once."""
+    local_var = codes.double().view(len(fixed), -1, codes.shape[1]).var(1)  # (V, D), ddof = 1 as disentanglement_lib
+    active_idx = active.nonzero().squeeze(1)
+    dims = active_idx[torch.argmin(local_var[:, active] / global_var[active], dim=1)]  # (V,)
+    votes = torch.zeros(num_factors * len(global_var), dtype=torch.long)
+    votes.index_add_(0, fixed * len(global_var) + dims, torch.ones_like(dims))
+    return votes.view(num_factors, len(global_var))
 
 
 def factor_vae_score(
@@ -108,21 +128,36 @@ def factor_vae_score(
     active = global_var.sqrt() >= prune_std
     if not active.any():
         return 0.0  # every dimension collapsed: no dimension can point at a factor
-    train = _votes(represent, factor_sizes, num_train, batch_size, global_var, active, g)
+    # the training and evaluation votes' batches, encoded in one pass
+    train_fixed, train_factors = _vote_factors(factor_sizes, num_train, batch_size, g)
+    eval_fixed, eval_factors = _vote_factors(factor_sizes, num_eval, batch_size, g)
+    vote_codes = represent(torch.cat([train_factors, eval_factors]))
+    train_codes, eval_codes = vote_codes[: len(train_factors)], vote_codes[len(train_factors) :]
+    train = _votes(train_codes, train_fixed, len(factor_sizes), global_var, active)
     classifier = train.argmax(0)  # (D,): the factor each dimension votes for most
-    evals = _votes(represent, factor_sizes, num_eval, batch_size, global_var, active, g)
+    evals = _votes(eval_codes, eval_fixed, len(factor_sizes), global_var, active)
     return float(evals[classifier, torch.arange(evals.shape[1])].sum() / evals.sum())
 
 
-def model_representation(model, render: Callable[[Tensor], Tensor], batch: int = 512) -> Represent:
-    """factors (N, K) -> posterior means μ(render(factors)) (N, D), float32 on the CPU."""
+def model_representation(
+    model,
+    render: Callable[[Tensor], Tensor],
+    batch: int = 1024,
+    progress: Callable[[int, int], None] | None = None,
+) -> Represent:
+    """factors (N, K) -> posterior means μ(render(factors)) (N, D), float32 on the CPU. Rendered
+    and encoded ``batch`` at a time on the model's device, under ``torch.inference_mode``;
+    ``progress(done, total)`` after each batch."""
+    device = getattr(model, "device", "cpu")
 
-    @torch.no_grad()  # on the function that encodes: it also runs outside Lightning's test loop
     def represent(factors: Tensor) -> Tensor:
         out = []
-        for i in range(0, len(factors), batch):
-            mu, _ = model.encode(render(factors[i : i + batch]))  # float32; a hierarchical model's mean path
-            out.append(mu.cpu())
-        return torch.cat(out)
+        with torch.inference_mode():  # on the function that encodes: it also runs outside Lightning's test loop
+            for i in range(0, len(factors), batch):
+                mu, _ = model.encode(render(factors[i : i + batch].to(device)))  # a hierarchical model's mean path
+                out.append(mu.cpu())
+                if progress is not None:
+                    progress(min(i + batch, len(factors)), len(factors))
+        return torch.cat(out) if out else torch.zeros(0, 0)  # outside inference mode: an ordinary tensor
 
     return represent

@@ -137,3 +137,12 @@ def non_finite_check_(grads: list, found_inf, inv_scale) -> None:
     import torch
 
     torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, inv_scale)
+
+
+# ---- scikit-learn 1.9.1 ---------------------------------------------------------------------
+
+
+def hist_gradient_boosting_splits(model) -> list:
+    """The split nodes (numpy records with ``feature_idx`` and ``gain``) of every tree of a fitted
+    ``HistGradientBoostingClassifier``, which has no ``feature_importances_`` (scikit-learn 1.9.1)."""
+    return [tree.nodes[~tree.nodes["is_leaf"].astype(bool)] for stage in model._predictors for tree in stage]
