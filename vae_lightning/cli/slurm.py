@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -77,7 +78,8 @@ class Job:
     partition: str | None = None
     account: str | None = None
     grid: list[tuple[str, list[str]]] = field(default_factory=list)  # swept (key, values): one task per combination
-    name: str = "vae"
+    name: str = "vae"  # the SLURM job name (an #SBATCH value: see DIRECTIVE_VALUE)
+    group: str | None = None  # the W&B group (the study's name); None: the job name
     root: str = "runs/default"  # a study's tasks train in <root>/<key=value,...>
     test: bool = False  # after the fit, `vae test` the best checkpoint in the same job and W&B run
     wandb: bool = False  # the logger is a WandbLogger: set group, job_type and tags
@@ -85,8 +87,32 @@ class Job:
     command: str = ""  # the `vae slurm submit` line, for the script's header
 
 
+#: what sbatch reads on an ``#SBATCH`` line as one value: it is not a shell, so nothing there is
+#: quoted; a value with other characters (a space, a quote, a newline) is refused instead
+DIRECTIVE_VALUE = re.compile(r"[\w.:,+@%-]+")
+
+
 def _q(text: str) -> str:
     return shlex.quote(str(text))
+
+
+def _comment(text: str) -> str:
+    """``text`` for one comment line: a newline or other control character is written escaped, so
+    it cannot end the comment and start a command."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _directive_value(flag: str, value: str) -> str:
+    if not DIRECTIVE_VALUE.fullmatch(value):
+        raise UserError(
+            f"--{flag} {value!r} cannot go on an #SBATCH line; use letters, digits and . _ : , + @ % - only."
+        )
+    return value
+
+
+def job_name(name: str) -> str:
+    """A study's name as a SLURM job name: characters an ``#SBATCH`` line cannot hold become ``_``."""
+    return re.sub(r"[^\w.+-]", "_", name)
 
 
 def _n(count: int, noun: str) -> str:
@@ -133,7 +159,7 @@ def render(job: Job, vae: str = "vae") -> str:
     lines = [
         "#!/bin/bash",
         f"# vae fit{' + vae test' if job.test else ''} on {devices}. Written by:",
-        f"#   {job.command}",
+        f"#   {_comment(job.command)}",
     ]
     for comment, directive in sbatch:
         lines += ([f"# {comment}"] if comment else []) + [f"#SBATCH {directive}"]
@@ -184,7 +210,7 @@ def _args(job: Job) -> list[str]:
             args += ["--trainer.logger.init_args.name", '"${NAMES[$I]}"']
         args += [
             "--trainer.logger.init_args.group",
-            _q(job.name),
+            _q(job.group or job.name),
             "--trainer.logger.init_args.job_type",
             "fit",
             "--trainer.logger.init_args.tags",
@@ -288,6 +314,11 @@ def job_from_args(argv: list[str]) -> tuple[Job, bool]:
         )
     if opts.cpus_per_task is not None and opts.cpus_per_task < 1:
         raise UserError(f"--cpus-per-task must be >= 1, got {opts.cpus_per_task}.")
+    for flag in ("time", "partition", "account", "job_name"):
+        if getattr(opts, flag) is not None:
+            _directive_value(flag.replace("_", "-"), getattr(opts, flag))
+    if opts.study is not None:
+        study.check_folder_name("--study", opts.study)
     grid = study.grid_from(opts.array, opts.seeds)
     root = f"runs/{opts.study}" if opts.study else str(trainer.get("default_root_dir") or "runs/default")
     logger = trainer.get("logger")
@@ -302,7 +333,8 @@ def job_from_args(argv: list[str]) -> tuple[Job, bool]:
         partition=opts.partition,
         account=opts.account,
         grid=grid,
-        name=opts.job_name or opts.study or Path(root).name or "vae",
+        name=opts.job_name or job_name(opts.study or Path(root).name or "vae"),
+        group=opts.study,
         root=root,
         wandb=wandb,
         test=opts.test,

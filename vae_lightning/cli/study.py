@@ -26,12 +26,33 @@ DONE_FILE = "fit.done"
 Grid = list[tuple[str, list[str]]]  # (config key, values) in the order given
 
 
+def check_folder_name(what: str, text: str) -> str:
+    """``text`` if it can be one folder's name; else ``UserError``. A study's name and every swept
+    value become folder names: ``..`` or a ``/`` would put a task outside its study, and a
+    control character (a newline) would end a line of the job script."""
+    if text in ("", ".", "..") or "/" in text or not text.isprintable():
+        raise UserError(
+            f"{what} {text!r} cannot be a folder name; use letters, digits and . _ - = "
+            "(no '/', no '..', no control characters)."
+        )
+    return text
+
+
 def parse_array(text: str) -> tuple[str, list[str]]:
     """``KEY=V1,V2,...`` -> (key, values); ``UserError`` naming the text when malformed."""
     key, _, values = text.partition("=")
     key, parts = key.strip().removeprefix("--"), [v.strip() for v in values.split(",") if v.strip()]
     if not key or not parts or not re.fullmatch(r"[\w.]+", key):
         raise UserError(f"--array takes KEY=V1,V2,..., e.g. model.init_args.beta=1,2,4; got {text!r}.")
+    if key == "config":
+        raise UserError(
+            "--array config=... cannot vary the config stack; write a study file with one entry per stack "
+            "and run `vae study submit FILE` (see `vae study --help`)."
+        )
+    for value in parts:
+        check_folder_name(f"--array {key} value", value)
+    if len(set(parts)) < len(parts):
+        raise UserError(f"--array {key} repeats a value ({text!r}); two tasks would share one folder: give each once.")
     return key, parts
 
 
@@ -103,7 +124,7 @@ def array_lines(grid: Grid, root: str) -> list[str]:
     lines.append(f"TASKS=({' '.join(shlex.quote(folder(t)) for t in combos)})")
     lines.append(f"NAMES=({' '.join(shlex.quote(','.join(short(t))) for t in combos)})")
     lines.append(f"TAGS=({' '.join(shlex.quote('[slurm, study, ' + ', '.join(short(t)) + ']') for t in combos)})")
-    lines.append(f'ROOT="{root}/${{TASKS[$I]}}"')
+    lines.append(f'ROOT={shlex.quote(root)}/"${{TASKS[$I]}}"')
     return lines
 
 
