@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "traverse": "latent traversals of a checkpoint as a PNG grid",
     "interpolate": "latent interpolations of a checkpoint as a PNG grid",
     "slurm": "write and submit a SLURM batch script for `vae fit` (vae slurm submit --help)",
+    "study": "run, submit or check a study file's tasks (vae study --help)",
     "compare": "one table and figures of many runs or a study, offline (vae compare --help)",
     "data": "prepare a data set for streaming: vae data prepare SRC DST (vae data prepare --help)",
 }
@@ -96,6 +97,10 @@ def main(args: list[str] | None = None) -> None:
             from vae_lightning.cli.slurm import main as slurm_main
 
             return slurm_main(argv[1:])
+        if argv[0] == "study":  # torch only once tasks are resolved
+            from vae_lightning.cli.study_command import main as study_main
+
+            return study_main(argv[1:])
         if argv[0] == "compare":  # no torch either: reads run folders
             from vae_lightning.cli.compare import main as compare_main
 

@@ -84,6 +84,8 @@ class Job:
     test: bool = False  # after the fit, `vae test` the best checkpoint in the same job and W&B run
     wandb: bool = False  # the logger is a WandbLogger: set group, job_type and tags
     fit_args: list[str] = field(default_factory=list)
+    study_tasks: int = 0  # a study file's array (`vae study submit`): its number of tasks
+    log_dir: str | None = None  # where SLURM writes the logs (an #SBATCH value); None: the submit folder
     command: str = ""  # the `vae slurm submit` line, for the script's header
 
 
@@ -143,7 +145,10 @@ def render(job: Job, vae: str = "vae") -> str:
         if value is not None:
             sbatch.append((None, f"--{flag}={value}"))
     log = "slurm-%x-%j.out"
-    if job.grid:
+    if job.study_tasks:
+        sbatch.append(("one array task per task of the study", f"--array=0-{job.study_tasks - 1}"))
+        log = "slurm-%x-%A_%a.out"
+    elif job.grid:
         keys = " x ".join(k for k, _ in job.grid)
         sbatch.append((f"one array task per combination of {keys}", f"--array=0-{len(study.tasks(job.grid)) - 1}"))
         log = "slurm-%x-%A_%a.out"
@@ -154,7 +159,7 @@ def render(job: Job, vae: str = "vae") -> str:
             f"--signal=USR1@{SIGNAL_SECONDS}",
         ),
         ("the restarted job appends to the same log", "--open-mode=append"),
-        (None, f"--output={log}"),
+        (None, f"--output={job.log_dir + '/' if job.log_dir else ''}{log}"),
     ]
     lines = [
         "#!/bin/bash",
