@@ -276,7 +276,12 @@ def _parser() -> argparse.ArgumentParser:
         help="swept config key and values, e.g. model.init_args.beta=1,2,4,8; repeatable: one array "
         "task per combination, in runs/<study>/<key=value,...>/",
     )
-    p.add_argument("--seeds", metavar="S1,S2,...", help="shorthand for --array seed_everything=S1,S2,...")
+    p.add_argument(
+        "--seeds",
+        metavar="S1,S2,...",
+        help="one task per seed: it sets seed_everything (model init, sampling) and data.init_args.seed "
+        "(data order); the test set stays the one data.init_args.split_seed picks",
+    )
     p.add_argument(
         "--study",
         help="the study's name: tasks train in runs/<study>/..., W&B group = the name "

@@ -2,10 +2,11 @@
 
     vae slurm submit --config ... --study betas --array model.init_args.beta=1,4 --seeds 0,1 --test
 
-makes one array task per element of the Cartesian product of the ``--array`` values (``--seeds`` is
-``seed_everything``), in the order the keys are given (the last key varies fastest). Task ``i``
-trains in ``runs/<study>/<key=value,...>/``; its W&B run has group = the study, name and tags = the
-swept values. Imports neither torch nor lightning (it runs on a login node).
+makes one array task per element of the Cartesian product of the ``--array`` values (``--seeds``
+sets ``seed_everything``: model init, sampling; and ``data.init_args.seed``: data order), in the
+order the keys are given (the last key varies fastest). Task ``i`` trains in
+``runs/<study>/<key=value,...>/``; its W&B run has group = the study, name and tags = the swept
+values. Imports neither torch nor lightning (it runs on a login node).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import subprocess
 from vae_lightning.errors import UserError
 
 SEED_KEY = "seed_everything"
+#: the data module's own seed (shuffling, dynamic binarization): a task's seed sets it too; the
+#: test set follows ``data.init_args.split_seed`` alone
+DATA_SEED_KEY = "data.init_args.seed"
 #: written by the fit (``--preemption.done_file``) when it ends without a preemption; a requeued
 #: ``--test`` job that finds it runs only the test
 DONE_FILE = "fit.done"
@@ -129,5 +133,11 @@ def array_lines(grid: Grid, root: str) -> list[str]:
 
 
 def array_args(grid: Grid) -> list[str]:
-    """``vae`` arguments that set each swept key to this task's value."""
-    return [a for n, (key, _) in enumerate(grid) for a in (f"--{key}", f'"${{V{n}[$I]}}"')]
+    """``vae`` arguments that set each swept key to this task's value; the seed sets the data
+    module's ``seed`` (data order) as well as ``seed_everything`` (init, sampling)."""
+    out = []
+    for n, (key, _) in enumerate(grid):
+        out += [f"--{key}", f'"${{V{n}[$I]}}"']
+        if key == SEED_KEY:
+            out += [f"--{DATA_SEED_KEY}", f'"${{V{n}[$I]}}"']
+    return out

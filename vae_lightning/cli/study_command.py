@@ -98,20 +98,21 @@ def check_folder(item: Planned) -> None:
 
 
 def state(folder: Path) -> str:
-    """finished | preempted | failed | running | pending, from the files of a task folder alone."""
+    """finished | preempted | failed | running | pending, from the files of a task folder alone: a
+    SLURM checkpoint (``hpc_ckpt_*``) newer than the fit's last record means it stopped there."""
     if (folder / FINISHED_FILE).is_file():
         return "finished"
     summaries = sorted(folder.glob("checkpoints/*/summary.json"), key=lambda p: p.stat().st_mtime)
-    if list(folder.glob("hpc_ckpt_*.ckpt")) and not summaries:
+    hpc = max((p.stat().st_mtime for p in folder.glob("hpc_ckpt_*.ckpt")), default=None)
+    last = summaries[-1].stat().st_mtime if summaries else None
+    if hpc is not None and (last is None or hpc >= last):
         return "preempted"
-    if summaries:
-        status = json.loads(summaries[-1].read_text()).get("status")
-        if status == "failed":
-            return "failed"
-        if list(folder.glob("hpc_ckpt_*.ckpt")) or (folder / study.DONE_FILE).is_file():
-            return "preempted" if status != "running" else "running"
-        return "running" if status in ("running", "finished") else str(status)
-    return "pending"
+    if not summaries:
+        return "pending"
+    status = json.loads(summaries[-1].read_text()).get("status")
+    if status == "failed":
+        return "failed"
+    return "preempted" if status == "preempted" else "running"
 
 
 def _logger_args(item: Planned, spec: study_file.StudyFile) -> list[str]:

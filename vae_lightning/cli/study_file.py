@@ -27,8 +27,7 @@ import yaml
 from vae_lightning.cli import study
 from vae_lightning.errors import UserError
 
-#: the data module's own seed (shuffling, dynamic binarization) follows the task's seed
-DATA_SEED_KEY = "data.init_args.seed"
+DATA_SEED_KEY = study.DATA_SEED_KEY
 
 
 @dataclass
