@@ -106,6 +106,18 @@ def test_each_entry_resolves_its_own_class_and_settings_and_the_seed_sets_the_da
     assert len(set(hashes)) == len(hashes)
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs/studies").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_study_file_loads_and_its_first_task_of_each_entry_resolves(path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    spec = study_file.load(str(path))
+    seen = set()
+    for task in study_file.tasks(spec):
+        if task.entry not in seen:
+            seen.add(task.entry)
+            assert resolve(task.argv)["seed_everything"] == task.seed
+    assert seen == {e.name for e in spec.entries}
+
+
 BAD = [
     ("name: [x\n", "is not valid YAML"),
     ("- a\n- b\n", "must be a mapping"),

@@ -316,7 +316,7 @@ def _selected(planned: list[Planned], only: str | None) -> list[Planned]:
 def main(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help") or (len(argv) > 1 and argv[1] in ("-h", "--help")):
         print(HELP)
-        return
+        raise SystemExit(0)  # as argparse's --help does
     command, rest = argv[0], argv[1:]
     if command == "status":
         from vae_lightning.cli.study_status import main as status_main
