@@ -94,7 +94,7 @@ def main(argv: list[str]) -> None:
         rows.append({"entry": task["entry"], "point": point, "seed": task["seed"], **line, "hash": task["hash"]})
     columns = ["entry", "point", "seed", "state", "steps", "restarts", "wall_time_s", "hash"]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
-    print("  ".join(c.ljust(widths[c]) for c in columns))
+    print("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
     for row in rows:
         print("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())
     counts = {s: sum(r["state"] == s for r in rows) for s in dict.fromkeys(r["state"] for r in rows)}
