@@ -218,11 +218,12 @@ def test_dry_run_lists_every_task_and_prints_one_array_that_runs_each_stack(tmp_
     assert "beta_tcvae.yaml" in cases[4] and "BetaVAE" not in cases[4] and "model.init_args.beta " not in cases[4]
     for i, case in enumerate(cases[:6]):
         folder = listed[i].split(" -> ")[1]
-        assert f"--trainer.default_root_dir '{folder}'" in case or f"--trainer.default_root_dir {folder}" in case
-        # the arguments after -- come before the grid point, the seed and the task's folder
-        assert case.index("--trainer.max_steps 5") < case.index("--seed_everything") < case.index("default_root_dir")
+        assert f"    ROOT='{folder}'\n" in case or f"    ROOT={folder}\n" in case
+        # the arguments after -- come before the grid point and the seed
+        assert case.index("--trainer.max_steps 5") < case.index("--seed_everything")
         assert f"--data.init_args.seed {i % 2}" in case
-    assert ' test "${ARGS[@]}" --ckpt_path best\n' in script
+    # fit and test in one process per task
+    assert script.endswith(' study task --root "$ROOT" --test -- "${ARGS[@]}"\n')
 
 
 def test_slurm_submit_seeds_set_the_data_seed_too(tmp_path):

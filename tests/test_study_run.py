@@ -105,8 +105,12 @@ def test_run_skip_resume_and_a_changed_setting_fits_again(study, capsys):
     # an interrupted task (no end marker) resumes from its last checkpoint, in its own folder
     for name in (study_command.FINISHED_FILE, "fit.done"):
         (folders[1] / name).unlink()
+    stale = folders[1] / "hpc_ckpt_1.ckpt"  # older than last.ckpt: the fit resumes from last.ckpt
+    stale.write_text("")
+    os.utime(stale, (1e9, 1e9))
     main(["study", "run", "two.yaml"])
     assert (folders[1] / study_command.FINISHED_FILE).is_file()
+    assert not stale.exists()  # a finished task keeps no SLURM checkpoint
     assert len(list(folders[1].glob("checkpoints/*/last.ckpt"))) == 1  # resumed, not a second version
     assert (folders[1] / study_command.STARTS_FILE).read_text().count("\n") == 2
 

@@ -79,7 +79,7 @@ def main(args: list[str] | None = None) -> None:
     completion = argv[0] == "--print_completion"
     if not completion and (argv[0].startswith("-") or argv[0] not in SUBCOMMANDS):
         _fail(f"unknown subcommand {argv[0]!r}; choose one of {', '.join(SUBCOMMANDS)} (see `vae --help`).")
-    if argv[0] in ("fit", "validate", "test", "predict"):
+    if argv[0] in ("fit", "validate", "test", "predict") or argv[:2] == ["study", "task"]:
         # first of all: a SLURM requeue signal during the seconds of start-up must not kill the task
         from vae_lightning.runtime import requeue_signal
 

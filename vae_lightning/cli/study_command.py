@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -164,32 +165,54 @@ def _record(spec: study_file.StudyFile, planned: list[Planned], root: Path, comm
 
 def run_tasks(spec, planned: list[Planned], test: bool, root: Path, command: list[str]) -> None:
     """Run the unfinished tasks one after another in this process."""
-    import wandb
-
-    from vae_lightning.cli import run
-    from vae_lightning.runtime.checkpoint import find_last
-
     _record(spec, planned, root, command)
     for n, item in enumerate(planned, 1):
         if state(item.folder) == "finished":
             print(f"[{n}/{len(planned)}] {item.name}: finished, skipped", flush=True)
             continue
         print(f"[{n}/{len(planned)}] {item.name}", flush=True)
-        with open(item.folder / STARTS_FILE, "a") as fh:
+        run_one(item.folder, [*item.task.argv, *_logger_args(item, spec)], test)
+
+
+def _resume(folder: Path) -> list[str]:
+    """Where an unfinished fit continues: the newer of SLURM's checkpoint (``hpc_ckpt_*``, written at
+    a preemption, mid-epoch with the data order) and the last ``last.ckpt``; nothing for a new task."""
+    from vae_lightning.runtime.checkpoint import find_last
+
+    last = find_last(folder / "checkpoints")
+    hpc = max((p.stat().st_mtime for p in folder.glob("hpc_ckpt_*.ckpt")), default=None)
+    if hpc is not None and (last is None or hpc >= Path(last).stat().st_mtime):
+        return ["--ckpt_path", "hpc"]
+    return ["--ckpt_path", "last"] if last is not None else []
+
+
+def run_one(folder: Path, args: list[str], test: bool) -> None:
+    """One task in this process: its fit (resumed where it stopped; skipped once ``fit.done`` says it
+    ended) and then its test, one Python start-up for both. When both are done the task is marked
+    finished and SLURM's ``hpc_ckpt_*`` files are deleted (``last.ckpt`` and the best stay)."""
+    import wandb
+
+    from vae_lightning.cli import run
+
+    zero = os.environ.get("SLURM_PROCID", "0") == "0"  # one record per task, not one per DDP rank
+    folder.mkdir(parents=True, exist_ok=True)
+    if zero:
+        with open(folder / STARTS_FILE, "a") as fh:
             fh.write(f"{time.time():.3f}\n")
-        args = [*item.task.argv, "--trainer.default_root_dir", str(item.folder), *_logger_args(item, spec)]
-        done = item.folder / study.DONE_FILE
-        try:
-            if not done.is_file():
-                resume = ["--ckpt_path", "last"] if find_last(item.folder / "checkpoints") else []
-                run(["fit", *args, *resume, "--preemption.done_file", str(done)])
-            if test and done.is_file():
-                run(["test", *args, "--ckpt_path", "best"])
-        finally:
-            wandb.finish()
-            wandb.teardown()  # each task's W&B service ends with it
-        if done.is_file():
-            (item.folder / FINISHED_FILE).write_text(f"{time.time():.3f}\n")
+    args = [*args, "--trainer.default_root_dir", str(folder)]
+    done = folder / study.DONE_FILE
+    try:
+        if not done.is_file():
+            run(["fit", *args, *_resume(folder), "--preemption.done_file", str(done)])
+        if test and done.is_file():  # not after a preemption: the requeued job fits on, then tests
+            run(["test", *args, "--ckpt_path", "best"])
+    finally:
+        wandb.finish()
+        wandb.teardown()  # each task's W&B service ends with it
+    if done.is_file() and zero:
+        for path in folder.glob("hpc_ckpt_*.ckpt"):
+            path.unlink()
+        (folder / FINISHED_FILE).write_text(f"{time.time():.3f}\n")
 
 
 def render_study(job: slurm.Job, spec, planned: list[Planned], vae: str = "vae") -> str:
@@ -217,31 +240,16 @@ def render_study(job: slurm.Job, spec, planned: list[Planned], vae: str = "vae")
         str(job.nodes),
     ]
     for i, item in enumerate(planned):
-        args = [*item.task.argv, *device, "--trainer.default_root_dir", str(item.folder), *_logger_args(item, spec)]
+        args = [*item.task.argv, *device, *_logger_args(item, spec)]  # `vae study task` adds the folder
         lines += [f"{i})  # {slurm._comment(item.task.label)}", f"    ROOT={q(str(item.folder))}", "    ARGS=("]
         lines += [f"        {' '.join(q(a) for a in pair)}" for pair in _pairs(args)]
         lines += ["    )", "    ;;"]
     lines += ['*) echo "no task $SLURM_ARRAY_TASK_ID in this study" >&2; exit 1 ;;', "esac"]
-    srun = "srun --kill-on-bad-exit=1"
     lines += [
-        'mkdir -p "$ROOT"',
-        f'date +%s >>"$ROOT/{STARTS_FILE}"',
-        "# a new submission of an interrupted task resumes from its last.ckpt; a requeued job from its hpc_ckpt",
-        "RESUME=(--ckpt_path last)",
-        'if compgen -G "$ROOT/hpc_ckpt_*.ckpt" >/dev/null; then RESUME=(); fi',
-        f'DONE="$ROOT/{study.DONE_FILE}"',
+        "# fit (resumed where it stopped) and test in one process; a job requeued after its fit only tests;",
         "# a task that exits non-zero ends the job's other tasks: no rank waits for a dead one",
-        "if [[ ! -f $DONE ]]; then",
-        f'    {srun} {vae} fit "${{ARGS[@]}}" "${{RESUME[@]}}" --preemption.done_file "$DONE"',
-        "fi",
-        "[[ -f $DONE ]] || exit 0  # preempted: the job is being requeued",
+        f'srun --kill-on-bad-exit=1 {vae} study task --root "$ROOT"{" --test" if job.test else ""} -- "${{ARGS[@]}}"',
     ]
-    if job.test:
-        lines += [
-            "# the checkpoint with the best val/loss of the fit, same W&B run",
-            f'{srun} {vae} test "${{ARGS[@]}}" --ckpt_path best',
-        ]
-    lines += [f'date +%s >"$ROOT/{FINISHED_FILE}"']
     return "\n".join(lines) + "\n"
 
 
@@ -322,6 +330,16 @@ def main(argv: list[str]) -> None:
         from vae_lightning.cli.study_status import main as status_main
 
         return status_main(rest)
+    if command == "task":  # the job script's: one task in this process
+        from vae_lightning.cli import console
+
+        console.quiet(wandb=True)
+        cut = rest.index("--") if "--" in rest else len(rest)
+        p = _Parser(prog="vae study task", add_help=False)
+        p.add_argument("--root", required=True)
+        p.add_argument("--test", action="store_true")
+        opts = p.parse_args(rest[:cut])
+        return run_one(Path(opts.root), rest[cut + 1 :], opts.test)
     if command not in ("run", "submit"):
         raise UserError(f"unknown study command {command!r}; use run, submit or status (see `vae study --help`).")
     from vae_lightning.cli import console
