@@ -20,6 +20,7 @@ VARIANTS = [p for p in EXPERIMENTS if p.name != "vae.yaml"]  # stacked on their 
 LAYERS = sorted([*CONFIGS.glob("logger/*.yaml"), *CONFIGS.glob("trainer/*.yaml"), CONFIGS / "demo.yaml"])
 MODEL_BLOCKS = sorted(CONFIGS.glob("model/*.yaml"))  # subclass values (a model, a decoder) experiments name by path
 SWEEPS = sorted(CONFIGS.glob("sweeps/*.yaml"))  # W&B sweep files; their command is parsed below
+STUDIES = sorted(CONFIGS.glob("studies/*.yaml"))  # study files: tests/test_study_file.py resolves their tasks
 SPRITES = {
     "sprites/vae.yaml": VAE,
     "sprites/beta_vae.yaml": BetaVAE,
@@ -85,7 +86,7 @@ def _contains(whole, part) -> bool:
 
 
 def test_every_yaml_under_configs_has_a_role():
-    roles = {CONFIGS / "base.yaml", *EXPERIMENTS, *LAYERS, *MODEL_BLOCKS, *SWEEPS}
+    roles = {CONFIGS / "base.yaml", *EXPERIMENTS, *LAYERS, *MODEL_BLOCKS, *SWEEPS, *STUDIES}
     strays = [_name(p) for p in sorted(CONFIGS.rglob("*.y*ml")) if p not in roles]
     assert not strays, f"{strays}: give each file a role (and so a test) at the top of tests/test_cli.py"
     assert {p.parent.name for p in EXPERIMENTS} >= {"sprites", "mnist", "cifar10", "celeba"}

@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "traverse": "latent traversals of a checkpoint as a PNG grid",
     "interpolate": "latent interpolations of a checkpoint as a PNG grid",
     "slurm": "write and submit a SLURM batch script for `vae fit` (vae slurm submit --help)",
+    "study": "run, submit or check a study file's tasks (vae study --help)",
     "compare": "one table and figures of many runs or a study, offline (vae compare --help)",
     "data": "prepare a data set for streaming: vae data prepare SRC DST (vae data prepare --help)",
 }
@@ -78,7 +79,7 @@ def main(args: list[str] | None = None) -> None:
     completion = argv[0] == "--print_completion"
     if not completion and (argv[0].startswith("-") or argv[0] not in SUBCOMMANDS):
         _fail(f"unknown subcommand {argv[0]!r}; choose one of {', '.join(SUBCOMMANDS)} (see `vae --help`).")
-    if argv[0] in ("fit", "validate", "test", "predict"):
+    if argv[0] in ("fit", "validate", "test", "predict") or argv[:2] == ["study", "task"]:
         # first of all: a SLURM requeue signal during the seconds of start-up must not kill the task
         from vae_lightning.runtime import requeue_signal
 
@@ -96,6 +97,10 @@ def main(args: list[str] | None = None) -> None:
             from vae_lightning.cli.slurm import main as slurm_main
 
             return slurm_main(argv[1:])
+        if argv[0] == "study":  # torch only once tasks are resolved
+            from vae_lightning.cli.study_command import main as study_main
+
+            return study_main(argv[1:])
         if argv[0] == "compare":  # no torch either: reads run folders
             from vae_lightning.cli.compare import main as compare_main
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -78,16 +79,43 @@ class Job:
     partition: str | None = None
     account: str | None = None
     grid: list[tuple[str, list[str]]] = field(default_factory=list)  # swept (key, values): one task per combination
-    name: str = "vae"
+    name: str = "vae"  # the SLURM job name (an #SBATCH value: see DIRECTIVE_VALUE)
+    group: str | None = None  # the W&B group (the study's name); None: the job name
     root: str = "runs/default"  # a study's tasks train in <root>/<key=value,...>
     test: bool = False  # after the fit, `vae test` the best checkpoint in the same job and W&B run
     wandb: bool = False  # the logger is a WandbLogger: set group, job_type and tags
     fit_args: list[str] = field(default_factory=list)
+    study_tasks: int = 0  # a study file's array (`vae study submit`): its number of tasks
+    log_dir: str | None = None  # where SLURM writes the logs (an #SBATCH value); None: the submit folder
     command: str = ""  # the `vae slurm submit` line, for the script's header
+
+
+#: what sbatch reads on an ``#SBATCH`` line as one value: it is not a shell, so nothing there is
+#: quoted; a value with other characters (a space, a quote, a newline) is refused instead
+DIRECTIVE_VALUE = re.compile(r"[\w.:,+@%-]+")
 
 
 def _q(text: str) -> str:
     return shlex.quote(str(text))
+
+
+def _comment(text: str) -> str:
+    """``text`` for one comment line: a newline or other control character is written escaped, so
+    it cannot end the comment and start a command."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _directive_value(flag: str, value: str) -> str:
+    if not DIRECTIVE_VALUE.fullmatch(value):
+        raise UserError(
+            f"--{flag} {value!r} cannot go on an #SBATCH line; use letters, digits and . _ : , + @ % - only."
+        )
+    return value
+
+
+def job_name(name: str) -> str:
+    """A study's name as a SLURM job name: characters an ``#SBATCH`` line cannot hold become ``_``."""
+    return re.sub(r"[^\w.+-]", "_", name)
 
 
 def _n(count: int, noun: str) -> str:
@@ -118,7 +146,10 @@ def render(job: Job, vae: str = "vae") -> str:
         if value is not None:
             sbatch.append((None, f"--{flag}={value}"))
     log = "slurm-%x-%j.out"
-    if job.grid:
+    if job.study_tasks:
+        sbatch.append(("one array task per task of the study", f"--array=0-{job.study_tasks - 1}"))
+        log = "slurm-%x-%A_%a.out"
+    elif job.grid:
         keys = " x ".join(k for k, _ in job.grid)
         sbatch.append((f"one array task per combination of {keys}", f"--array=0-{len(study.tasks(job.grid)) - 1}"))
         log = "slurm-%x-%A_%a.out"
@@ -129,12 +160,12 @@ def render(job: Job, vae: str = "vae") -> str:
             f"--signal=USR1@{SIGNAL_SECONDS}",
         ),
         ("the restarted job appends to the same log", "--open-mode=append"),
-        (None, f"--output={log}"),
+        (None, f"--output={job.log_dir + '/' if job.log_dir else ''}{log}"),
     ]
     lines = [
         "#!/bin/bash",
         f"# vae fit{' + vae test' if job.test else ''} on {devices}. Written by:",
-        f"#   {job.command}",
+        f"#   {_comment(job.command)}",
     ]
     for comment, directive in sbatch:
         lines += ([f"# {comment}"] if comment else []) + [f"#SBATCH {directive}"]
@@ -185,7 +216,7 @@ def _args(job: Job) -> list[str]:
             args += ["--trainer.logger.init_args.name", '"${NAMES[$I]}"']
         args += [
             "--trainer.logger.init_args.group",
-            _q(job.name),
+            _q(job.group or job.name),
             "--trainer.logger.init_args.job_type",
             "fit",
             "--trainer.logger.init_args.tags",
@@ -240,7 +271,12 @@ def _parser() -> argparse.ArgumentParser:
         help="swept config key and values, e.g. model.init_args.beta=1,2,4,8; repeatable: one array "
         "task per combination, in runs/<study>/<key=value,...>/",
     )
-    p.add_argument("--seeds", metavar="S1,S2,...", help="shorthand for --array seed_everything=S1,S2,...")
+    p.add_argument(
+        "--seeds",
+        metavar="S1,S2,...",
+        help="one task per seed: it sets seed_everything (model init, sampling) and data.init_args.seed "
+        "(data order); the test set stays the one data.init_args.split_seed picks",
+    )
     p.add_argument(
         "--study",
         help="the study's name: tasks train in runs/<study>/..., W&B group = the name "
@@ -283,6 +319,11 @@ def job_from_args(argv: list[str]) -> tuple[Job, bool]:
         )
     if opts.cpus_per_task is not None and opts.cpus_per_task < 1:
         raise UserError(f"--cpus-per-task must be >= 1, got {opts.cpus_per_task}.")
+    for flag in ("time", "partition", "account", "job_name"):
+        if getattr(opts, flag) is not None:
+            _directive_value(flag.replace("_", "-"), getattr(opts, flag))
+    if opts.study is not None:
+        study.check_folder_name("--study", opts.study)
     grid = study.grid_from(opts.array, opts.seeds)
     root = f"runs/{opts.study}" if opts.study else str(trainer.get("default_root_dir") or "runs/default")
     logger = trainer.get("logger")
@@ -297,7 +338,8 @@ def job_from_args(argv: list[str]) -> tuple[Job, bool]:
         partition=opts.partition,
         account=opts.account,
         grid=grid,
-        name=opts.job_name or opts.study or Path(root).name or "vae",
+        name=opts.job_name or job_name(opts.study or Path(root).name or "vae"),
+        group=opts.study,
         root=root,
         wandb=wandb,
         test=opts.test,

@@ -2,10 +2,11 @@
 
     vae slurm submit --config ... --study betas --array model.init_args.beta=1,4 --seeds 0,1 --test
 
-makes one array task per element of the Cartesian product of the ``--array`` values (``--seeds`` is
-``seed_everything``), in the order the keys are given (the last key varies fastest). Task ``i``
-trains in ``runs/<study>/<key=value,...>/``; its W&B run has group = the study, name and tags = the
-swept values. Imports neither torch nor lightning (it runs on a login node).
+makes one array task per element of the Cartesian product of the ``--array`` values (``--seeds``
+sets ``seed_everything``: model init, sampling; and ``data.init_args.seed``: data order), in the
+order the keys are given (the last key varies fastest). Task ``i`` trains in
+``runs/<study>/<key=value,...>/``; its W&B run has group = the study, name and tags = the swept
+values. Imports neither torch nor lightning (it runs on a login node).
 """
 
 from __future__ import annotations
@@ -19,11 +20,26 @@ import subprocess
 from vae_lightning.errors import UserError
 
 SEED_KEY = "seed_everything"
+#: the data module's own seed (shuffling, dynamic binarization): a task's seed sets it too; the
+#: test set follows ``data.init_args.split_seed`` alone
+DATA_SEED_KEY = "data.init_args.seed"
 #: written by the fit (``--preemption.done_file``) when it ends without a preemption; a requeued
 #: ``--test`` job that finds it runs only the test
 DONE_FILE = "fit.done"
 
 Grid = list[tuple[str, list[str]]]  # (config key, values) in the order given
+
+
+def check_folder_name(what: str, text: str) -> str:
+    """``text`` if it can be one folder's name; else ``UserError``. A study's name and every swept
+    value become folder names: ``..`` or a ``/`` would put a task outside its study, and a
+    control character (a newline) would end a line of the job script."""
+    if text in ("", ".", "..") or "/" in text or not text.isprintable():
+        raise UserError(
+            f"{what} {text!r} cannot be a folder name; use letters, digits and . _ - = "
+            "(no '/', no '..', no control characters)."
+        )
+    return text
 
 
 def parse_array(text: str) -> tuple[str, list[str]]:
@@ -32,9 +48,18 @@ def parse_array(text: str) -> tuple[str, list[str]]:
     key, parts = key.strip().removeprefix("--"), [v.strip() for v in values.split(",")]
     if not key or not all(parts) or not re.fullmatch(r"[\w.]+", key):
         raise UserError(f"--array takes KEY=V1,V2,..., e.g. model.init_args.beta=1,2,4; got {text!r}.")
+    if key == "config":
+        raise UserError(
+            "--array config=... cannot vary the config stack; write a study file with one entry per stack "
+            "and run `vae study submit FILE` (see `vae study --help`)."
+        )
+    for value in parts:
+        check_folder_name(f"--array {key} value", value)
     twice = next((v for v in parts if parts.count(v) > 1), None)
     if twice is not None:  # two tasks would train in one folder
-        raise UserError(f"--array {key}: the value {twice!r} is given twice; give each value once.")
+        raise UserError(
+            f"--array {key} repeats a value: {twice!r} is given twice; two tasks would share a folder: give each once."
+        )
     return key, parts
 
 
@@ -106,10 +131,16 @@ def array_lines(grid: Grid, root: str) -> list[str]:
     lines.append(f"TASKS=({' '.join(shlex.quote(folder(t)) for t in combos)})")
     lines.append(f"NAMES=({' '.join(shlex.quote(','.join(short(t))) for t in combos)})")
     lines.append(f"TAGS=({' '.join(shlex.quote('[slurm, study, ' + ', '.join(short(t)) + ']') for t in combos)})")
-    lines.append(f'ROOT="{root}/${{TASKS[$I]}}"')
+    lines.append(f'ROOT={shlex.quote(root)}/"${{TASKS[$I]}}"')
     return lines
 
 
 def array_args(grid: Grid) -> list[str]:
-    """``vae`` arguments that set each swept key to this task's value."""
-    return [a for n, (key, _) in enumerate(grid) for a in (f"--{key}", f'"${{V{n}[$I]}}"')]
+    """``vae`` arguments that set each swept key to this task's value; the seed sets the data
+    module's ``seed`` (data order) as well as ``seed_everything`` (init, sampling)."""
+    out = []
+    for n, (key, _) in enumerate(grid):
+        out += [f"--{key}", f'"${{V{n}[$I]}}"']
+        if key == SEED_KEY:
+            out += [f"--{DATA_SEED_KEY}", f'"${{V{n}[$I]}}"']
+    return out
