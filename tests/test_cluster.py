@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_MODEL
+from helpers import FAKE_SLURM, REPO, TINY_MODEL
 from vae_lightning.cli import main
 from vae_lightning.cli.slurm import TEMPLATES, job_from_args, render
 
@@ -29,17 +29,6 @@ TINY = [
     "--images.every_n_val",
     "0",
 ]
-FAKE_SLURM = {
-    "SLURM_JOB_ID": "4242",
-    "SLURM_JOB_NAME": "vae-test",
-    "SLURM_NTASKS": "1",
-    "SLURM_NTASKS_PER_NODE": "1",
-    "SLURM_NNODES": "1",
-    "SLURM_PROCID": "0",
-    "SLURM_LOCALID": "0",
-    "SLURM_NODEID": "0",
-    "SLURM_NODELIST": "localhost",
-}
 
 
 def error_of(args, capsys) -> str:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_vae
+from helpers import run_vae
 
 TINY = [
     "--config",

@@ -12,9 +12,8 @@ import time
 import lightning as L
 import pytest
 from lightning.pytorch.callbacks import TQDMProgressBar
-from test_speed import Tiny
 
-from conftest import REPO, TINY_MODEL, _vae_command
+from helpers import REPO, TINY_MODEL, TinyData, vae_command
 from vae_lightning import VAE, MLPDecoder, MLPEncoder
 from vae_lightning.callbacks import progress
 from vae_lightning.callbacks.progress import ProgressDisplay, duration
@@ -68,7 +67,7 @@ def fit_tiny(tmp_path, display: ProgressDisplay, steps: int) -> None:
         enable_model_summary=False,
         default_root_dir=tmp_path,
     )
-    trainer.fit(model, datamodule=Tiny(batch_size=8))
+    trainer.fit(model, datamodule=TinyData(batch_size=8))
 
 
 @pytest.mark.parametrize("mode, interval", [("bar", 0.25), ("lines", 0.1)])
@@ -93,7 +92,7 @@ def test_in_a_terminal_the_bar_redraws_a_few_times_a_second_not_every_step(tmp_p
     master, slave = os.openpty()
     started = time.monotonic()
     proc = subprocess.Popen(
-        [*_vae_command(), *FIT, "--trainer.default_root_dir", str(tmp_path)],
+        [*vae_command(), *FIT, "--trainer.default_root_dir", str(tmp_path)],
         cwd=REPO,
         env=env(),
         stdin=subprocess.DEVNULL,
@@ -130,7 +129,7 @@ def test_in_a_pipe_status_lines_come_every_n_seconds_set_through_trainer_callbac
     )
     started = time.monotonic()
     proc = subprocess.run(
-        [*_vae_command(), *FIT, "--config", str(config), "--trainer.default_root_dir", str(tmp_path)],
+        [*vae_command(), *FIT, "--config", str(config), "--trainer.default_root_dir", str(tmp_path)],
         cwd=REPO,
         env=env(),
         capture_output=True,

@@ -18,10 +18,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_data import write_celeba
-from test_file_resume import RUN, resume_matches_straight
 
-from conftest import REPO, write_mnist_raw
+from helpers import FILE_RUN, REPO, resume_matches_straight, write_celeba, write_mnist_raw
 from vae_lightning.cli import main
 from vae_lightning.cli.prepare import prepare
 from vae_lightning.data import StreamingDataModule
@@ -211,7 +209,7 @@ def test_a_bad_prepared_folder_is_one_sentence_and_exit_2_before_training(tmp_pa
         main(
             [
                 "fit",
-                *RUN,
+                *FILE_RUN,
                 "--data",
                 "vae_lightning.data.StreamingDataModule",
                 "--data.init_args.data_dir",

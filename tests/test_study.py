@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, write_mnist_raw
+from helpers import REPO, write_mnist_raw
 from vae_lightning.cli.slurm import job_from_args, render
 from vae_lightning.cli.study import folder, grid_from, tasks
 from vae_lightning.data.base import images
