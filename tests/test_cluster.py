@@ -41,6 +41,7 @@ def error_of(args, capsys) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_bf16_mixed_fit_on_the_cpu_has_finite_losses(tmp_path):
     from vae_lightning.cli import run
 
@@ -95,6 +96,7 @@ def test_devices_that_differ_from_slurm_tasks_are_one_line_errors(monkeypatch, c
     assert "trainer.devices=2" in line and "--ntasks-per-node=1" in line
 
 
+@pytest.mark.slow
 def test_a_slurm_job_names_its_wandb_run_after_the_job_and_allows_resuming(tmp_path, monkeypatch):
     """The restart itself is checked on the real cluster (test_slurm.py)."""
     import wandb
@@ -149,6 +151,7 @@ def dry_run(*args: str, cwd: Path = REPO) -> str:
 
 
 @pytest.mark.parametrize("name", list(TEMPLATES))
+@pytest.mark.slow
 def test_dry_run_of_every_template_shape_is_valid_bash_with_the_directives(name, tmp_path):
     script = dry_run(*TEMPLATES[name])
     path = tmp_path / name
@@ -197,6 +200,7 @@ def test_submit_without_sbatch_is_a_one_line_error(monkeypatch, capsys):
     assert "sbatch was not found" in line
 
 
+@pytest.mark.slow
 def test_wandb_sweep_command_runs_vae_fit_with_the_swept_value_in_its_own_folder():
     """Build the command as W&B's agent does (its own helpers) and run it with --print_config."""
     import yaml

@@ -156,6 +156,7 @@ def test_permute_dims_keeps_every_marginal_and_breaks_the_dependence():
     assert abs(torch.corrcoef(shuffled.T)[0, 1]) < 0.05
 
 
+@pytest.mark.slow
 def test_discriminator_tc_estimate_approaches_the_closed_form():
     """A discriminator trained on z ~ N(0, C) against permute_dims(z) learns log q(z)/Π q(z_u);
     its mean over q is the TC, −½ log(1 − ρ²) = 0.511 nats for ρ = 0.8."""

@@ -71,6 +71,7 @@ def _files(loader, n=None):
 
 
 @pytest.mark.parametrize("world_size", [1, 2])
+@pytest.mark.slow
 def test_file_loader_resumes_to_the_same_next_batch_with_workers(tmp_path, world_size):
     write_noise_images(tmp_path / "images", 23, size=4)
     files = ImageFiles(str(tmp_path / "images"), image_size=4, channels=3)

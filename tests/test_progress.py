@@ -71,6 +71,7 @@ def fit_tiny(tmp_path, display: ProgressDisplay, steps: int) -> None:
 
 
 @pytest.mark.parametrize("mode, interval", [("bar", 0.25), ("lines", 0.1)])
+@pytest.mark.slow
 def test_the_display_draws_once_per_interval_however_fast_the_steps_come(tmp_path, monkeypatch, capsys, mode, interval):
     now = [0.0]
 
@@ -88,6 +89,7 @@ def test_the_display_draws_once_per_interval_however_fast_the_steps_come(tmp_pat
     assert "200/200" in last and "loss" in last and "ETA 0:00:00" in last
 
 
+@pytest.mark.slow
 def test_in_a_terminal_the_bar_redraws_a_few_times_a_second_not_every_step(tmp_path):
     master, slave = os.openpty()
     started = time.monotonic()
@@ -121,6 +123,7 @@ def test_in_a_terminal_the_bar_redraws_a_few_times_a_second_not_every_step(tmp_p
     assert "validation at step 100: val/loss" in out
 
 
+@pytest.mark.slow
 def test_in_a_pipe_status_lines_come_every_n_seconds_set_through_trainer_callbacks(tmp_path):
     config = tmp_path / "progress.yaml"
     config.write_text(
