@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import run_vae, write_mnist_raw
+from helpers import run_vae, write_mnist_raw
 
 pytestmark = pytest.mark.slow
 

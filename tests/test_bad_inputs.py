@@ -3,67 +3,13 @@ leaves every file of an earlier run as it was. Runs in-process through `vae_ligh
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from vae_lightning.cli import main
-
-TINY = """
-trainer:
-  max_steps: 4
-  val_check_interval: 2
-  check_val_every_n_epoch: null
-  limit_val_batches: 1
-  log_every_n_steps: 1
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: false
-model:
-  class_path: vae_lightning.VAE
-  init_args:
-    latent_dim: 4
-    encoder: {class_path: vae_lightning.MLPEncoder, init_args: {hidden: [16]}}
-    decoder: {class_path: vae_lightning.MLPDecoder, init_args: {hidden: [16]}}
-data:
-  class_path: vae_lightning.data.SpritesDataModule
-  init_args: {batch_size: 8, num_images: 200, val_size: 40}
-images:
-  every_n_val: 0
-"""
-
-
-def vae(capsys, *args: str) -> tuple[int, str]:
-    """Run `vae ARGS` in this process; returns (exit status, stderr)."""
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def earlier_run(tmp_path_factory) -> tuple[Path, Path]:
-    """A finished tiny run in <root>; returns (config file, root)."""
-    base = tmp_path_factory.mktemp("bad-inputs")
-    root = base / "run"
-    config = base / "tiny.yaml"
-    config.write_text(TINY)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WANDB_MODE", "offline")
-        mp.setattr("sys.argv", ["vae"])
-        main(["fit", "--config", str(config), "--trainer.default_root_dir", str(root)])
-    assert (root / "checkpoints" / "version_0" / "last.ckpt").is_file()
-    return config, root
+from helpers import snapshot, vae
 
 
 def _files(base: Path) -> dict[str, Path]:
@@ -237,13 +183,13 @@ CASES = [
 
 
 @pytest.mark.parametrize("case, extra, words", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_sentence_and_harms_nothing(case, extra, words, earlier_run, tmp_path, capsys, monkeypatch):
+def test_bad_input_is_one_sentence_and_harms_nothing(case, extra, words, tiny_run, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setattr("sys.argv", ["vae"])
     monkeypatch.delenv("VAE_DEBUG", raising=False)
     if torch.cuda.is_available() and case == "no-gpu":
         pytest.skip("this machine has a GPU")
-    config, root = earlier_run
+    config, root = tiny_run["config"], Path(tiny_run["run"])  # a finished run whose files must stay as they are
     files = _files(tmp_path)
     _checkpoints(tmp_path, root)
     before = snapshot(root)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, run_vae
+from helpers import REPO, run_vae
 from vae_lightning import DIPVAE, IWAE, VAE, BetaTCVAE, BetaVAE, FactorVAE, FreeBitsVAE
 from vae_lightning.cli import main
 from vae_lightning.cli.lightning import VAECLI

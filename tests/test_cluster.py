@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_MODEL
+from helpers import FAKE_SLURM, REPO, TINY_MODEL
 from vae_lightning.cli import main
 from vae_lightning.cli.slurm import TEMPLATES, job_from_args, render
 
@@ -29,17 +29,6 @@ TINY = [
     "--images.every_n_val",
     "0",
 ]
-FAKE_SLURM = {
-    "SLURM_JOB_ID": "4242",
-    "SLURM_JOB_NAME": "vae-test",
-    "SLURM_NTASKS": "1",
-    "SLURM_NTASKS_PER_NODE": "1",
-    "SLURM_NNODES": "1",
-    "SLURM_PROCID": "0",
-    "SLURM_LOCALID": "0",
-    "SLURM_NODEID": "0",
-    "SLURM_NODELIST": "localhost",
-}
 
 
 def error_of(args, capsys) -> str:
@@ -52,6 +41,7 @@ def error_of(args, capsys) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_bf16_mixed_fit_on_the_cpu_has_finite_losses(tmp_path):
     from vae_lightning.cli import run
 
@@ -106,6 +96,7 @@ def test_devices_that_differ_from_slurm_tasks_are_one_line_errors(monkeypatch, c
     assert "trainer.devices=2" in line and "--ntasks-per-node=1" in line
 
 
+@pytest.mark.slow
 def test_a_slurm_job_names_its_wandb_run_after_the_job_and_allows_resuming(tmp_path, monkeypatch):
     """The restart itself is checked on the real cluster (test_slurm.py)."""
     import wandb
@@ -160,6 +151,7 @@ def dry_run(*args: str, cwd: Path = REPO) -> str:
 
 
 @pytest.mark.parametrize("name", list(TEMPLATES))
+@pytest.mark.slow
 def test_dry_run_of_every_template_shape_is_valid_bash_with_the_directives(name, tmp_path):
     script = dry_run(*TEMPLATES[name])
     path = tmp_path / name
@@ -208,6 +200,7 @@ def test_submit_without_sbatch_is_a_one_line_error(monkeypatch, capsys):
     assert "sbatch was not found" in line
 
 
+@pytest.mark.slow
 def test_wandb_sweep_command_runs_vae_fit_with_the_swept_value_in_its_own_folder():
     """Build the command as W&B's agent does (its own helpers) and run it with --print_config."""
     import yaml

@@ -185,6 +185,7 @@ def test_a_run_of_other_code_is_flagged(tmp_path, capsys):
     assert "1 of 4 runs have no provenance.json" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_compare_imports_neither_torch_nor_lightning():
     code = (
         "import sys, vae_lightning.cli.compare, vae_lightning.evaluation.compare_wandb; "

@@ -11,6 +11,7 @@ from vae_lightning.cli import main
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh"])
+@pytest.mark.slow
 def test_the_completion_script_knows_the_subcommands_and_their_options(shell, capsys):
     main(["--print_completion", shell])
     script = capsys.readouterr().out

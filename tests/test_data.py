@@ -1,6 +1,5 @@
 """Each data module on real (MNIST) or test-written files, including the bad-input cases."""
 
-import hashlib
 import pickle
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import write_mnist_raw
+from helpers import md5, write_celeba, write_mnist_raw
 from vae_lightning import data
 from vae_lightning.data import (
     CelebADataModule,
@@ -121,10 +120,6 @@ def test_missing_mnist_without_download_is_one_clear_sentence(tmp_path):
 # ---- CIFAR-10 and CelebA (test-written files in torchvision's layout) ------------------------
 
 
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
 DATA_MODULES = [getattr(data, name) for name in data.__all__ if name != "VAEDataModule"]
 
 
@@ -156,9 +151,9 @@ def test_cifar10_reads_torchvision_batches(tmp_path, monkeypatch):
         (folder / name).write_bytes(pickle.dumps(entry))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}))
     # our files, our checksums: the real loading code runs unchanged
-    monkeypatch.setattr(CIFAR10, "train_list", [[n, _md5(folder / n)] for n in names[:5]])
-    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]])
-    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": _md5(folder / "batches.meta")})
+    monkeypatch.setattr(CIFAR10, "train_list", [[n, md5(folder / n)] for n in names[:5]])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5(folder / "test_batch")]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5(folder / "batches.meta")})
     dm = CIFAR10DataModule(data_dir=str(tmp_path), batch_size=10, val_size=20)
     dm.setup("fit")
     dm.setup("test")
@@ -166,36 +161,6 @@ def test_cifar10_reads_torchvision_batches(tmp_path, monkeypatch):
     assert x.shape == (10, 3, 32, 32) and dm.binary is False
     first = pickle.loads((folder / "test_batch").read_bytes())["data"][0].reshape(3, 32, 32)
     torch.testing.assert_close(first_batch(dm.test_dataloader())[0][0], torch.tensor(first).float() / 255)
-
-
-def write_celeba(tmp_path: Path, monkeypatch, parts=(0, 0, 0, 0, 1, 1, 2, 2), noise: bool = False) -> None:
-    """A CelebA folder in torchvision's layout under ``tmp_path/celeba``, one image per entry of
-    ``parts`` (0 train, 1 valid, 2 test), with checksums of these files."""
-    from torchvision.datasets import CelebA
-
-    root = tmp_path / "celeba"
-    (root / "img_align_celeba").mkdir(parents=True)
-    names = [f"{i:06d}.jpg" for i in range(1, len(parts) + 1)]
-    rng = np.random.default_rng(0)
-    for i, name in enumerate(names):
-        pixels = rng.integers(0, 256, (218, 178, 3), dtype=np.uint8) if noise else None
-        image = Image.fromarray(pixels) if noise else Image.new("RGB", (178, 218), (40 * i % 256, 100, 200))
-        image.save(root / "img_align_celeba" / name)
-    count = len(names)
-    (root / "list_eval_partition.txt").write_text("".join(f"{n} {p}\n" for n, p in zip(names, parts, strict=True)))
-    (root / "list_attr_celeba.txt").write_text(f"{count}\nSmiling Young\n" + "".join(f"{n} 1 -1\n" for n in names))
-    (root / "identity_CelebA.txt").write_text("".join(f"{n} {i}\n" for i, n in enumerate(names)))
-    bbox = "".join(f"{n} 1 2 3 4\n" for n in names)
-    (root / "list_bbox_celeba.txt").write_text(f"{count}\nimage_id x_1 y_1 width height\n" + bbox)
-    (root / "list_landmarks_align_celeba.txt").write_text(
-        f"{count}\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y "
-        "leftmouth_x leftmouth_y rightmouth_x rightmouth_y\n" + "".join(f"{n} 1 2 3 4 5 6 7 8 9 10\n" for n in names)
-    )
-    monkeypatch.setattr(
-        CelebA,
-        "file_list",
-        [(fid, _md5(root / f) if (root / f).exists() else md5, f) for fid, md5, f in CelebA.file_list],
-    )
 
 
 def test_celeba_reads_torchvision_layout_at_64px(tmp_path, monkeypatch):

@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 import torch
-from probe import RecordIndices
 
-from conftest import REPO, TINY_MODEL, _vae_command, run_vae
+from helpers import REPO, TINY_MODEL, run_vae, vae_command
+from probe import RecordIndices
 from vae_lightning.cli.lightning import VAECLI
 from vae_lightning.runtime.checkpoint import PENDING_DIR, run_checkpoint_dir
 
@@ -184,7 +184,7 @@ def test_two_nodes_of_one_process_train_the_weights_of_one_node_of_two(tmp_path)
     env = {**os.environ, **ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WANDB_MODE": "offline"}
     nodes = [
         subprocess.Popen(
-            [*_vae_command(), *args, "--trainer.default_root_dir", str(root)],
+            [*vae_command(), *args, "--trainer.default_root_dir", str(root)],
             env={**env, "NODE_RANK": str(rank)},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -14,41 +14,24 @@ import yaml
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
-from conftest import REPO
+from helpers import REPO, tiny_args
 from vae_lightning.callbacks import ImageLogger, SLURMPreemption
 from vae_lightning.cli.lightning import VAECLI, place_weight_averaging
 from vae_lightning.runtime.checkpoint import load_model
 
 DECAY = 0.5  # a short memory, so that the average differs clearly from the weights in 7 steps
-TINY = """
-trainer:
-  max_steps: 7          # ends between validations: the final last.ckpt is written when training ends
-  val_check_interval: 4
-  check_val_every_n_epoch: null
-  limit_val_batches: 1
-  limit_test_batches: 1
-  log_every_n_steps: 1
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: false
-  deterministic: true
-model:
-  class_path: vae_lightning.VAE
-  init_args:
-    latent_dim: 4
-    encoder: {class_path: vae_lightning.MLPEncoder, init_args: {hidden: [16]}}
-    decoder: {class_path: vae_lightning.MLPDecoder, init_args: {hidden: [16]}}
-data:
-  class_path: vae_lightning.data.SpritesDataModule
-  init_args: {batch_size: 8, num_images: 200, val_size: 40}
-images:
-  every_n_val: 1
-  num_images: 8
-  traverse_dims: 2
-  interpolations: 1
-disentanglement:
-  enabled: false
-"""
+# the tiny run, deterministic, with pictures at every validation
+TINY = tiny_args(
+    trainer__max_steps=7,  # ends between validations: the final last.ckpt is written when training ends
+    trainer__val_check_interval=4,
+    trainer__limit_test_batches=1,
+    trainer__deterministic=True,
+    images__every_n_val=1,
+    images__num_images=8,
+    images__traverse_dims=2,
+    images__interpolations=1,
+    disentanglement__enabled=False,
+)
 RAW: list[dict] = []  # the weights after every optimizer step of the run without averaging
 DRAWN: list[dict] = []  # the weights the ImageLogger draws with
 
@@ -74,10 +57,8 @@ def ema_average(weights: list[dict]) -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The same fit without and with EMA (decay 0.5), and one with EMA to step 4 resumed without it
-    to step 7; returns their last.ckpt paths and the config files."""
+    to step 7; returns their last.ckpt paths and the tiny run's arguments."""
     base = tmp_path_factory.mktemp("ema")
-    config = base / "tiny.yaml"
-    config.write_text(TINY)
     ema = base / "ema.yaml"
     layer = yaml.safe_load((REPO / "configs" / "trainer" / "ema.yaml").read_text())
     layer["trainer"]["callbacks"][0]["init_args"]["decay"] = DECAY
@@ -98,15 +79,15 @@ def runs(tmp_path_factory):
         from vae_lightning.cli import main
 
         for name, layers in (("raw", [recorder]), ("ema", [ema])):
-            main(["fit", "--config", str(config), *[a for f in layers for a in ("--config", str(f))],
+            main(["fit", *TINY, *[a for f in layers for a in ("--config", str(f))],
                   "--trainer.default_root_dir", str(base / name)])  # fmt: skip
             out[name] = base / name / "checkpoints" / "version_0" / "last.ckpt"
-        root = ["--config", str(config), "--trainer.default_root_dir", str(base / "dropped")]
+        root = [*TINY, "--trainer.default_root_dir", str(base / "dropped")]
         main(["fit", *root, "--config", str(ema), "--trainer.max_steps", "4"])
         with pytest.warns(UserWarning, match="this fit has none: training continues from its raw weights"):
             main(["fit", *root, "--ckpt_path", "last"])
         out["dropped"] = base / "dropped" / "checkpoints" / "version_0" / "last.ckpt"
-    return out, config
+    return out, TINY
 
 
 def test_the_raw_trajectory_is_untouched_and_the_average_is_the_ema_of_it(runs):
@@ -136,7 +117,7 @@ def test_validation_pictures_load_model_and_vae_test_use_the_average(runs, caplo
         torch.testing.assert_close(value, average[key], rtol=0, atol=0)
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        cli = VAECLI(args=["test", "--config", str(config), "--ckpt_path", str(ckpts["ema"])])
+        cli = VAECLI(args=["test", *config, "--ckpt_path", str(ckpts["ema"])])
     assert "vae test uses the averaged weights" in caplog.text
     for key, value in cli.model.state_dict().items():
         torch.testing.assert_close(value, average[key], rtol=0, atol=0)

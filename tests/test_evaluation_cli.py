@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, _vae_command, run_vae
+from helpers import REPO, run_vae, vae_command
 
 TINY = [
     "--config",
@@ -108,7 +108,7 @@ def test_sigterm_during_dci_stops_within_seconds_and_writes_nothing(run):
     naming DCI, no metric printed or logged and no new or changed run record (the command's
     provenance.json and vae_config.yaml are written when it starts, before any metric)."""
     files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and "wandb" not in p.parts}
-    cmd = [*_vae_command(), "test", *TINY, "--trainer.default_root_dir", str(run)]
+    cmd = [*vae_command(), "test", *TINY, "--trainer.default_root_dir", str(run)]
     cmd += ["--ckpt_path", str(run / "checkpoints/version_0/last.ckpt"), "--model.init_args.iw_samples", "2"]
     cmd += ["--trainer.limit_test_batches", "1", "--trainer.logger", "false", "--disentanglement.metrics", "[dci]"]
     cmd += ["--disentanglement.num_train", "5000", "--disentanglement.num_test", "100"]  # minutes of fits

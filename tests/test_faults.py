@@ -14,21 +14,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_bad_inputs import TINY, snapshot, vae
 
-from conftest import REPO, run_vae
+from helpers import REPO, TINY_YAML, run_vae, snapshot, vae
 from vae_lightning.models import VAE
 
 RUNNER = Path(__file__).with_name("fault_runner.py")
 
 
 @pytest.fixture
-def tiny(tmp_path, monkeypatch) -> Path:
+def tiny(monkeypatch) -> Path:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setattr("sys.argv", ["vae"])
-    config = tmp_path / "tiny.yaml"
-    config.write_text(TINY)
-    return config
+    return TINY_YAML
 
 
 def step_of(path: Path) -> int:

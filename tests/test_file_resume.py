@@ -10,33 +10,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_data import write_celeba
-from test_resume import assert_same
 
-from conftest import TINY_MODEL
-from vae_lightning.cli.lightning import VAECLI
+from helpers import resume_matches_straight, write_celeba
 from vae_lightning.data.files import FileBatchLoader
 from vae_lightning.data.vision import ImageFiles
-
-RUN = [
-    *TINY_MODEL,
-    "--model.init_args.likelihood",
-    "vae_lightning.Gaussian",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.deterministic",
-    "true",
-    "--trainer.logger",
-    "false",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.limit_val_batches",
-    "1",
-    "--images.every_n_val",
-    "0",
-]
 
 
 def write_noise_images(folder, n: int, size: int = 12) -> None:
@@ -44,25 +21,6 @@ def write_noise_images(folder, n: int, size: int = 12) -> None:
     folder.mkdir(parents=True)
     for i in range(n):
         Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
-
-
-def fit(root, data: list[str], max_steps: int, ckpt_path=None) -> tuple[int, dict]:
-    cli = VAECLI(
-        [*RUN, *data, "--trainer.default_root_dir", str(root), "--trainer.max_steps", str(max_steps)], run=False
-    )
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
-    return cli.trainer.global_step, {k: v.detach().clone() for k, v in cli.model.state_dict().items()}
-
-
-def resume_matches_straight(tmp_path, data: list[str]) -> None:
-    steps, straight = fit(tmp_path / "straight", data, 40)
-    assert steps == 40
-    assert fit(tmp_path / "part", data, 17)[0] == 17
-    (last,) = (tmp_path / "part").rglob("last.ckpt")
-    assert torch.load(last, weights_only=False)["global_step"] == 17
-    steps, resumed = fit(tmp_path / "resumed", data, 40, ckpt_path=str(last))
-    assert steps == 40
-    assert_same(resumed, straight, "17 steps + resume to 40")
 
 
 @pytest.mark.slow
@@ -113,6 +71,7 @@ def _files(loader, n=None):
 
 
 @pytest.mark.parametrize("world_size", [1, 2])
+@pytest.mark.slow
 def test_file_loader_resumes_to_the_same_next_batch_with_workers(tmp_path, world_size):
     write_noise_images(tmp_path / "images", 23, size=4)
     files = ImageFiles(str(tmp_path / "images"), image_size=4, channels=3)

@@ -12,10 +12,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_bad_inputs import vae
 from torch.distributions import kl_divergence
 
-from conftest import REPO
+from helpers import REPO, tiny_args, vae
 from vae_lightning.errors import UserError
 from vae_lightning.evaluation.metrics import iw_log_likelihood
 from vae_lightning.hierarchical import HierarchicalVAE
@@ -127,49 +126,35 @@ def test_free_bits_hold_each_group_at_lambda():
 
 
 # ---- through `vae`, in process --------------------------------------------------------------------
-TINY = """
-trainer:
-  max_steps: 4
-  val_check_interval: 2
-  check_val_every_n_epoch: null
-  limit_val_batches: 1
-  limit_test_batches: 1
-  limit_predict_batches: 1
-  log_every_n_steps: 1
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: false
-model:
-  class_path: vae_lightning.HierarchicalVAE
-  init_args: {groups: [1, 1], stem: 3, channels: 8, bottleneck: 4, z_channels: 1, iw_samples: 3}
-data:
-  class_path: vae_lightning.data.SpritesDataModule
-  init_args: {batch_size: 8, num_images: 200, val_size: 40}
-images:
-  every_n_val: 1
-  num_images: 8
-  interpolations: 2
-disentanglement:  # one metric on few points: the mean-path codes reach it; the whole protocol takes minutes
-  metrics: [mig]
-  num_points: 500
-"""
+# the tiny run (tests/fixtures/tiny.yaml) with a hierarchical model, pictures and one metric on few points: the
+# mean-path codes reach it; the whole protocol takes minutes
+HIERARCHICAL = "{class_path: vae_lightning.HierarchicalVAE, init_args: {groups: [1, 1], stem: 3, channels: 8, "
+HIERARCHICAL += "bottleneck: 4, z_channels: 1, iw_samples: 3}}"
+TINY = tiny_args(
+    model=HIERARCHICAL,
+    trainer__limit_test_batches=1,
+    trainer__limit_predict_batches=1,
+    images__every_n_val=1,
+    images__num_images=8,
+    images__interpolations=2,
+    disentanglement__metrics=["mig"],
+    disentanglement__num_points=500,
+)
 
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """A tiny hierarchical model on sprites (64 px: groups of 1 × 4 × 4 and 1 × 8 × 8, D = 80)."""
     base = tmp_path_factory.mktemp("hierarchical")
-    config = base / "tiny.yaml"
-    config.write_text(TINY)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WANDB_MODE", "offline")
         mp.setattr("sys.argv", ["vae"])
         from vae_lightning.cli import main
 
-        main(["fit", "--config", str(config), "--trainer.default_root_dir", str(base / "run")])
+        main(["fit", *TINY, "--trainer.default_root_dir", str(base / "run")])
     ckpt = base / "run" / "checkpoints" / "version_0" / "last.ckpt"
     assert ckpt.is_file()
-    return config, base / "run", ckpt
+    return TINY, base / "run", ckpt
 
 
 def test_fit_logs_the_kl_and_the_active_units_of_every_group(fitted):
@@ -185,9 +170,9 @@ def test_predict_and_test_work_with_the_hierarchy(fitted, capsys, tmp_path):
     # with a logger: an evaluation with `logger: false` writes its config over the fit's vae_config.yaml
     # beside the checkpoint (it inherits checkpoint.dirpath), and the next evaluation reads that
     config, root, ckpt = fitted
-    config = [str(config), "--config", str(REPO / "configs" / "logger" / "csv.yaml")]
+    config = [*config, "--config", str(REPO / "configs" / "logger" / "csv.yaml")]
     out = tmp_path / "scores.csv"
-    run = ["--config", *config, "--trainer.default_root_dir", str(root), "--ckpt_path", str(ckpt)]
+    run = [*config, "--trainer.default_root_dir", str(root), "--ckpt_path", str(ckpt)]
     code, err = vae(capsys, "predict", *run, "--scores.path", str(out), "--scores.background_images", "16")
     assert code == 0, err[-2000:]
     rows = out.read_text().splitlines()
@@ -201,7 +186,7 @@ def test_predict_and_test_work_with_the_hierarchy(fitted, capsys, tmp_path):
 
 def test_encode_writes_every_group_or_the_one_named(fitted, capsys, tmp_path):
     config, _, ckpt = fitted
-    common = ["encode", str(ckpt), "--config", str(config), "--split", "val"]
+    common = ["encode", str(ckpt), *config[:2], "--split", "val"]  # encode reads the YAML's data block only
     assert vae(capsys, *common, "--out", str(tmp_path / "all.npz"), "--sample")[0] == 0
     every = np.load(tmp_path / "all.npz")
     assert every["mu"].shape == every["z"].shape == (40, 80)
@@ -235,7 +220,7 @@ def test_the_gradient_skip_stops_after_its_limit_with_one_line(fitted, capsys, t
     root = tmp_path / "run"
     with pytest.warns(UserWarning, match="skipped this step") as warned:
         skip = ["--trainer.max_steps", "20", "--nonfinite.max_grad_norm", "1e-6", "--nonfinite.max_skips", "3"]
-        code, err = vae(capsys, "fit", "--config", str(config), "--trainer.default_root_dir", str(root), *skip)
+        code, err = vae(capsys, "fit", *config, "--trainer.default_root_dir", str(root), *skip)
     lines = [line for line in err.splitlines() if line.startswith("vae: error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
     assert "global step 3 after skipping 3 bad steps: gradient norm" in lines[0], lines[0]

@@ -61,6 +61,7 @@ def test_iw_bound_equals_log_px_with_the_exact_posterior_for_any_k_and_chunking(
         )
 
 
+@pytest.mark.slow
 def test_iw_bound_is_below_log_px_above_the_elbo_and_tightens_with_k():
     model, x = LinearGaussian(shift=0.2), data(2000)
     torch.manual_seed(0)

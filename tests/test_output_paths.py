@@ -15,33 +15,8 @@ import pytest
 from vae_lightning.cli import main
 from vae_lightning.errors import UserError
 
-TINY = """
-trainer:
-  max_steps: 2
-  limit_val_batches: 1
-  limit_test_batches: 1
-  limit_predict_batches: 1
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: false
-model:
-  class_path: vae_lightning.VAE
-  init_args:
-    latent_dim: 4
-    iw_samples: 2
-    encoder: {class_path: vae_lightning.MLPEncoder, init_args: {hidden: [16]}}
-    decoder: {class_path: vae_lightning.MLPDecoder, init_args: {hidden: [16]}}
-data:
-  class_path: vae_lightning.data.SpritesDataModule
-  init_args: {batch_size: 8, num_images: 64, val_size: 16}
-images:
-  every_n_val: 0
-scores:
-  background_images: 8
-"""
-
-# placeholders: {config} a tiny run's YAML, {ckpt} its last.ckpt, {run} its root folder, {out} the bad
-# output path
+# placeholders: {config} the YAML of the session's tiny run (conftest.tiny_run), {ckpt} its last.ckpt, {run} its
+# root folder, {out} the bad output path
 RUN = ["--config", "{config}"]
 EVAL = [*RUN, "--ckpt_path", "{ckpt}"]
 CSV_LOGGER = ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger"]
@@ -83,20 +58,6 @@ OUTPUTS = [
         ["--", "--trainer.default_root_dir", "{out}"],
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> dict[str, str]:
-    """A finished two-step run: {"config": its YAML, "ckpt": its last.ckpt}."""
-    base = tmp_path_factory.mktemp("outputs")
-    config = base / "tiny.yaml"
-    config.write_text(TINY)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("sys.argv", ["vae"])
-        main(["fit", "--config", str(config), "--trainer.default_root_dir", str(base / "run")])
-    ckpt = base / "run" / "checkpoints" / "version_0" / "last.ckpt"
-    assert ckpt.is_file()
-    return {"config": str(config), "ckpt": str(ckpt), "run": str(base / "run")}
 
 
 def _no_work(*args, **kwargs):

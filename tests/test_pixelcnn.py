@@ -120,6 +120,7 @@ def test_the_record_scores_x_in_one_pass_and_the_iw_bound_is_a_bound():
     assert (lls.mean(0) >= -(f.recon + f.kl) - 5).all()  # k = 64 sits above a one-sample ELBO, on average
 
 
+@pytest.mark.slow
 def test_mean_pictures_are_a_function_of_z_alone():
     model = tiny_model()
     z = torch.randn(3, 4)
@@ -136,6 +137,7 @@ def test_mean_pictures_are_a_function_of_z_alone():
     assert all(torch.equal(same[0], s) for s in same[1:])
 
 
+@pytest.mark.slow
 def test_every_command_runs_on_an_autoregressive_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.chdir(tmp_path)

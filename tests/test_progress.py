@@ -12,9 +12,8 @@ import time
 import lightning as L
 import pytest
 from lightning.pytorch.callbacks import TQDMProgressBar
-from test_speed import Tiny
 
-from conftest import REPO, TINY_MODEL, _vae_command
+from helpers import REPO, TINY_MODEL, TinyData, vae_command
 from vae_lightning import VAE, MLPDecoder, MLPEncoder
 from vae_lightning.callbacks import progress
 from vae_lightning.callbacks.progress import ProgressDisplay, duration
@@ -68,10 +67,11 @@ def fit_tiny(tmp_path, display: ProgressDisplay, steps: int) -> None:
         enable_model_summary=False,
         default_root_dir=tmp_path,
     )
-    trainer.fit(model, datamodule=Tiny(batch_size=8))
+    trainer.fit(model, datamodule=TinyData(batch_size=8))
 
 
 @pytest.mark.parametrize("mode, interval", [("bar", 0.25), ("lines", 0.1)])
+@pytest.mark.slow
 def test_the_display_draws_once_per_interval_however_fast_the_steps_come(tmp_path, monkeypatch, capsys, mode, interval):
     now = [0.0]
 
@@ -89,11 +89,12 @@ def test_the_display_draws_once_per_interval_however_fast_the_steps_come(tmp_pat
     assert "200/200" in last and "loss" in last and "ETA 0:00:00" in last
 
 
+@pytest.mark.slow
 def test_in_a_terminal_the_bar_redraws_a_few_times_a_second_not_every_step(tmp_path):
     master, slave = os.openpty()
     started = time.monotonic()
     proc = subprocess.Popen(
-        [*_vae_command(), *FIT, "--trainer.default_root_dir", str(tmp_path)],
+        [*vae_command(), *FIT, "--trainer.default_root_dir", str(tmp_path)],
         cwd=REPO,
         env=env(),
         stdin=subprocess.DEVNULL,
@@ -122,6 +123,7 @@ def test_in_a_terminal_the_bar_redraws_a_few_times_a_second_not_every_step(tmp_p
     assert "validation at step 100: val/loss" in out
 
 
+@pytest.mark.slow
 def test_in_a_pipe_status_lines_come_every_n_seconds_set_through_trainer_callbacks(tmp_path):
     config = tmp_path / "progress.yaml"
     config.write_text(
@@ -130,7 +132,7 @@ def test_in_a_pipe_status_lines_come_every_n_seconds_set_through_trainer_callbac
     )
     started = time.monotonic()
     proc = subprocess.run(
-        [*_vae_command(), *FIT, "--config", str(config), "--trainer.default_root_dir", str(tmp_path)],
+        [*vae_command(), *FIT, "--config", str(config), "--trainer.default_root_dir", str(tmp_path)],
         cwd=REPO,
         env=env(),
         capture_output=True,

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_resume import FAKE_SLURM
 
-from conftest import REPO, TINY_MODEL
+from helpers import FAKE_SLURM, REPO, TINY_MODEL
 
 pytestmark = pytest.mark.slow
 

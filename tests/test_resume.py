@@ -12,7 +12,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 
-from conftest import TINY_MODEL
+from helpers import FAKE_SLURM, TINY_MODEL, assert_same
 from vae_lightning.callbacks import RNGState, SLURMPreemption
 from vae_lightning.cli.lightning import VAECLI
 from vae_lightning.data.loader import BatchLoader, TensorSource
@@ -50,17 +50,6 @@ TINY = [
     "0",
 ]
 TOTAL = 30  # 2.5 epochs
-FAKE_SLURM = {
-    "SLURM_JOB_ID": "4242",
-    "SLURM_JOB_NAME": "vae-test",
-    "SLURM_NTASKS": "1",
-    "SLURM_NTASKS_PER_NODE": "1",
-    "SLURM_NNODES": "1",
-    "SLURM_PROCID": "0",
-    "SLURM_LOCALID": "0",
-    "SLURM_NODEID": "0",
-    "SLURM_NODELIST": "localhost",
-}
 
 
 def fit(root, max_steps: int, *extra: str, callbacks=(), ckpt_path=None):
@@ -70,12 +59,6 @@ def fit(root, max_steps: int, *extra: str, callbacks=(), ckpt_path=None):
     cli.trainer.callbacks.extend(callbacks)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
     return cli.trainer, {k: v.detach().clone() for k, v in cli.model.state_dict().items()}
-
-
-def assert_same(weights, straight, where):
-    assert weights.keys() == straight.keys()
-    differ = [name for name in weights if not torch.equal(weights[name], straight[name])]
-    assert not differ, f"{where}: weights differ from the uninterrupted run in {differ}"
 
 
 class SignalAt(Callback):
@@ -176,6 +159,30 @@ def test_without_the_rng_state_the_resumed_weights_differ(tmp_path, straight, fa
     torch.save(state, ckpt)
     _, weights = fit(tmp_path, TOTAL)
     assert any(not torch.equal(weights[name], straight[name]) for name in weights)
+
+
+@pytest.mark.slow
+def test_factor_vae_resumed_from_a_crash_is_bitwise_equal(tmp_path):
+    """As for the VAE above: crash at step 9, resume from last.ckpt (step 7)."""
+    extra = (
+        "--model",
+        "vae_lightning.FactorVAE",
+        "--model.init_args.disc_hidden",
+        "32",
+        "--model.init_args.disc_layers",
+        "3",
+        "--trainer.val_check_interval",
+        "7",
+    )
+    _, straight = fit(tmp_path / "straight", 30, *extra)
+    with pytest.raises(RuntimeError, match=r"simulated crash"):
+        fit(tmp_path / "a", 30, *extra, callbacks=[CrashAt(9)])
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 7
+    trainer, weights = fit(tmp_path / "b", 30, *extra, ckpt_path=str(ckpt))
+    assert trainer.global_step == 30
+    assert any(name.startswith("discriminator.") for name in weights)
+    assert_same(weights, straight, "FactorVAE, crash at step 9, resumed from step 7")
 
 
 def _batches(loader, n=None):

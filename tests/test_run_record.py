@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import TINY_MODEL
+from helpers import TINY_MODEL
 from vae_lightning.cli import run
 from vae_lightning.runtime.records import read_history, read_summary
 

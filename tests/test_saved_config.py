@@ -54,6 +54,7 @@ def beta_ckpt(tmp_path_factory) -> Path:
     return ckpt
 
 
+@pytest.mark.slow
 def test_vae_test_with_only_the_checkpoint_prints_the_test_table(beta_ckpt, capsys, monkeypatch):
     monkeypatch.setattr("sys.argv", ["vae"])
     saved = yaml.safe_load((beta_ckpt.parent / "vae_config.yaml").read_text())

@@ -4,116 +4,15 @@ was never interrupted, in the same W&B run."""
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import IN_CI, REPO, TINY_MODEL, run_vae
+from conftest import job_info, submit, wait_for, weights
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-
-# 640 training images at batch 16: 40 steps an epoch; 80 steps in all
-FIT = [
-    *TINY_MODEL,
-    "--data.init_args.num_images",
-    "700",
-    "--data.init_args.val_size",
-    "60",
-    "--data.init_args.batch_size",
-    "16",
-    "--trainer.max_steps",
-    "80",
-    "--trainer.val_check_interval",
-    "20",
-    "--trainer.limit_val_batches",
-    "2",
-    "--trainer.deterministic",
-    "true",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--images.every_n_val",
-    "0",
-]
-ENV = {"PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-
-
-def _cluster_state() -> str:
-    if shutil.which("sinfo") is None:
-        return "sinfo is not installed"
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
-    except subprocess.TimeoutExpired:
-        return "sinfo timed out"
-    states = out.stdout.split()
-    if out.returncode or not any(s.startswith(("idle", "mix", "alloc")) for s in states):
-        return f"sinfo answered {out.stdout.strip() or out.stderr.strip()!r}"
-    return ""
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    problem = _cluster_state()
-    if problem:
-        if IN_CI:
-            pytest.fail(
-                f"CI=true but no SLURM cluster answers ({problem}); .ci/run starts one with slurm/local-cluster.sh up"
-            )
-        pytest.skip(f"no SLURM cluster answers ({problem}); start one with `sudo slurm/local-cluster.sh up`")
-
-
-def job_info(job: str) -> dict[str, str]:
-    out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
-    return dict(re.findall(r"(\w+)=(\S*)", out))
-
-
-def wait_for(
-    job: str, states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"), timeout: float = 240
-) -> dict[str, str]:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        info = job_info(job)
-        if info.get("JobState") in states:
-            return info
-        time.sleep(0.5)
-    subprocess.run(["scancel", job])
-    pytest.fail(f"job {job} did not finish in {timeout} s: {job_info(job)}")
-
-
-def submit(tmp: Path, name: str, *extra: str, fit: list[str] = FIT, options: tuple[str, ...] = ()) -> str:
-    """Submit a CPU job ``vae fit <fit> <extra>`` in ``tmp/<name>`` (``options``: for `vae slurm submit`)."""
-    root = tmp / name
-    result = run_vae(
-        "slurm",
-        "submit",
-        "--config",
-        str(REPO / "configs/base.yaml"),
-        "--gpus-per-node",
-        "0",
-        *options,
-        "--job-name",
-        name,
-        "--",
-        *fit,
-        "--trainer.default_root_dir",
-        str(root),
-        *extra,
-        cwd=tmp,
-        env=ENV,
-    )
-    assert result.returncode == 0, result.stderr
-    job = result.stdout.strip()
-    assert job.isdigit(), result.stdout
-    return job
-
-
-def weights(path: Path) -> dict:
-    return torch.load(path, weights_only=False, map_location="cpu")["state_dict"]
 
 
 @pytest.fixture(scope="module")

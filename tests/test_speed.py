@@ -13,10 +13,9 @@ import torch
 from lightning.pytorch.loggers import Logger
 
 from bench.micro import full_frame_render  # the renderer before the speed work: every formula on every pixel
+from helpers import TinyData
 from vae_lightning import VAE, ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from vae_lightning.data import MNISTDataModule, SpritesDataModule
-from vae_lightning.data.base import VAEDataModule
-from vae_lightning.data.loader import TensorSource
 from vae_lightning.data.sprites import FACTOR_SIZES, render
 from vae_lightning.errors import UserError
 
@@ -35,19 +34,6 @@ class Recorder(Logger):
 
     def log_hyperparams(self, params, *args, **kwargs):
         pass
-
-
-class Tiny(VAEDataModule):
-    image_shape = (1, 8, 8)
-
-    def setup(self, stage=None):
-        g = torch.Generator().manual_seed(0)
-        images = (torch.rand(64, 1, 8, 8, generator=g) < 0.3).to(torch.uint8) * 255
-        self.train_source = self.val_source = TensorSource(images, torch.zeros(64))
-
-    @property
-    def binary(self):
-        return True
 
 
 class Losses(L.Callback):
@@ -78,7 +64,7 @@ def train_tiny(tmp_path, every_step: bool):
     calls = []
     log = model.log
     model.log = lambda name, *a, **k: (calls.append(name), log(name, *a, **k))
-    trainer.fit(model, datamodule=Tiny(batch_size=8))
+    trainer.fit(model, datamodule=TinyData(batch_size=8))
     rows = [(step, m) for step, m in logger.rows if KEYS & set(m)]
     return rows, losses.losses, calls, trainer
 

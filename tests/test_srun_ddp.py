@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_slurm import FIT as SINGLE
-from test_slurm import cluster, job_info, submit, wait_for, weights  # noqa: F401  (cluster: the fixture)
+
+from conftest import SLURM_FIT, job_info, submit, wait_for, weights
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 STEPS, PER_EPOCH = 40, 20  # 640 training images, 2 ranks, batch 16 per rank: 20 steps an epoch
-FIT = [*SINGLE, "--trainer.max_steps", str(STEPS), "--trainer.strategy", "ddp"]
+FIT = [*SLURM_FIT, "--trainer.max_steps", str(STEPS), "--trainer.strategy", "ddp"]
 TASKS = ("--ntasks-per-node", "2")
 CRASH_BOUND = 120  # seconds from a rank's crash to the end of the job
 
@@ -40,7 +40,7 @@ def wait_for_file(path: Path, job: str, timeout: float, until=lambda text: True)
 
 
 @pytest.fixture(scope="module")
-def jobs(cluster, tmp_path_factory):  # noqa: F811
+def jobs(cluster, tmp_path_factory):
     """An uninterrupted 2-task job, one sent USR1 mid-epoch and one whose rank 1 raises; the node's two
     cores run one 2-task job at a time, so they queue."""
     tmp = tmp_path_factory.mktemp("srun-ddp")

@@ -18,10 +18,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_data import write_celeba
-from test_file_resume import RUN, resume_matches_straight
 
-from conftest import REPO, write_mnist_raw
+from helpers import FILE_RUN, REPO, resume_matches_straight, write_celeba, write_mnist_raw
 from vae_lightning.cli import main
 from vae_lightning.cli.prepare import prepare
 from vae_lightning.data import StreamingDataModule
@@ -55,6 +53,7 @@ def all_batches(loader):
     return [(x.clone(), y.clone()) for x, y in loader]
 
 
+@pytest.mark.slow
 def test_prepare_writes_every_image_at_the_target_size_with_its_label(prepared):
     dst, expected = prepared
     meta = json.loads((dst / "vae_data.json").read_text())
@@ -73,6 +72,7 @@ def test_prepare_writes_every_image_at_the_target_size_with_its_label(prepared):
     assert len(seen) >= 51 and all(expected[key] == label for key, label in seen.items())
 
 
+@pytest.mark.slow
 def test_streaming_shuffles_by_seed_with_a_new_order_each_epoch(prepared):
     dst, _ = prepared
     labels = lambda loader: torch.cat([x[:, 0, 0, 0] for x, _ in loader])  # noqa: E731
@@ -102,6 +102,7 @@ def test_streamed_run_resumes_mid_epoch_to_bitwise_equal_weights(tmp_path, prepa
     )
 
 
+@pytest.mark.slow
 def test_prepare_of_a_broken_image_names_it_and_leaves_nothing(tmp_path):
     write_labelled_images(tmp_path / "images", 6)
     (tmp_path / "images" / "cat" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
@@ -150,6 +151,7 @@ def test_a_killed_prepare_never_leaves_a_folder_that_looks_complete(tmp_path):
         StreamingDataModule(str(tmp_path / "dst"))
 
 
+@pytest.mark.slow
 def test_prepare_reads_a_torchvision_set_and_celeba(tmp_path, monkeypatch, mnist_test_split):
     x, y = mnist_test_split
     write_mnist_raw(tmp_path / "tv", "MNIST", x[:1300], y[:1300], n_train=1100)
@@ -203,6 +205,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("how", list(BAD))
+@pytest.mark.slow
 def test_a_bad_prepared_folder_is_one_sentence_and_exit_2_before_training(tmp_path, prepared, capsys, how):
     dst = tmp_path / "dst"
     shutil.copytree(prepared[0], dst)
@@ -211,7 +214,7 @@ def test_a_bad_prepared_folder_is_one_sentence_and_exit_2_before_training(tmp_pa
         main(
             [
                 "fit",
-                *RUN,
+                *FILE_RUN,
                 "--data",
                 "vae_lightning.data.StreamingDataModule",
                 "--data.init_args.data_dir",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, write_mnist_raw
+from helpers import REPO, write_mnist_raw
 from vae_lightning.cli.slurm import job_from_args, render
 from vae_lightning.cli.study import folder, grid_from, tasks
 from vae_lightning.data.base import images
@@ -88,6 +88,7 @@ def test_bad_grids_are_refused_in_one_sentence(arrays, seeds, words):
         grid_from(arrays, seeds)
 
 
+@pytest.mark.slow
 def test_dry_run_of_a_study_gives_each_array_task_its_folder_name_and_tags(tmp_path):
     job, _ = job_from_args(
         [
@@ -209,6 +210,7 @@ def _wandb(root):
     return merged(root / "wandb")
 
 
+@pytest.mark.slow
 def test_a_fit_records_its_provenance_in_its_folder_and_wandb_config(fitted):
     import json
 
@@ -239,6 +241,7 @@ def test_config_hash_follows_the_config():
     assert config_hash({"a": 1}) != config_hash({"a": 2})
 
 
+@pytest.mark.slow
 def test_a_test_of_the_fits_checkpoint_continues_its_wandb_run_and_a_separate_one_links_to_it(fitted):
     fit_id = next(iter(_wandb(fitted)["ids"]))
     _run(["test", *TINY, "--trainer.default_root_dir", str(fitted), "--ckpt_path", "best"])
@@ -265,6 +268,7 @@ def test_a_test_of_the_fits_checkpoint_continues_its_wandb_run_and_a_separate_on
     assert config["fit_run_id"] == f'"{fit_id}"'
 
 
+@pytest.mark.slow
 def test_csv_logs_of_a_test_go_below_the_fits_version_folder_and_a_rerun_adds_no_rows(tmp_path):
     csv = ["--config", str(REPO / "configs/logger/csv.yaml")]
     root = tmp_path / "run"

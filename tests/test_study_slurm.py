@@ -8,18 +8,16 @@ W&B offline run holds config, history and test/* under one id;
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from test_slurm import ENV, cluster, job_info, wait_for  # noqa: F401  (cluster: the fixture)
 
-from conftest import REPO, TINY_MODEL, run_vae
+from conftest import SLURM_ENV as ENV
+from conftest import job_info, wait_for
+from helpers import REPO, TINY_MODEL, run_vae
 from vae_lightning.cli import SUBCOMMANDS
-
-sys.path.insert(0, str(Path(__file__).parent))
 from wandb_offline import merged
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -88,7 +86,7 @@ def submit(tmp: Path, study: str, *grid: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def study(cluster, tmp_path_factory):  # noqa: F811
+def study(cluster, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("study")
     array = submit(tmp, "betas", "--array", "model.init_args.beta=1,4", "--seeds", "0,1")
     reference = submit(tmp, "alone", "--array", "model.init_args.beta=1", "--seeds", "0")  # task 0, never signalled
@@ -190,7 +188,7 @@ def test_vae_compare_tables_and_plots_the_study(study, tmp_path):
     assert len(list(out.glob("*.png"))) == 3, sorted(out.iterdir())
 
 
-def test_a_grid_larger_than_max_array_size_is_refused_before_submission(cluster, tmp_path):  # noqa: F811
+def test_a_grid_larger_than_max_array_size_is_refused_before_submission(cluster, tmp_path):
     limit = int(
         __import__("re")
         .search(
@@ -223,7 +221,7 @@ def test_a_grid_larger_than_max_array_size_is_refused_before_submission(cluster,
     assert not set(after) - set(before), "a job was submitted"
 
 
-def test_a_job_preempted_during_its_test_requeues_and_runs_only_the_test(cluster, tmp_path):  # noqa: F811
+def test_a_job_preempted_during_its_test_requeues_and_runs_only_the_test(cluster, tmp_path):
     fit = [a for a in FIT if "Progress" not in a and "callbacks." not in a]
     result = run_vae(
         "slurm",
@@ -262,7 +260,7 @@ def test_a_job_preempted_during_its_test_requeues_and_runs_only_the_test(cluster
     assert len([row for row in run["history"] if "test/elbo" in row]) == 1  # the requeued test adds no rows
 
 
-def test_a_job_signalled_during_its_metrics_requeues_and_the_rerun_test_completes(cluster, tmp_path):  # noqa: F811
+def test_a_job_signalled_during_its_metrics_requeues_and_the_rerun_test_completes(cluster, tmp_path):
     """USR1 while DCI fits its trees: the job requeues at once and its second start runs only the
     test, metrics included, to the end."""
     fit = [a for a in FIT if "Progress" not in a and "callbacks." not in a]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY_MODEL, run_vae
+from helpers import REPO, TINY_MODEL, run_vae
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """The disentanglement_lib models and IWAE against independent computations of their papers'
 formulas: DIP-VAE-I/II (Kumar et al. 2018), IWAE and DReG (Burda et al. 2015, Tucker et al.
 2019), FactorVAE (Kim & Mnih 2018): the dimension permutation, the TC estimate, manual
-optimization with two optimizers, exact resume; and the bad inputs each refuses."""
+optimization with two optimizers (its exact resume: test_resume.py); and the bad inputs each refuses."""
 
 from __future__ import annotations
 
@@ -156,6 +156,7 @@ def test_permute_dims_keeps_every_marginal_and_breaks_the_dependence():
     assert abs(torch.corrcoef(shuffled.T)[0, 1]) < 0.05
 
 
+@pytest.mark.slow
 def test_discriminator_tc_estimate_approaches_the_closed_form():
     """A discriminator trained on z ~ N(0, C) against permute_dims(z) learns log q(z)/Π q(z_u);
     its mean over q is the TC, −½ log(1 − ρ²) = 0.511 nats for ρ = 0.8."""
@@ -271,29 +272,3 @@ def test_factor_vae_refuses_automatic_optimization():
     with pytest.raises(UserError, match=r"FactorVAE trains its discriminator.*automatic_optimization cannot be True"):
         model.automatic_optimization = True
     assert model.automatic_optimization is False
-
-
-@pytest.mark.slow
-def test_factor_vae_resumed_from_a_crash_is_bitwise_equal(tmp_path):
-    """As tests/test_resume.py does for the VAE: crash at step 9, resume from last.ckpt (step 7)."""
-    from test_resume import CrashAt, assert_same, fit
-
-    extra = (
-        "--model",
-        "vae_lightning.FactorVAE",
-        "--model.init_args.disc_hidden",
-        "32",
-        "--model.init_args.disc_layers",
-        "3",
-        "--trainer.val_check_interval",
-        "7",
-    )
-    _, straight = fit(tmp_path / "straight", 30, *extra)
-    with pytest.raises(RuntimeError, match=r"simulated crash"):
-        fit(tmp_path / "a", 30, *extra, callbacks=[CrashAt(9)])
-    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
-    assert torch.load(ckpt, weights_only=False)["global_step"] == 7
-    trainer, weights = fit(tmp_path / "b", 30, *extra, ckpt_path=str(ckpt))
-    assert trainer.global_step == 30
-    assert any(name.startswith("discriminator.") for name in weights)
-    assert_same(weights, straight, "FactorVAE, crash at step 9, resumed from step 7")
