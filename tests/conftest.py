@@ -83,8 +83,9 @@ def pytest_collection_modifyitems(config, items):
 # `slow`, or it fails here. Tests that need a SLURM cluster or a GPU are slow too (the marks imply it).
 IMPLY_SLOW = ("slurm", "gpu")
 # the processes a fast test may start, each a few milliseconds: every fit asks `git describe` for its code
-# version (runtime/provenance.py); jsonargparse's stub resolver (typeshed_client) asks the interpreter for sys.path
-ALLOWED = ("git", "import sys, json; print(json.dumps(sys.path))")
+# version (runtime/provenance.py); jsonargparse's stub resolver (typeshed_client) asks the interpreter for sys.path;
+# joblib (scikit-learn's histogram trees) asks `lscpu` once for the physical core count
+ALLOWED = ("git", "lscpu", "import sys, json; print(json.dumps(sys.path))")
 
 
 class ProcessGuard:

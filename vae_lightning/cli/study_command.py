@@ -25,12 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vae_lightning.cli import slurm, study, study_file
+from vae_lightning.cli.study_folders import FINISHED_FILE, STARTS_FILE, STUDY_FILE, state
 from vae_lightning.errors import UserError
 
 TASK_FILE = "task.json"  # the task's identity, written before its first run
-FINISHED_FILE = "task.done"  # written when the fit (and its test) ended without a preemption
-STARTS_FILE = "starts"  # one line (unix time) per start of the task: restarts and wall time
-STUDY_FILE = "study.json"
 
 
 @dataclass
@@ -96,24 +94,6 @@ def check_folder(item: Planned) -> None:
                 f"task folder {str(item.folder)!r} holds a run whose config differs at {key} ({path.name}); "
                 "move that folder away to rerun the task, nothing was started."
             )
-
-
-def state(folder: Path) -> str:
-    """finished | preempted | failed | running | pending, from the files of a task folder alone: a
-    SLURM checkpoint (``hpc_ckpt_*``) newer than the fit's last record means it stopped there."""
-    if (folder / FINISHED_FILE).is_file():
-        return "finished"
-    summaries = sorted(folder.glob("checkpoints/*/summary.json"), key=lambda p: p.stat().st_mtime)
-    hpc = max((p.stat().st_mtime for p in folder.glob("hpc_ckpt_*.ckpt")), default=None)
-    last = summaries[-1].stat().st_mtime if summaries else None
-    if hpc is not None and (last is None or hpc >= last):
-        return "preempted"
-    if not summaries:
-        return "pending"
-    status = json.loads(summaries[-1].read_text()).get("status")
-    if status == "failed":
-        return "failed"
-    return "preempted" if status == "preempted" else "running"
 
 
 def _logger_args(item: Planned, spec: study_file.StudyFile) -> list[str]:

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from vae_lightning.cli.study_command import FINISHED_FILE, STARTS_FILE, STUDY_FILE, state
+from vae_lightning.cli.study_folders import FINISHED_FILE, STARTS_FILE, STUDY_FILE, state
 from vae_lightning.errors import UserError
 
 RERUN = ("failed", "missing", "preempted")  # what no running job will finish by itself
