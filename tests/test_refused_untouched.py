@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import write_mnist_raw
+from helpers import vae, write_mnist_raw
 from vae_lightning.cli import main
 
 TINY = """
@@ -41,17 +41,6 @@ images:
 scores:
   background_images: 8
 """
-
-
-def vae(capsys, *args: str) -> tuple[int, str]:
-    """Run `vae ARGS` in this process; returns (exit status, stderr)."""
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
 
 
 def snapshot(root: Path) -> dict[str, str]:
