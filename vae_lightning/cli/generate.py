@@ -38,16 +38,16 @@ def row_progress(model, n: int, bar):
     return lambda r: bar.update(n * (r + 1) // rows - n * r // rows)
 
 
-def _chunks(model, num: int, seed: int, temperature: float, draw: bool, batch_size: int, bar):
-    """(start, z (n, D), images (n, C, H, W) uint8) for consecutive chunks of the N samples; ``bar``
-    counts the images (row by row for an autoregressive decoder, whose chunks take long)."""
+def _chunks(model, num: int, seed: int, temperature: float, draw: bool, batch_size: int, bar=None):
+    """(start, z (n, D), images (n, C, H, W) uint8) for consecutive chunks of the N samples; ``bar``,
+    if given, counts the images (row by row for an autoregressive decoder, whose chunks take long)."""
     g_z, g_x = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
     for start in range(0, num, batch_size):
         n = min(batch_size, num - start)
         z = model.prior_latents(n, g_z, temperature)  # for N(0, I): T * torch.randn(n, D, generator=g_z)
-        on_row = row_progress(model, n, bar)
+        on_row = row_progress(model, n, bar) if bar is not None else None
         x = model.decode(z, draw=draw, generator=g_x, on_row=on_row).cpu()
-        if on_row is None:
+        if bar is not None and on_row is None:
             bar.update(n)
         yield start, z, to_uint8(x)
 

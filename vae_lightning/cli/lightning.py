@@ -64,16 +64,21 @@ def plain_config(parser: LightningArgumentParser, config) -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def run_dir(trainer: Trainer) -> Path:
-    """The directory that belongs to this run alone (W&B run folder, or the logger's version dir)."""
+def run_dir(trainer: Trainer, stage: str = "fit") -> Path | None:
+    """The directory that belongs to this run alone (W&B run folder, or the logger's version dir);
+    None for an evaluation that logs nowhere, since the only folders it knows are its fit's."""
     logger = trainer.logger
     if isinstance(logger, WandbLogger):
         return Path(logger.experiment.dir)
     # not trainer.log_dir: it broadcasts, and this runs on rank zero only (a DDP hang without a logger)
     log_dir = getattr(logger, "log_dir", None) if logger is not None else None
-    if log_dir is None and getattr(trainer.checkpoint_callback, "dirpath", None):
+    if log_dir is not None:
+        return Path(log_dir)
+    if stage != "fit":
+        return None  # writing there would overwrite the fit's vae_config.yaml, which evaluations read
+    if getattr(trainer.checkpoint_callback, "dirpath", None):
         return Path(trainer.checkpoint_callback.dirpath)  # the run's own folder when nothing logs
-    return Path(log_dir or trainer.default_root_dir)
+    return Path(trainer.default_root_dir)
 
 
 class LogConfig(SaveConfigCallback):
@@ -97,10 +102,10 @@ class LogConfig(SaveConfigCallback):
         fit = continuation.fit_record(config.get("ckpt_path")) if stage != "fit" else None
         for logger in trainer.loggers:
             logger.log_hyperparams(_hyperparams(logger, config, prov, stage, fit))
-        folders = [run_dir(trainer)]
+        folders = [run_dir(trainer, stage)]
         if stage == "fit" and getattr(trainer.checkpoint_callback, "dirpath", None):
             folders.append(Path(trainer.checkpoint_callback.dirpath))
-        for directory in dict.fromkeys(folders):
+        for directory in dict.fromkeys(f for f in folders if f is not None):
             directory.mkdir(parents=True, exist_ok=True)
             with atomic_open(directory / self.config_filename, "w") as fh:
                 fh.write(yaml.safe_dump(config, sort_keys=False))
