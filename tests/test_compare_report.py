@@ -38,7 +38,8 @@ def write_task(study: Path, entry: str, value, seed: int, metrics: dict[str, flo
     folder = root / "checkpoints" / "version_0"
     folder.mkdir(parents=True)
     point = {f"model.init_args.{key}": str(value)}
-    (root / "task.json").write_text(json.dumps({"entry": entry, "point": point, "seed": seed, "hash": "h"}))
+    record = {"entry": entry, "point": point, "seed": seed, "hash": root.name.rsplit("-", 1)[1]}
+    (root / "task.json").write_text(json.dumps(record))
     (root / "starts").write_text("".join(f"{1000.0 + 50 * i:.3f}\n" for i in range(restarts + 1)))
     (root / "task.done").write_text("1109.500\n")  # 109.5 s after the first start
     config = {

@@ -163,6 +163,7 @@ def read_task(folder: Path) -> dict[str, Any] | None:
         "entry": str(record.get("entry", "")),
         "point": point,
         "seed": record.get("seed"),
+        "hash": str(record.get("hash", "")),
         "restarts": max(len(starts) - 1, 0) if starts else None,
         "wall_time": float(done[0]) - starts[0] if starts and done else None,
     }
@@ -395,7 +396,9 @@ def key_columns(runs: list[Run], keys: list[str]) -> list[tuple[str, str, str | 
 
 
 def cell(run: Run, key: str, cls: str | None) -> Any:
-    return run.config.get(key) if cls is None or model_class(run.config) == cls else None
+    """A run's value of ``key``; empty ("") where the run has none or is not of class ``cls``."""
+    value = run.config.get(key) if cls is None or model_class(run.config) == cls else None
+    return "" if value is None else value
 
 
 def wall_time(run: Run) -> float | None:
@@ -416,8 +419,9 @@ def column_order(runs: list[Run], keys: list[str]) -> list[str]:
 
 
 def run_table(runs: list[Run], keys: list[str], metrics: list[str]) -> Table:
-    """One row per run: name, the differing ``keys`` (``key_columns``), ``metrics``, steps, restarts,
-    wall time (s, ``wall_time``) and flags; a parameter a run does not use is empty (None)."""
+    """One row per run: name (a study task's hash: its other columns say the rest), the differing
+    ``keys`` (``key_columns``), ``metrics``, steps, restarts, wall time (s, ``wall_time``) and flags;
+    a parameter a run does not use is empty (None)."""
     keys = column_order(runs, keys)
     columns = key_columns(runs, keys)
     rows = []
@@ -425,7 +429,7 @@ def run_table(runs: list[Run], keys: list[str], metrics: list[str]) -> Table:
         restarts = run.task["restarts"] if run.task is not None else None
         rows.append(
             [
-                run.name,
+                run.task["hash"] or run.name if run.task is not None else run.name,
                 *(cell(run, key, cls) for _, key, cls in columns),
                 *(run.metric(m) for m in metrics),
                 run.summary.get("step"),
@@ -483,16 +487,23 @@ def fmt(value: Any) -> str:
     return value if isinstance(value, str) else _canon(value)
 
 
+def shown(column: str, value: Any) -> str:
+    """A cell of a printed table: ``fmt``, a class path by its class alone (the CSV keeps it whole)."""
+    if column.endswith("class_path") and isinstance(value, str):
+        return value.rsplit(".", 1)[-1]
+    return fmt(value)
+
+
 def text_table(table: Table) -> str:
     """Aligned plain text for the terminal."""
-    cells = [table.columns, *([fmt(v) for v in row] for row in table.rows)]
+    cells = [table.columns, *([shown(c, v) for c, v in zip(table.columns, row, strict=True)] for row in table.rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(table.columns))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in cells]
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
 def markdown_table(table: Table) -> str:
-    cells = [[fmt(v).replace("|", "\\|") for v in row] for row in table.rows]
+    cells = [[shown(c, v).replace("|", "\\|") for c, v in zip(table.columns, row, strict=True)] for row in table.rows]
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 

@@ -27,6 +27,7 @@ from vae_lightning.evaluation.compare import (
     Table,
     fmt,
     short_names,
+    shown,
     sort_value,
 )
 
@@ -163,9 +164,9 @@ def rate_distortion(groups: list[Group], keys: list[str], path: Path) -> bool:
 # ---- HTML ------------------------------------------------------------------------------------
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; white-space: nowrap; }
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 12px; }
+th, td { border: 1px solid #ccc; padding: 2px 5px; text-align: right; white-space: nowrap; }
 th { background: #f0f0f0; white-space: normal; } td:first-child, th:first-child { text-align: left; }
 .scroll { overflow-x: auto; max-width: 100%; }
 tr:nth-child(even) td { background: #fafafa; }
@@ -177,15 +178,16 @@ img { max-width: 100%; border: 1px solid #ddd; }
 
 
 def html_table(table: Table) -> str:
-    # many metric columns: headers may wrap after "/" and "_", and a table wider than the page
+    # many metric columns: headers may wrap after "/", "_" and ".", and a table wider than the page
     # scrolls inside its own box instead of the page
-    head = "".join(f"<th>{html.escape(c).replace('/', '/<wbr>').replace('_', '_<wbr>')}</th>" for c in table.columns)
+    breaks = {"/": "/<wbr>", "_": "_<wbr>", ".": ".<wbr>"}
+    head = "".join(f"<th>{''.join(breaks.get(ch, ch) for ch in html.escape(c))}</th>" for c in table.columns)
     body = []
     for row in table.rows:
         cells = []
         for column, value in zip(table.columns, row, strict=False):
             css = ' class="flag"' if column == "flags" and value else ""
-            text = html.escape(fmt(value))
+            text = html.escape(shown(column, value))
             if column == "run":  # long task names may wrap after each "key=value,"
                 css, text = ' class="run"', text.replace(",", ",<wbr>")
             cells.append(f"<td{css}>{text}</td>")
