@@ -108,10 +108,12 @@ def metrics_vs_key(
 
 
 def spearman_map(matrix, metrics: list[str], n_runs: int, path: Path) -> bool:
-    """Write the (M, M) rank correlations as a heat map, each cell labelled; False for < 2 metrics."""
-    if len(metrics) < 2:
-        return False
+    """Write the (M, M) rank correlations as a heat map, each cell labelled; False for < 2 metrics
+    or when no pair has a correlation (fewer than 3 runs)."""
     import numpy as np
+
+    if len(metrics) < 2 or np.isnan(matrix).all():
+        return False
 
     plt = _pyplot()
     size = min(WIDTH, 0.7 * len(metrics) + 3.5)
