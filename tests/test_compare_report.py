@@ -195,3 +195,19 @@ def test_capacity_form_drops_beta_and_plain_form_drops_capacity():
     other = {"model.class_path": "vae_lightning.FactorVAE", "model.init_args.gamma": 40.0}
     assert c.drop_unused(other) == other
     assert math.isnan(s.variance_shares([], "test/kl", str, str)["seed"])
+
+
+def test_a_header_is_a_group_by_name_and_that_report_renders_without_warnings(report, tmp_path):
+    out = tmp_path / "by_class"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vae_main(
+            ["compare", "--study", str(report.parent / "study"), "--group-by", "model.class_path", "--out", str(out)]
+        )
+    groups = read_csv(out / "groups.csv")
+    assert [(g["model.class_path"], g["n"]) for g in groups] == [
+        ("vae_lightning.BetaTCVAE", "6"),
+        ("vae_lightning.BetaVAE", "6"),
+        ("vae_lightning.FactorVAE", "6"),
+    ]
+    assert (out / "metrics_by_group.png").is_file() and (out / "variance_shares.png").is_file()

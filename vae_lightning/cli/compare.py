@@ -20,15 +20,21 @@ def parser() -> argparse.ArgumentParser:
         prog="vae compare",
         usage=USAGE,
         description=(
-            "One table of many runs: the config keys that differ, test metrics, step and wall time; grouped by "
-            "every differing key except the seed (mean ± sd, n). Reads each run's checkpoint folder "
-            "(summary.json, history.csv, vae_config.yaml, provenance.json); no network."
+            "One table of many runs: the config keys that differ, test metrics, steps, restarts and wall time; "
+            "grouped (mean ± sd, n) by a study's entries and grid points (vae study run|submit), else by every "
+            "differing key except the seeds. --out adds figures (each metric per group, the swept "
+            "hyper-parameters, Spearman correlations between metrics, the share of each metric's variance due to "
+            "model, hyper-parameter and seed). Reads each run's checkpoint folder (summary.json, history.csv, "
+            "vae_config.yaml, provenance.json) and a study task's task.json, starts and task.done; no network."
         ),
     )
     p.add_argument(
         "paths", nargs="*", metavar="PATH", help="run folders: a default_root_dir or a checkpoints/version_N"
     )
-    p.add_argument("--study", help="a study folder: every <key=value,...>/ in it is a run (vae slurm submit --study)")
+    p.add_argument(
+        "--study",
+        help="a study folder: every task folder in it is a run (vae study run|submit, vae slurm submit --study)",
+    )
     p.add_argument(
         "--metrics",
         nargs="+",
@@ -39,10 +45,12 @@ def parser() -> argparse.ArgumentParser:
         "--group-by",
         nargs="+",
         metavar="KEY",
-        help="config keys to group by (a last part like beta "
-        "suffices; default: every differing key except seeds; 'none': one group)",
+        help="config keys to group by (a full key, a groups-table header or a last part like beta; default: "
+        "a study's entry and point, else every differing key except seeds; 'none': one group)",
     )
-    p.add_argument("--out", help="folder for compare.md, runs.csv, groups.csv and the PNG figures")
+    p.add_argument(
+        "--out", help="folder for compare.md, runs.csv, groups.csv, variance.csv, spearman.csv and the PNG figures"
+    )
     p.add_argument("--html", action="store_true", help="also write <out>/report.html with the tables and figures")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B (wandb.Api(); needs a login)")
     p.add_argument("--group", help="with --wandb: the W&B group (the study name)")
