@@ -192,11 +192,14 @@ def write_outputs(out: Path, runs, groups, group_keys, metrics, tables, notes, h
         "Each metric per group (seeds pooled): a dot per run, a bar at the mean.",
     )
     names = c.short_names([k for k, _ in swept_keys(runs, group_keys)], sorted({k for r in runs for k in r.config}))
+    # a study's entries keep the colours of the strip plot (a colour per entry, in sorted order)
+    entries = sorted({str(g.values[0]) for g in groups}, key=c.sort_value) if group_keys[:1] == [c.ENTRY_KEY] else []
+    colours = {e: f"C{i % 10}" for i, e in enumerate(entries)}
     for key, series in swept_keys(runs, group_keys):
         name = f"metrics_vs_{names[key]}.png"
         add(
             name,
-            sf.metrics_vs_key(runs, key, names[key], series, metrics, out / name),
+            sf.metrics_vs_key(runs, key, names[key], series, metrics, out / name, colours),
             f"Each metric against {key}, mean ± sd over seeds, for the models that sweep it.",
         )
     shares = {row[0]: dict(zip(variance.columns[1:], row[1:], strict=True)) for row in variance.rows}

@@ -70,10 +70,17 @@ def strips(groups: list[Group], keys: list[str], metrics: list[str], path: Path)
 
 
 def metrics_vs_key(
-    runs: list[Run], key: str, name: str, series: Callable[[Run], str], metrics: list[str], path: Path
+    runs: list[Run],
+    key: str,
+    name: str,
+    series: Callable[[Run], str],
+    metrics: list[str],
+    path: Path,
+    colours: dict[str, str] | None = None,
 ) -> bool:
     """Write one panel per metric against the numeric ``key`` (shown as ``name``): mean ± sd over the
-    runs at each value, one line per ``series`` value (a model) that has two values or more of it."""
+    runs at each value, one line per ``series`` value (a model) that has two values or more of it,
+    coloured as ``colours`` says (the other figures' colour of that model), else in turn."""
     lines: dict[str, dict[float, list[Run]]] = {}
     for run in runs:
         value = run.config.get(key)
@@ -94,7 +101,8 @@ def metrics_vs_key(
                     sd = math.sqrt(sum((y - mean) ** 2 for y in ys) / (len(ys) - 1)) if len(ys) > 1 else 0.0
                     xs, means, sds = [*xs, x], [*means, mean], [*sds, sd]
             marker = MARKERS[i // 10 % len(MARKERS)]
-            ax.errorbar(xs, means, yerr=sds, marker=marker, color=f"C{i % 10}", capsize=3, label=line)
+            colour = (colours or {}).get(line, f"C{i % 10}")
+            ax.errorbar(xs, means, yerr=sds, marker=marker, color=colour, capsize=3, label=line)
         ax.set_title(metric, fontsize=10)
         ax.set_xlabel(name, fontsize=9)
         ax.grid(alpha=0.3)
