@@ -1,7 +1,8 @@
 """The report of `vae compare` at its default options over a fabricated study-file study (3 models
 x 2 values of each one's own hyper-parameter x 3 seeds, folders written as `vae study run` lays
-them out): the columns, the default grouping, the figures (without a matplotlib warning), and the
-two analyses (Spearman matrix, variance shares) against independent computations."""
+them out): the columns, the default grouping, the figures (without a matplotlib warning, and laid
+out: no collapsed axes, no clipped label, no legend over an axes), and the two analyses (Spearman
+matrix, variance shares) against independent computations."""
 
 from __future__ import annotations
 
@@ -71,14 +72,62 @@ def noisy(rng: np.random.Generator):
     return lambda entry, v, seed, i: float(100 * (i + 1) + shift[entry] * (i + 1) + 2 * v + rng.normal(0, 2))
 
 
+LAYOUTS: dict[str, dict] = {}  # figure file name -> what check_layout measured
+
+
+def shown_ticks(ax) -> list:
+    """The tick labels drawn: those of ticks inside the axis' limits."""
+    out = []
+    for labels, limits, i in ((ax.get_xticklabels(), ax.get_xlim(), 0), (ax.get_yticklabels(), ax.get_ylim(), 1)):
+        low, high = sorted(limits)
+        out += [t for t in labels if low - 1e-9 <= t.get_position()[i] <= high + 1e-9]
+    return out
+
+
+def check_layout(fig, path) -> None:
+    """Before a figure is saved, after its layout: every visible axes at least 100 x 60 px (not
+    collapsed), every label and title inside the figure (not clipped), no legend over an axes."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    for ax in axes:
+        box = ax.get_window_extent(renderer)
+        if getattr(ax, "_colorbar", None) is None:  # a colour bar is narrow by design
+            assert box.width >= 100 and box.height >= 60, (path, "collapsed axes", box.bounds)
+    texts = [t for ax in axes for t in shown_ticks(ax)]
+    texts += [t for ax in axes for t in (ax.title, ax.xaxis.label, ax.yaxis.label)]
+    texts += [fig._suptitle] if fig._suptitle is not None else []
+    for text in texts:
+        if text.get_visible() and text.get_text():
+            box = text.get_window_extent(renderer)
+            inside = box.x0 >= page.x0 - 1 and box.x1 <= page.x1 + 1 and box.y0 >= page.y0 - 1 and box.y1 <= page.y1 + 1
+            assert inside, (path, "clipped", text.get_text(), box.bounds, page.bounds)
+    legends = [*fig.legends, *(ax.get_legend() for ax in axes if ax.get_legend() is not None)]
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in axes), (path, "legend over an axes")
+    LAYOUTS[Path(path).name] = {"axes": len(axes), "legends": len(legends), "texts": len(texts)}
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
-    """The default report (--out --html) of the fabricated study, with warnings as errors."""
+    """The default report (--out --html) of the fabricated study, with warnings as errors and the
+    layout of every figure checked (``check_layout``) as it is saved."""
+    from matplotlib.figure import Figure
+
     tmp_path = tmp_path_factory.mktemp("report")
     fabricate(tmp_path / "study", noisy(np.random.default_rng(0)))
     out = tmp_path / "report"
-    with warnings.catch_warnings():
+    save = Figure.savefig
+
+    def checked(fig, path, *args, **kwargs):
+        check_layout(fig, path)
+        return save(fig, path, *args, **kwargs)
+
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
         warnings.simplefilter("error")  # a layout warning of matplotlib ("constrained_layout not applied") fails
+        patch.setattr(Figure, "savefig", checked)
         vae_main(["compare", "--study", str(tmp_path / "study"), "--out", str(out), "--html"])
     return out
 
@@ -128,6 +177,8 @@ def test_the_figures_are_there_and_only_swept_numeric_keys_get_panels(report):
         "rate_distortion",
     }
     assert {p.stem for p in report.glob("*.png")} == expected
+    assert {Path(name).stem for name in LAYOUTS} == expected  # each was laid out and checked
+    assert LAYOUTS["metrics_by_group.png"]["axes"] == len(METRICS) and LAYOUTS["rate_distortion.png"]["legends"] == 1
     for path in report.glob("*.png"):
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
