@@ -6,6 +6,7 @@ matrix, variance shares) against independent computations."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -86,7 +87,8 @@ def shown_ticks(ax) -> list:
 
 def check_layout(fig, path) -> None:
     """Before a figure is saved, after its layout: every visible axes at least 100 x 60 px (not
-    collapsed), every label and title inside the figure (not clipped), no legend over an axes."""
+    collapsed), every label and title inside the figure (not clipped), no legend over an axes or
+    over a label or title."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     page = fig.bbox
@@ -104,21 +106,20 @@ def check_layout(fig, path) -> None:
             inside = box.x0 >= page.x0 - 1 and box.x1 <= page.x1 + 1 and box.y0 >= page.y0 - 1 and box.y1 <= page.y1 + 1
             assert inside, (path, "clipped", text.get_text(), box.bounds, page.bounds)
     legends = [*fig.legends, *(ax.get_legend() for ax in axes if ax.get_legend() is not None)]
+    titles = [t.get_window_extent(renderer) for t in texts if t.get_visible() and t.get_text()]
     for legend in legends:
         box = legend.get_window_extent(renderer)
         assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in axes), (path, "legend over an axes")
+        assert not any(box.overlaps(title) for title in titles), (path, "legend over a label or title")
     LAYOUTS[Path(path).name] = {"axes": len(axes), "legends": len(legends), "texts": len(texts)}
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory) -> Path:
-    """The default report (--out --html) of the fabricated study, with warnings as errors and the
-    layout of every figure checked (``check_layout``) as it is saved."""
+@contextlib.contextmanager
+def laid_out():
+    """Warnings as errors (a layout warning of matplotlib, "constrained_layout not applied", fails)
+    and ``check_layout`` on every figure as it is saved."""
     from matplotlib.figure import Figure
 
-    tmp_path = tmp_path_factory.mktemp("report")
-    fabricate(tmp_path / "study", noisy(np.random.default_rng(0)))
-    out = tmp_path / "report"
     save = Figure.savefig
 
     def checked(fig, path, *args, **kwargs):
@@ -126,8 +127,18 @@ def report(tmp_path_factory) -> Path:
         return save(fig, path, *args, **kwargs)
 
     with warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
-        warnings.simplefilter("error")  # a layout warning of matplotlib ("constrained_layout not applied") fails
+        warnings.simplefilter("error")
         patch.setattr(Figure, "savefig", checked)
+        yield
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    """The default report (--out --html) of the fabricated study, its figures ``laid_out``."""
+    tmp_path = tmp_path_factory.mktemp("report")
+    fabricate(tmp_path / "study", noisy(np.random.default_rng(0)))
+    out = tmp_path / "report"
+    with laid_out():
         vae_main(["compare", "--study", str(tmp_path / "study"), "--out", str(out), "--html"])
     return out
 
@@ -250,10 +261,20 @@ def test_capacity_form_drops_beta_and_plain_form_drops_capacity():
 
 def test_a_header_is_a_group_by_name_and_that_report_renders_without_warnings(report, tmp_path):
     out = tmp_path / "by_class"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with laid_out():
         vae_main(
-            ["compare", "--study", str(report.parent / "study"), "--group-by", "model.class_path", "--out", str(out)]
+            [
+                "compare",
+                "--study",
+                str(report.parent / "study"),
+                "--group-by",
+                "model.class_path",
+                "--metrics",
+                "test/kl",
+                "test/recon",
+                "--out",
+                str(out),
+            ]
         )
     groups = read_csv(out / "groups.csv")
     assert [(g["model.class_path"], g["n"]) for g in groups] == [
@@ -262,3 +283,27 @@ def test_a_header_is_a_group_by_name_and_that_report_renders_without_warnings(re
         ("vae_lightning.FactorVAE", "6"),
     ]
     assert (out / "metrics_by_group.png").is_file() and (out / "variance_shares.png").is_file()
+
+
+def test_runs_without_study_records_group_by_their_differing_keys_and_lay_out(tmp_path):
+    fabricate(tmp_path / "study", noisy(np.random.default_rng(1)))
+    for record in (tmp_path / "study").glob("*/task.json"):
+        record.unlink()  # folders as `vae slurm submit --study` or a hand-made loop leave them
+    with laid_out():
+        vae_main(
+            [
+                "compare",
+                "--study",
+                str(tmp_path / "study"),
+                "--metrics",
+                "test/kl",
+                "test/recon",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+    groups = read_csv(tmp_path / "out" / "groups.csv")
+    assert len(groups) == 6 and "entry" not in groups[0] and "model.class_path" in groups[0]
+    runs = read_csv(tmp_path / "out" / "runs.csv")
+    assert {r["wall_time_s"] for r in runs} == {"25.6"} and {r["restarts"] for r in runs} == {""}  # training only
+    assert (tmp_path / "out" / "metrics_by_group.png").is_file()

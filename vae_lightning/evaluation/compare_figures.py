@@ -25,7 +25,6 @@ from vae_lightning.evaluation.compare import (
     Group,
     Run,
     Table,
-    fmt,
     short_names,
     shown,
     sort_value,
@@ -49,14 +48,15 @@ def _pyplot():
 
 def label(values: tuple, keys: list[str]) -> str:
     """``beta=4, seed=1`` for a group's or run's values of ``keys`` ("all runs" for none); a study's
-    entry and grid point read ``beta_vae, beta=4``."""
+    entry and grid point read ``beta_vae, beta=4``; a key without a value (not of this model) is
+    left out, a class path shows its class."""
     names = short_names(keys)
     parts = []
     for key, value in zip(keys, values, strict=False):
         if key in (ENTRY_KEY, POINT_KEY):
             parts += [] if value == "-" else [str(value)]
-        else:
-            parts.append(f"{names[key]}={fmt(value)}")
+        elif value is not None:
+            parts.append(f"{names[key]}={shown(key, value)}")
     return ", ".join(parts) or "all runs"
 
 
@@ -75,9 +75,12 @@ def styles(groups: list[Group], keys: list[str]) -> list[tuple[str, int]]:
     return out
 
 
-def outside_legend(fig, handles, labels) -> None:
-    """The legend right of the axes (constrained layout makes room for it), in columns of 16."""
-    if handles:
+def outside_legend(fig, handles, labels, below: bool = False) -> None:
+    """The legend right of the axes in columns of 16 (``below``: under them, in up to 3 columns);
+    constrained layout makes room for it."""
+    if handles and below:
+        fig.legend(handles, labels, loc="outside lower center", fontsize=8, ncols=min(3, len(handles)))
+    elif handles:
         fig.legend(handles, labels, loc="outside right upper", fontsize=8, ncols=math.ceil(len(handles) / 16))
 
 

@@ -32,7 +32,8 @@ from vae_lightning.evaluation.compare_stats import FACTORS
 def _grid(plt, n: int, height: float, **kw):
     cols = min(4, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH, rows * height), layout="constrained", squeeze=False, **kw)
+    size = (min(WIDTH, 1.5 + 3.3 * cols), rows * height + 0.6)
+    fig, axes = plt.subplots(rows, cols, figsize=size, layout="constrained", squeeze=False, **kw)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat)[:n]
@@ -108,7 +109,7 @@ def metrics_vs_key(
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
     if any(lines):  # a single unnamed line needs no legend
-        outside_legend(fig, *axes[0].get_legend_handles_labels())
+        outside_legend(fig, *axes[0].get_legend_handles_labels(), below=True)
     fig.suptitle(f"Metrics against {name} (mean ± sd over seeds)")
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
