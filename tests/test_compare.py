@@ -88,7 +88,15 @@ def test_table_and_grouped_mean_sd_match_numpy(study, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.startswith("6 runs") and "2 groups" in printed
     runs = read_csv(out / "runs.csv")
-    assert len(runs) == 6 and set(runs[0]) >= {"run", "beta", "seed_everything", *METRICS, "step", "wall_time_s"}
+    assert len(runs) == 6 and set(runs[0]) >= {
+        "run",
+        "beta",
+        "seed_everything",
+        *METRICS,
+        "steps",
+        "restarts",
+        "wall_time_s",
+    }
     groups = read_csv(out / "groups.csv")
     assert [g["beta"] for g in groups] == ["1", "4"] and [g["n"] for g in groups] == ["3", "3"]
     summaries = {
@@ -158,12 +166,20 @@ def test_command_line_mistakes_are_one_line(argv, needle, capsys):
 def test_figures_and_html_report_are_written(study, tmp_path):
     out = tmp_path / "report"
     vae_main(["compare", "--study", str(study), "--out", str(out), "--html"])
-    figures = ["learning_curves.png", "rate_distortion.png", "metrics_vs_beta.png"]
+    figures = [
+        "metrics_by_group",
+        "metrics_vs_beta",
+        "variance_shares",
+        "spearman",
+        "learning_curves",
+        "rate_distortion",
+    ]
     for name in figures:
-        data = (out / name).read_bytes()
+        data = (out / f"{name}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3 and page.count("<tr>") == 1 + 6 + 1 + 2
+    # the tables: groups (2), variance shares (one row per metric), runs (6), each with its header
+    assert page.count("data:image/png;base64,") == 6 and page.count("<tr>") == 1 + 2 + 1 + 5 + 1 + 6
     assert "metrics_vs_beta" in (out / "compare.md").read_text()
 
 

@@ -20,15 +20,21 @@ def parser() -> argparse.ArgumentParser:
         prog="vae compare",
         usage=USAGE,
         description=(
-            "One table of many runs: the config keys that differ, test metrics, step and wall time; grouped by "
-            "every differing key except the seed (mean ± sd, n). Reads each run's checkpoint folder "
-            "(summary.json, history.csv, vae_config.yaml, provenance.json); no network."
+            "One table of many runs: the config keys that differ, test metrics, steps, restarts and wall time; "
+            "grouped (mean ± sd, n) by a study's entries and grid points (vae study run|submit), else by every "
+            "differing key except the seeds. --out adds figures (each metric per group, the swept "
+            "hyper-parameters, Spearman correlations between metrics, the share of each metric's variance due to "
+            "model, hyper-parameter and seed). Reads each run's checkpoint folder (summary.json, history.csv, "
+            "vae_config.yaml, provenance.json) and a study task's task.json, starts and task.done; no network."
         ),
     )
     p.add_argument(
         "paths", nargs="*", metavar="PATH", help="run folders: a default_root_dir or a checkpoints/version_N"
     )
-    p.add_argument("--study", help="a study folder: every <key=value,...>/ in it is a run (vae slurm submit --study)")
+    p.add_argument(
+        "--study",
+        help="a study folder: every task folder in it is a run (vae study run|submit, vae slurm submit --study)",
+    )
     p.add_argument(
         "--metrics",
         nargs="+",
@@ -39,10 +45,12 @@ def parser() -> argparse.ArgumentParser:
         "--group-by",
         nargs="+",
         metavar="KEY",
-        help="config keys to group by (a last part like beta "
-        "suffices; default: every differing key except seeds; 'none': one group)",
+        help="config keys to group by (a full key, a groups-table header or a last part like beta; default: "
+        "a study's entry and point, else every differing key except seeds; 'none': one group)",
     )
-    p.add_argument("--out", help="folder for compare.md, runs.csv, groups.csv and the PNG figures")
+    p.add_argument(
+        "--out", help="folder for compare.md, runs.csv, groups.csv, variance.csv, spearman.csv and the PNG figures"
+    )
     p.add_argument("--html", action="store_true", help="also write <out>/report.html with the tables and figures")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B (wandb.Api(); needs a login)")
     p.add_argument("--group", help="with --wandb: the W&B group (the study name)")
@@ -92,7 +100,13 @@ def main(argv: list[str]) -> None:
     if wanted == ["none"]:
         group_keys = []
     else:
-        group_keys = c.resolve_keys(wanted, kept) if wanted else [k for k in keys if not c.is_seed_key(k)]
+        group_keys = c.resolve_keys(wanted, kept) if wanted else c.default_group_keys(kept, keys)
+    partial = [r.name for r in kept if r.task is None or r.task["wall_time"] is None]
+    if partial and any(r.task is not None for r in kept):  # mixed: say which wall time a row shows
+        notes.append(
+            f"wall_time_s of {len(partial)} of {len(kept)} runs is their training time only (no finished study task "
+            "record); the others' is the whole task's."
+        )
     runs_t = c.run_table(kept, keys + [k for k in group_keys if k not in keys], metrics)
     groups = c.group_runs(kept, group_keys)
     groups_t = c.group_table(groups, group_keys, metrics)
@@ -108,17 +122,45 @@ def main(argv: list[str]) -> None:
             if opts.wandb
             else " ".join([*opts.paths, *([f"--study {opts.study}"] if opts.study else [])])
         )
-        write_outputs(
-            Path(opts.out), kept, groups, (group_keys, keys), metrics, (runs_t, groups_t), notes, opts.html, source
-        )
+        write_outputs(Path(opts.out), kept, groups, group_keys, metrics, (runs_t, groups_t), notes, opts.html, source)
 
 
-def write_outputs(out: Path, runs, groups, key_lists, metrics, tables, notes, html: bool, source: str) -> None:
-    """compare.md, runs.csv, groups.csv, the PNG figures and (``html``) report.html in ``out``;
-    ``key_lists``: the group-by keys and the differing keys, ``tables``: the run and group tables."""
-    group_keys, label_keys = key_lists
+def analyses(runs, groups, group_keys, metrics) -> tuple[c.Table, c.Table]:
+    """The variance shares (model, hyper-parameter, seed) and the Spearman matrix, as tables."""
+    from vae_lightning.evaluation import compare_stats as s
+
+    model_key = c.ENTRY_KEY if c.is_study(runs) else "model.class_path"
+    setting = {id(r): g.values for g in groups for r in g.runs}
+    shares = {
+        m: s.variance_shares(runs, m, lambda r: r.config.get(model_key), lambda r: setting[id(r)]) for m in metrics
+    }
+    variance = c.Table(["metric", *s.FACTORS], [[m, *(shares[m][f] for f in s.FACTORS)] for m in metrics])
+    matrix = s.spearman(runs, metrics)
+    ranks = c.Table(["metric", *metrics], [[m, *map(float, matrix[i])] for i, m in enumerate(metrics)])
+    return variance, ranks
+
+
+def swept_keys(runs, group_keys) -> list[tuple[str, callable]]:
+    """(key, series of a run) of each swept hyper-parameter: a study's grid keys (a line per entry);
+    else the group-by keys (a line per value of the other group-by keys)."""
+    if c.is_study(runs):
+        keys = sorted({k for r in runs for k in r.task["point"]})
+        return [(k, lambda r: r.config[c.ENTRY_KEY]) for k in keys]
+    from vae_lightning.evaluation.compare_figures import label
+
+    def others(key):
+        rest = [k for k in group_keys if k != key]
+        return lambda r: label(tuple(r.config.get(k) for k in rest), rest) if rest else ""
+
+    return [(k, others(k)) for k in group_keys]
+
+
+def write_outputs(out: Path, runs, groups, group_keys, metrics, tables, notes, html: bool, source: str) -> None:
+    """compare.md, runs.csv, groups.csv, variance.csv, spearman.csv, the PNG figures and (``html``)
+    report.html in ``out``; ``tables``: the run and group tables."""
     runs_t, groups_t = tables
     from vae_lightning.evaluation import compare_figures as f
+    from vae_lightning.evaluation import compare_study_figures as sf
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -126,34 +168,75 @@ def write_outputs(out: Path, runs, groups, key_lists, metrics, tables, notes, ht
         raise UserError(
             f"--out {str(out)!r}: cannot create the folder ({err.strerror or err}); choose another."
         ) from None
-    for name, table in (("runs.csv", runs_t), ("groups.csv", groups_t)):
+    variance, ranks = analyses(runs, groups, group_keys, metrics)
+    for name, table in (
+        ("runs.csv", runs_t),
+        ("groups.csv", groups_t),
+        ("variance.csv", variance),
+        ("spearman.csv", ranks),
+    ):
         columns, rows = c.csv_rows(table)
         with open(out / name, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(columns)
             writer.writerows(rows)
-    figures = []
-    if f.learning_curves(groups, group_keys, out / "learning_curves.png"):
-        figures.append(out / "learning_curves.png")
-    if f.rate_distortion(groups, group_keys, label_keys, out / "rate_distortion.png"):
-        figures.append(out / "rate_distortion.png")
-    if group_keys:
-        path = out / f"metrics_vs_{c.short_names(group_keys)[group_keys[0]]}.png"
-        if f.metrics_vs_key(groups, group_keys, metrics, path):
-            figures.append(path)
-    md = [
-        "# Runs",
-        "",
-        c.markdown_table(runs_t),
-        "",
-        "# Groups (mean ± sd over runs, n)",
-        "",
-        c.markdown_table(groups_t),
-        "",
-    ]
-    md += [f"- {n}" for n in notes] + [""] + [f"![{p.stem}]({p.name})" for p in figures]
+    figures = []  # (path, caption)
+
+    def add(name: str, written: bool, caption: str) -> None:
+        if written:
+            figures.append((out / name, caption))
+
+    add(
+        "metrics_by_group.png",
+        sf.strips(groups, group_keys, metrics, out / "metrics_by_group.png"),
+        "Each metric per group (seeds pooled): a dot per run, a bar at the mean.",
+    )
+    names = c.short_names([k for k, _ in swept_keys(runs, group_keys)], sorted({k for r in runs for k in r.config}))
+    # a study's entries keep the colours of the strip plot (a colour per entry, in sorted order)
+    entries = sorted({str(g.values[0]) for g in groups}, key=c.sort_value) if group_keys[:1] == [c.ENTRY_KEY] else []
+    colours = {e: f"C{i % 10}" for i, e in enumerate(entries)}
+    for key, series in swept_keys(runs, group_keys):
+        name = f"metrics_vs_{names[key]}.png"
+        add(
+            name,
+            sf.metrics_vs_key(runs, key, names[key], series, metrics, out / name, colours),
+            f"Each metric against {key}, mean ± sd over seeds, for the models that sweep it.",
+        )
+    shares = {row[0]: dict(zip(variance.columns[1:], row[1:], strict=True)) for row in variance.rows}
+    add(
+        "variance_shares.png",
+        sf.variance_bars(shares, out / "variance_shares.png"),
+        "Share of each metric's variance (sum of squares over all runs) explained by the model, by its "
+        "hyper-parameter within the model, and by the seed within a setting.",
+    )
+    matrix = [row[1:] for row in ranks.rows]
+    import numpy as np
+
+    add(
+        "spearman.png",
+        sf.spearman_map(np.array(matrix, dtype=float), metrics, len(runs), out / "spearman.png"),
+        "Spearman rank correlation between the metrics across all runs.",
+    )
+    add(
+        "learning_curves.png",
+        f.learning_curves(groups, group_keys, out / "learning_curves.png"),
+        "val/elbo against the optimizer step, mean ± sd over each group's runs.",
+    )
+    add(
+        "rate_distortion.png",
+        f.rate_distortion(groups, group_keys, out / "rate_distortion.png"),
+        "Test KL (rate) against test reconstruction (distortion), one point per run.",
+    )
+    variance_heading = "Share of variance explained (model, hyper-parameter, seed)"
+    md = ["# Groups (mean ± sd over runs, n)", "", c.markdown_table(groups_t), ""]
+    md += [f"# {variance_heading}", "", c.markdown_table(variance), "", "# Runs", "", c.markdown_table(runs_t), ""]
+    md += [f"- {n}" for n in notes] + [""] + [f"![{p.stem}]({p.name})" for p, _ in figures]
     (out / "compare.md").write_text("\n".join(md) + "\n")
     if html:
-        sections = [(f"Runs ({len(runs)})", runs_t), (f"Groups ({len(groups)}, mean ± sd over runs, n)", groups_t)]
+        sections = [
+            (f"Groups ({len(groups)}, mean ± sd over runs, n)", groups_t),
+            (variance_heading, variance),
+            (f"Runs ({len(runs)})", runs_t),
+        ]
         (out / "report.html").write_text(f.html_report("vae compare", source, sections, figures, notes))
     print(f"wrote {', '.join(sorted(p.name for p in out.iterdir() if p.is_file()))} to {out}")

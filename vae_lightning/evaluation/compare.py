@@ -52,6 +52,17 @@ IGNORED_KEYS = (
 IGNORED_LOGGER_FIELDS = ("save_dir", "name", "id", "version", "group", "tags", "job_type", "resume", "dir")
 # the identity of the data, from provenance.json (split_seed may differ on purpose: it is a config key)
 DATA_IDENTITY = ("class", "checksum_or_version", "binarize")
+# a study task's records beside its checkpoints/ (written by `vae study run|submit`, cli/study_folders.py)
+TASK_FILE, STARTS_FILE, FINISHED_FILE = "task.json", "starts", "task.done"
+# the keys a study task adds to its run's config: its entry and its grid point ("beta=4")
+ENTRY_KEY, POINT_KEY = "entry", "point"
+# model parameters a class ignores in one of its forms, so that a row shows them empty instead of
+# their defaults: (class name, parameter) -> whether it is unused, given the flattened init_args
+UNUSED = {
+    ("BetaVAE", "beta"): lambda a: a.get("c_max") is not None,  # the capacity form weighs |kl - C| by gamma
+    ("BetaVAE", "c_steps"): lambda a: a.get("c_max") is None,  # the plain form has no capacity
+    ("BetaVAE", "gamma"): lambda a: a.get("c_max") is None,
+}
 
 
 @dataclass
@@ -69,6 +80,7 @@ class Run:
     history: list[dict[str, float]] = field(default_factory=list)
     provenance: dict[str, Any] | None = None
     flags: list[str] = field(default_factory=list)  # provenance that differs from the other runs
+    task: dict[str, Any] | None = None  # a study task's entry, point, restarts and wall_time (whole task)
 
     def metric(self, key: str) -> float | None:
         value = self.summary.get(key)
@@ -121,8 +133,51 @@ def _natural(path: Path) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
+def model_class(config: dict[str, Any]) -> str:
+    """The last part of ``model.class_path`` ("BetaVAE"), "" when there is none."""
+    return str(config.get("model.class_path") or "").rsplit(".", 1)[-1]
+
+
+def drop_unused(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without the model parameters its class ignores in the form it runs (``UNUSED``)."""
+    prefix, cls = "model.init_args.", model_class(config)
+    args = {k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}
+    return {k: v for k, v in config.items() if not (unused := UNUSED.get((cls, k[len(prefix) :]))) or not unused(args)}
+
+
+def read_task(folder: Path) -> dict[str, Any] | None:
+    """The study task a checkpoint folder belongs to (``task.json`` in it or two levels up): its entry,
+    grid point (values parsed), seed, restarts (starts - 1) and wall time from its first start to
+    ``task.done`` (start-up, fit and test; None while unfinished); None outside a study."""
+    root = next((p for p in (folder, folder.parent.parent) if (p / TASK_FILE).is_file()), None)
+    if root is None:
+        return None
+    try:
+        record = json.loads((root / TASK_FILE).read_text())
+        starts = [float(t) for t in (root / STARTS_FILE).read_text().split()] if (root / STARTS_FILE).is_file() else []
+        done = (root / FINISHED_FILE).read_text().split() if (root / FINISHED_FILE).is_file() else []
+    except (OSError, ValueError):
+        return None
+    point = {k: yaml.safe_load(str(v)) for k, v in (record.get("point") or {}).items()}
+    return {
+        "entry": str(record.get("entry", "")),
+        "point": point,
+        "seed": record.get("seed"),
+        "hash": str(record.get("hash", "")),
+        "restarts": max(len(starts) - 1, 0) if starts else None,
+        "wall_time": float(done[0]) - starts[0] if starts and done else None,
+    }
+
+
+def point_label(point: dict[str, Any]) -> str:
+    """``beta=4`` for a grid point (``-`` for none), with each key's shortest unambiguous part."""
+    names = short_names(list(point))
+    return ",".join(f"{names[k]}={fmt(v)}" for k, v in point.items()) or "-"
+
+
 def load_run(folder: Path, name: str, task: dict[str, Any] | None = None) -> Run:
-    """Read one checkpoint folder's records; ``task`` holds the values of its study folder's name."""
+    """Read one checkpoint folder's records; ``task`` holds the values of its study folder's name.
+    A study task's run gets the config keys ``entry`` and ``point``."""
     config: dict[str, Any] = {}
     try:
         config = flatten(yaml.safe_load((folder / "vae_config.yaml").read_text()) or {})
@@ -130,6 +185,10 @@ def load_run(folder: Path, name: str, task: dict[str, Any] | None = None) -> Run
         pass
     for key, value in (task or {}).items():
         config.setdefault(key, value)
+    config = drop_unused(config)
+    study_task = read_task(folder)
+    if study_task is not None:
+        config[ENTRY_KEY], config[POINT_KEY] = study_task["entry"], point_label(study_task["point"])
     summary = read_summary(folder)
     provenance = None
     try:
@@ -137,7 +196,7 @@ def load_run(folder: Path, name: str, task: dict[str, Any] | None = None) -> Run
     except (OSError, ValueError):
         pass
     status = str(summary.get("status", "unknown"))
-    return Run(name, str(folder), status, config, summary, read_history(folder), provenance)
+    return Run(name, str(folder), status, config, summary, read_history(folder), provenance, task=study_task)
 
 
 def find_runs(paths: list[str], study: str | None = None, skip: Path | None = None) -> tuple[list[Run], list[str]]:
@@ -227,6 +286,18 @@ def is_seed_key(key: str) -> bool:
     return key == "seed_everything" or key.rsplit(".", 1)[-1] == "seed"
 
 
+def is_study(runs: list[Run]) -> bool:
+    """Whether every run is a task of a study file (``vae study run|submit``)."""
+    return bool(runs) and all(r.task is not None for r in runs)
+
+
+def default_group_keys(runs: list[Run], keys: list[str]) -> list[str]:
+    """A study's entries and grid points (the seeds pooled); else every differing key but the seeds."""
+    if is_study(runs):
+        return [ENTRY_KEY, POINT_KEY]
+    return [k for k in keys if not is_seed_key(k)]
+
+
 def resolve_keys(wanted: list[str], runs: list[Run]) -> list[str]:
     """``--group-by`` names as config keys; a name may be a key's last part (``beta``)."""
     keys = sorted({k for r in runs for k in r.config})
@@ -243,23 +314,28 @@ def resolve_keys(wanted: list[str], runs: list[Run]) -> list[str]:
     return out
 
 
-def short_names(keys: list[str]) -> dict[str, str]:
-    """The shortest dotted suffix of each key that no other key shares (model.init_args.beta -> beta)."""
+def short_names(keys: list[str], among: list[str] | None = None) -> dict[str, str]:
+    """The shortest dotted suffix of each key that no other key of ``among`` (default: ``keys``)
+    shares (model.init_args.beta -> beta); with all of the runs' keys as ``among``, each name
+    is one that ``--group-by`` accepts."""
+    among = keys if among is None else among
     out = {}
     for key in keys:
         parts = key.split(".")
         for n in range(1, len(parts) + 1):
             name = ".".join(parts[-n:])
-            if sum(k == name or k.endswith("." + name) for k in keys) == 1:
+            if sum(k == name or k.endswith("." + name) for k in {*among, key}) == 1:
                 break
         out[key] = name
     return out
 
 
 def sort_value(value: Any) -> tuple:
+    """Numbers first, by value; then text in natural order ("beta=2" before "beta=16")."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (0, float(value), "")
-    return (1, 0.0, _canon(value))
+        return (0, float(value), ())
+    parts = re.split(r"(\d+(?:\.\d+)?)", value if isinstance(value, str) else _canon(value))
+    return (1, 0.0, tuple((0, float(t), "") if i % 2 else (1, 0.0, t) for i, t in enumerate(parts)))
 
 
 # ---- provenance -------------------------------------------------------------------------------
@@ -304,23 +380,65 @@ class Table:
     rows: list[list[Any]]
 
 
+def key_columns(runs: list[Run], keys: list[str]) -> list[tuple[str, str, str | None]]:
+    """(header, key, model class or None) per column: a model parameter that several classes of the
+    runs have (β-VAE's and β-TCVAE's ``beta`` are different weights) gets one column per class,
+    headed ``BetaVAE.beta``; every other key its shortest name among all the runs' keys."""
+    names = short_names(keys, sorted({k for r in runs for k in r.config}))
+    out = []
+    for key in keys:
+        classes = sorted({model_class(r.config) for r in runs if r.config.get(key) is not None})
+        if key.startswith("model.init_args.") and len(classes) > 1:
+            out += [(f"{cls}.{key[len('model.init_args.') :]}", key, cls) for cls in classes]
+        else:
+            out.append((names[key], key, None))
+    return out
+
+
+def cell(run: Run, key: str, cls: str | None) -> Any:
+    """A run's value of ``key``; empty ("") where the run has none or is not of class ``cls``."""
+    value = run.config.get(key) if cls is None or model_class(run.config) == cls else None
+    return "" if value is None else value
+
+
+def wall_time(run: Run) -> float | None:
+    """A study task's whole wall time (first start to its end); else the fit's training time."""
+    if run.task is not None and run.task["wall_time"] is not None:
+        return run.task["wall_time"]
+    return run.metric("wall_time")
+
+
+def column_order(runs: list[Run], keys: list[str]) -> list[str]:
+    """The entry, the other keys, then the seeds (the rows sort so): without a study's ``point``
+    (its keys have their columns) and without a seed that equals ``seed_everything`` in every run."""
+    seeds = [k for k in keys if is_seed_key(k)]
+    same = [k for k in seeds if k != "seed_everything" and "seed_everything" in keys]
+    same = [k for k in same if all(r.config.get(k) == r.config.get("seed_everything") for r in runs)]
+    middle = [k for k in keys if not is_seed_key(k) and k not in (ENTRY_KEY, POINT_KEY)]
+    return [*(k for k in keys if k == ENTRY_KEY), *middle, *(k for k in seeds if k not in same)]
+
+
 def run_table(runs: list[Run], keys: list[str], metrics: list[str]) -> Table:
-    """One row per run: name, the differing ``keys``, ``metrics``, step, wall time (s), flags."""
-    names = short_names(keys)
-    columns = ["run", *(names[k] for k in keys), *metrics, "step", "wall_time_s", "flags"]
+    """One row per run: name (a study task's hash: its other columns say the rest), the differing
+    ``keys`` (``key_columns``), ``metrics``, steps, restarts, wall time (s, ``wall_time``) and flags;
+    a parameter a run does not use is empty (None)."""
+    keys = column_order(runs, keys)
+    columns = key_columns(runs, keys)
     rows = []
-    for run in sorted(runs, key=lambda r: [sort_value(r.config.get(k)) for k in keys] + [(1, 0.0, r.name)]):
+    for run in sorted(runs, key=lambda r: [sort_value(r.config.get(k)) for k in keys] + [sort_value(r.name)]):
+        restarts = run.task["restarts"] if run.task is not None else None
         rows.append(
             [
-                run.name,
-                *(run.config.get(k) for k in keys),
+                run.task["hash"] or run.name if run.task is not None else run.name,
+                *(cell(run, key, cls) for _, key, cls in columns),
                 *(run.metric(m) for m in metrics),
                 run.summary.get("step"),
-                run.metric("wall_time"),
+                restarts,
+                wall_time(run),
                 ",".join(run.flags),
             ]
         )
-    return Table(columns, rows)
+    return Table(["run", *(h for h, _, _ in columns), *metrics, "steps", "restarts", "wall_time_s", "flags"], rows)
 
 
 @dataclass
@@ -351,7 +469,7 @@ def group_runs(runs: list[Run], keys: list[str]) -> list[Group]:
 
 def group_table(groups: list[Group], keys: list[str], metrics: list[str]) -> Table:
     """One row per group: the key values, n, and ``(mean, sd)`` per metric."""
-    names = short_names(keys)
+    names = short_names(keys, sorted({k for g in groups for r in g.runs for k in r.config}))
     columns = [*(names[k] for k in keys), "n", *metrics]
     rows = [[*g.values, len(g.runs), *(g.stats(m)[:2] for m in metrics)] for g in groups]
     return Table(columns, rows)
@@ -369,16 +487,23 @@ def fmt(value: Any) -> str:
     return value if isinstance(value, str) else _canon(value)
 
 
+def shown(column: str, value: Any) -> str:
+    """A cell of a printed table: ``fmt``, a class path by its class alone (the CSV keeps it whole)."""
+    if column.endswith("class_path") and isinstance(value, str):
+        return value.rsplit(".", 1)[-1]
+    return fmt(value)
+
+
 def text_table(table: Table) -> str:
     """Aligned plain text for the terminal."""
-    cells = [table.columns, *([fmt(v) for v in row] for row in table.rows)]
+    cells = [table.columns, *([shown(c, v) for c, v in zip(table.columns, row, strict=True)] for row in table.rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(table.columns))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in cells]
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
 def markdown_table(table: Table) -> str:
-    cells = [[fmt(v).replace("|", "\\|") for v in row] for row in table.rows]
+    cells = [[shown(c, v).replace("|", "\\|") for c, v in zip(table.columns, row, strict=True)] for row in table.rows]
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from vae_lightning.errors import UserError
-from vae_lightning.evaluation.compare import CURVE_KEYS, Run, flatten
+from vae_lightning.evaluation.compare import CURVE_KEYS, Run, drop_unused, flatten
 
 # W&B run states -> the statuses of run records ("preempted" runs are requeued: still running)
 STATES = {
@@ -51,7 +51,7 @@ def convert(api_run: Any) -> Run:
         name,
         f"wandb:{api_run.id}",
         summary["status"],
-        flatten(config),
+        drop_unused(flatten(config)),  # as from the run folders: a class's unused parameters left out
         summary,
         history,
         provenance if isinstance(provenance, dict) else None,
