@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from bench.chaos_inject import FAKE_SLURM, QUIET_CPU  # noqa: F401 (FAKE_SLURM: for the test files)
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.loader import TensorSource
 
@@ -35,19 +36,6 @@ TINY_MODEL = [
     "--model.init_args.decoder.init_args.hidden",
     "[32]",
 ]
-
-# the settings within a SLURM job that Lightning's SLURMEnvironment.detect() needs (a job name other than bash)
-FAKE_SLURM = {
-    "SLURM_JOB_ID": "4242",
-    "SLURM_JOB_NAME": "vae-test",
-    "SLURM_NTASKS": "1",
-    "SLURM_NTASKS_PER_NODE": "1",
-    "SLURM_NNODES": "1",
-    "SLURM_PROCID": "0",
-    "SLURM_LOCALID": "0",
-    "SLURM_NODEID": "0",
-    "SLURM_NODELIST": "localhost",
-}
 
 
 class TinyData(VAEDataModule):
@@ -194,16 +182,7 @@ FILE_RUN = [
     *TINY_MODEL,
     "--model.init_args.likelihood",
     "vae_lightning.Gaussian",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.deterministic",
-    "true",
-    "--trainer.logger",
-    "false",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
+    *QUIET_CPU,
     "--trainer.limit_val_batches",
     "1",
     "--images.every_n_val",
