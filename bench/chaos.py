@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from bench.chaos_inject import FAKE_SLURM, MARK, QUIET_CPU
+
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("kill", "kill_save", "usr1", "raise")
 EVERY = 10  # checkpoint.every_n_train_steps: a checkpoint write costs more than a step here
@@ -50,18 +52,9 @@ ARGS = [
     "40",
     "--data.init_args.batch_size",
     "16",
-    "--trainer.accelerator",
-    "cpu",
+    *QUIET_CPU,
     "--trainer.devices",
     "1",
-    "--trainer.deterministic",
-    "true",
-    "--trainer.logger",
-    "false",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
     "--trainer.val_check_interval",
     "50",
     "--trainer.check_val_every_n_epoch",
@@ -77,17 +70,6 @@ ARGS = [
     "--ckpt_path",
     "last",
 ]
-FAKE_SLURM = {
-    "SLURM_JOB_ID": "4242",
-    "SLURM_JOB_NAME": "vae-chaos",
-    "SLURM_NTASKS": "1",
-    "SLURM_NTASKS_PER_NODE": "1",
-    "SLURM_NNODES": "1",
-    "SLURM_PROCID": "0",
-    "SLURM_LOCALID": "0",
-    "SLURM_NODEID": "0",
-    "SLURM_NODELIST": "localhost",
-}
 
 
 def schedule(interruptions: int, seed: int, steps: int) -> list[tuple[str, int]]:
@@ -158,7 +140,7 @@ def _struck(fault: tuple[str, int], result: subprocess.CompletedProcess, requeue
     if kind in ("kill", "kill_save"):
         return result.returncode == -9
     if kind == "raise":
-        return result.returncode == 1 and "chaos: injected" in result.stderr
+        return result.returncode == 1 and MARK in result.stderr
     return result.returncode == 0 and requeued
 
 

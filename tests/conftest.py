@@ -226,31 +226,26 @@ def wait_for(
     pytest.fail(f"job {job} did not finish in {timeout} s: {job_info(job)}")
 
 
-def submit(tmp: Path, name: str, *extra: str, fit: list[str] = SLURM_FIT, options: tuple[str, ...] = ()) -> str:
-    """Submit a CPU job ``vae fit <fit> <extra>`` in ``tmp/<name>`` (``options``: for `vae slurm submit`)."""
-    root = tmp / name
-    result = run_vae(
-        "slurm",
-        "submit",
-        "--config",
-        str(REPO / "configs/base.yaml"),
-        "--gpus-per-node",
-        "0",
-        *options,
-        "--job-name",
-        name,
-        "--",
-        *fit,
-        "--trainer.default_root_dir",
-        str(root),
-        *extra,
-        cwd=tmp,
-        env=SLURM_ENV,
-    )
+def slurm_submit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`vae slurm submit` of a CPU job on configs/base.yaml; ``args``: its options, then ``--`` and the fit's."""
+    base = ["--config", str(REPO / "configs/base.yaml"), "--gpus-per-node", "0"]
+    return run_vae("slurm", "submit", *base, *args, cwd=cwd, env=SLURM_ENV)
+
+
+def job_id(result: subprocess.CompletedProcess) -> str:
+    """The job id a successful `vae slurm submit` printed."""
     assert result.returncode == 0, result.stderr
     job = result.stdout.strip()
     assert job.isdigit(), result.stdout
     return job
+
+
+def submit(tmp: Path, name: str, *extra: str, fit: list[str] = SLURM_FIT, options: tuple[str, ...] = ()) -> str:
+    """Submit a CPU job ``vae fit <fit> <extra>`` in ``tmp/<name>`` (``options``: for `vae slurm submit`)."""
+    root = str(tmp / name)
+    return job_id(
+        slurm_submit(*options, "--job-name", name, "--", *fit, "--trainer.default_root_dir", root, *extra, cwd=tmp)
+    )
 
 
 def weights(path: Path) -> dict:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from bench.chaos_inject import FAKE_SLURM, QUIET_CPU  # noqa: F401 (FAKE_SLURM: for the test files)
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.loader import TensorSource
 
@@ -36,18 +37,20 @@ TINY_MODEL = [
     "[32]",
 ]
 
-# the settings within a SLURM job that Lightning's SLURMEnvironment.detect() needs (a job name other than bash)
-FAKE_SLURM = {
-    "SLURM_JOB_ID": "4242",
-    "SLURM_JOB_NAME": "vae-test",
-    "SLURM_NTASKS": "1",
-    "SLURM_NTASKS_PER_NODE": "1",
-    "SLURM_NNODES": "1",
-    "SLURM_PROCID": "0",
-    "SLURM_LOCALID": "0",
-    "SLURM_NODEID": "0",
-    "SLURM_NODELIST": "localhost",
-}
+
+# the tiny run's model (tests/fixtures/tiny.yaml) as `vae` flags, for runs that name their model class elsewhere
+TINY_NETS = [
+    "--model.init_args.latent_dim",
+    "4",
+    "--model.init_args.encoder",
+    "vae_lightning.MLPEncoder",
+    "--model.init_args.encoder.init_args.hidden",
+    "[16]",
+    "--model.init_args.decoder",
+    "vae_lightning.MLPDecoder",
+    "--model.init_args.decoder.init_args.hidden",
+    "[16]",
+]
 
 
 class TinyData(VAEDataModule):
@@ -194,16 +197,7 @@ FILE_RUN = [
     *TINY_MODEL,
     "--model.init_args.likelihood",
     "vae_lightning.Gaussian",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.deterministic",
-    "true",
-    "--trainer.logger",
-    "false",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
+    *QUIET_CPU,
     "--trainer.limit_val_batches",
     "1",
     "--images.every_n_val",
@@ -232,3 +226,39 @@ def resume_matches_straight(tmp_path, data: list[str]) -> None:
     steps, resumed = fit_file_run(tmp_path / "resumed", data, 40, ckpt_path=str(last))
     assert steps == 40
     assert_same(resumed, straight, "17 steps + resume to 40")
+
+
+# ---- files and scripts -----------------------------------------------------------------------------
+
+
+def tree(root: Path) -> dict[str, float | None]:
+    """Every path under ``root``, with its file's mtime (a folder's changes when a path is proved writable)."""
+    return {str(p.relative_to(root)): p.stat().st_mtime if p.is_file() else None for p in root.rglob("*")}
+
+
+def unquoted(script: str) -> str:
+    """The parts of ``script`` that bash would expand or run: everything outside single quotes
+    (``'...'``, which bash takes literally) and outside comments; what is inside double quotes is
+    expanded, so it stays (a ``'`` there opens nothing)."""
+    out, i, n = [], 0, len(script)
+    while i < n:
+        c = script[i]
+        if c == '"':
+            end = i + 1
+            while script[end] != '"':  # an unclosed quote is a broken script: IndexError
+                end += 2 if script[end] == "\\" else 1
+            out.append(script[i : end + 1])
+            i = end + 1
+        elif c == "'":
+            end = script.index("'", i + 1)  # an unclosed quote is a broken script: ValueError
+            i = end + 1
+        elif c == "#" and (i == 0 or script[i - 1] in " \t\n"):
+            end = script.find("\n", i)
+            i = n if end < 0 else end
+        elif c == "\\" and i + 1 < n:
+            out.append(script[i : i + 2])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)

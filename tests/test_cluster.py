@@ -10,25 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FAKE_SLURM, REPO, TINY_MODEL
+from helpers import FAKE_SLURM, REPO, tiny_args
 from vae_lightning.cli import main
 from vae_lightning.cli.slurm import TEMPLATES, job_from_args, render
-
-TINY = [
-    *TINY_MODEL,
-    "--data.init_args.num_images",
-    "240",
-    "--data.init_args.val_size",
-    "40",
-    "--data.init_args.batch_size",
-    "16",
-    "--trainer.logger",
-    "false",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--images.every_n_val",
-    "0",
-]
 
 
 def error_of(args, capsys) -> str:
@@ -48,17 +32,13 @@ def test_bf16_mixed_fit_on_the_cpu_has_finite_losses(tmp_path):
     cli = run(
         [
             "fit",
-            *TINY,
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.precision",
-            "bf16-mixed",
-            "--trainer.max_steps",
-            "20",
-            "--trainer.val_check_interval",
-            "10",
-            "--trainer.log_every_n_steps",
-            "5",  # train metrics exist on the written steps
+            *tiny_args(
+                trainer__accelerator="cpu",
+                trainer__precision="bf16-mixed",
+                trainer__max_steps=20,
+                trainer__val_check_interval=10,
+                trainer__log_every_n_steps=5,  # train metrics exist on the written steps
+            ),
             "--trainer.default_root_dir",
             str(tmp_path),
         ]
@@ -84,14 +64,15 @@ def test_impossible_hardware_settings_are_one_line_errors(args, words, capsys):
 
         if torch.cuda.is_available():
             pytest.skip("this machine has a GPU")
-    assert words in error_of(["fit", *TINY, *args], capsys)
+    assert words in error_of(["fit", *tiny_args(), *args], capsys)
 
 
 def test_devices_that_differ_from_slurm_tasks_are_one_line_errors(monkeypatch, capsys):
     for name, value in FAKE_SLURM.items():
         monkeypatch.setenv(name, value)
     line = error_of(
-        ["fit", *TINY, "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"], capsys
+        ["fit", *tiny_args(), "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
+        capsys,
     )
     assert "trainer.devices=2" in line and "--ntasks-per-node=1" in line
 
@@ -110,15 +91,11 @@ def test_a_slurm_job_names_its_wandb_run_after_the_job_and_allows_resuming(tmp_p
     cli = run(
         [
             "fit",
+            *tiny_args(),
             "--config",
-            str(REPO / "configs/base.yaml"),
-            *TINY[:-6],
+            str(REPO / "configs/base.yaml"),  # its W&B logger
             "--trainer.accelerator",
             "cpu",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--images.every_n_val",
-            "0",
             "--trainer.max_steps",
             "2",
             "--trainer.default_root_dir",

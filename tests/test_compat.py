@@ -1,4 +1,4 @@
-"""The private Lightning/W&B/jsonargparse attributes that vae_lightning.runtime.compat relies on
+"""The private Lightning/W&B/jsonargparse/torch/scikit-learn attributes that vae_lightning.runtime.compat relies on
 still exist, and every hook our callbacks and CLI override is marked with @override."""
 
 import importlib
@@ -39,13 +39,22 @@ def owners(tmp_path_factory):
         "wandb.errors.term": importlib.import_module("wandb.errors.term"),
         "LightningModule": LightningModule(),
         "torch": torch,
+        "HistGradientBoostingClassifier": _fitted_hist_gradient_boosting(),
     }
+
+
+def _fitted_hist_gradient_boosting():
+    """Two boosting rounds on 40 points whose class is the sign of the first feature (a few milliseconds)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(0)).numpy()
+    return HistGradientBoostingClassifier(max_iter=2, min_samples_leaf=5, random_state=0).fit(x, x[:, 0] > 0)
 
 
 @pytest.mark.parametrize("owner, attribute", compat.PRIVATE, ids=[f"{o}.{a}" for o, a in compat.PRIVATE])
 def test_every_private_attribute_that_compat_uses_still_exists(owners, owner, attribute):
     assert hasattr(owners[owner], attribute), (
-        f"{owner}.{attribute} is gone in this Lightning/W&B/jsonargparse release; "
+        f"{owner}.{attribute} is gone in this Lightning/W&B/jsonargparse/torch/scikit-learn release; "
         "update vae_lightning/runtime/compat.py"
     )
 
@@ -63,6 +72,10 @@ def test_the_compat_functions_read_real_objects(owners, tmp_path):
     assert compat.wandb_offline(logger) and not compat.wandb_started(logger)
     assert compat.wandb_init_args(logger)["dir"] == logger.save_dir  # what wandb.init will receive
     assert compat.attached_trainer(owners["LightningModule"]) is None
+    splits = compat.hist_gradient_boosting_splits(owners["HistGradientBoostingClassifier"])
+    assert len(splits) == 2 and all(len(nodes) for nodes in splits)  # one tree per round, each with a split
+    assert {int(f) for nodes in splits for f in nodes["feature_idx"]} == {0}  # the feature that decides the class
+    assert all((nodes["gain"] > 0).all() for nodes in splits)
 
 
 def test_the_fused_non_finite_check_flags_only_non_finite_values_and_leaves_them_bitwise():

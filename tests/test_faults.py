@@ -18,7 +18,7 @@ import torch
 from helpers import REPO, TINY_YAML, run_vae, snapshot, vae
 from vae_lightning.models import VAE
 
-RUNNER = Path(__file__).with_name("fault_runner.py")
+INJECT = [sys.executable, "-m", "bench.chaos_inject"]  # the one fault injector, VAE_CHAOS picks the fault
 
 
 @pytest.fixture
@@ -149,9 +149,9 @@ def test_two_runs_of_one_name_keep_separate_folders_and_last_finds_the_newest(ti
 
 
 def _start(config: Path, root: Path, *args: str, fault: str = "none", **popen) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO), "VAE_FAULT": fault, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(REPO), "VAE_CHAOS": fault, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, str(RUNNER), "fit", "--config", str(config), "--trainer.default_root_dir", str(root), *args],
+        [*INJECT, "fit", "--config", str(config), "--trainer.default_root_dir", str(root), *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

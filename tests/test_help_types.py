@@ -10,29 +10,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from helpers import tiny_args
 from vae_lightning.cli import main
 from vae_lightning.nets import Encoder
-
-TINY = [
-    "--trainer.logger",
-    "false",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--images.every_n_val",
-    "0",
-    "--model.init_args.latent_dim",
-    "3",
-    "--model.init_args.decoder",
-    "vae_lightning.MLPDecoder",
-    "--model.init_args.decoder.init_args.hidden",
-    "[8]",
-    "--data.init_args.num_images",
-    "64",
-    "--data.init_args.val_size",
-    "16",
-    "--data.init_args.batch_size",
-    "8",
-]
 
 
 class UserEncoder(Encoder):
@@ -56,11 +36,11 @@ def test_a_user_encoder_given_by_class_path_is_built_and_trains(tmp_path):
     from vae_lightning.cli.lightning import VAECLI
 
     args = [
+        *tiny_args(),
         "--model.init_args.encoder",
         f"{__name__}.UserEncoder",
         "--model.init_args.encoder.init_args.scale",
         "0.5",
-        *TINY,
         "--trainer.default_root_dir",
         str(tmp_path),
         "--trainer.max_steps",
@@ -81,9 +61,9 @@ def test_a_module_that_is_not_an_encoder_is_refused_in_one_line(tmp_path, capsys
         main(
             [
                 "fit",
+                *tiny_args(),
                 "--model.init_args.encoder",
                 f"{__name__}.NotAnEncoder",
-                *TINY,
                 "--trainer.default_root_dir",
                 str(tmp_path),
             ]

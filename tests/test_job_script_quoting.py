@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import unquoted
 from vae_lightning.cli.slurm import job_from_args, render
 from vae_lightning.errors import UserError
 
@@ -28,34 +29,6 @@ HOSTILE = [
 ]
 # what may be a folder name: no newline (a control character); none of HOSTILE has a '/'
 FOLDER_SAFE = [h for h in HOSTILE if h.isprintable()]
-
-
-def unquoted(script: str) -> str:
-    """The parts of ``script`` that bash would expand or run: everything outside single quotes
-    (``'...'``, which bash takes literally) and outside comments; what is inside double quotes is
-    expanded, so it stays (a ``'`` there opens nothing)."""
-    out, i, n = [], 0, len(script)
-    while i < n:
-        c = script[i]
-        if c == '"':
-            end = i + 1
-            while script[end] != '"':  # an unclosed quote is a broken script: IndexError
-                end += 2 if script[end] == "\\" else 1
-            out.append(script[i : end + 1])
-            i = end + 1
-        elif c == "'":
-            end = script.index("'", i + 1)  # an unclosed quote is a broken script: ValueError
-            i = end + 1
-        elif c == "#" and (i == 0 or script[i - 1] in " \t\n"):
-            end = script.find("\n", i)
-            i = n if end < 0 else end
-        elif c == "\\" and i + 1 < n:
-            out.append(script[i : i + 2])
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
 
 
 def test_the_reader_sees_what_is_outside_quotes():

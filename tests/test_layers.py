@@ -73,3 +73,23 @@ def test_the_walk_sees_lazy_imports(tmp_path):
         for n in [node.module]
     }
     assert found == {"vae_lightning.cli"}
+
+
+def imported_test_files(path: Path) -> set[str]:
+    """The test files (``test_*``) that ``path`` imports."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.update([node.module, *(f"{node.module}.{a.name}" for a in node.names)])
+    return {name for name in found if name.split(".")[-1].startswith("test_")}
+
+
+def test_no_test_file_imports_another(tmp_path):
+    """Test files share code through helpers.py and conftest.py only."""
+    tests = Path(__file__).parent
+    offenders = {p.name: sorted(imported_test_files(p)) for p in tests.glob("test_*.py")}
+    assert not {name: found for name, found in offenders.items() if found}
+    (tmp_path / "test_a.py").write_text("from test_b import x\nimport tests.test_c\nfrom tests import test_d\n")
+    assert imported_test_files(tmp_path / "test_a.py") == {"test_b", "tests.test_c", "tests.test_d"}

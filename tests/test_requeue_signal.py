@@ -15,31 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import FAKE_SLURM, REPO, TINY_MODEL
+from helpers import FAKE_SLURM, REPO, tiny_args
 
 pytestmark = pytest.mark.slow
 
-FIT = [
-    *TINY_MODEL,
-    "--data",
-    "vae_lightning.data.SpritesDataModule",
-    "--data.init_args.num_images",
-    "240",
-    "--data.init_args.val_size",
-    "40",
-    "--data.init_args.batch_size",
-    "16",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.max_steps",
-    "20",
-    "--trainer.logger",
-    "false",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--images.every_n_val",
-    "0",
-]
+FIT = tiny_args(trainer__accelerator="cpu", trainer__max_steps=20)
 
 
 def catches_usr1(pid: int) -> bool:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 
-from helpers import FAKE_SLURM, TINY_MODEL, assert_same
+from helpers import FAKE_SLURM, QUIET_CPU, TINY_MODEL, assert_same
 from vae_lightning.callbacks import RNGState, SLURMPreemption
 from vae_lightning.cli.lightning import VAECLI
 from vae_lightning.data.loader import BatchLoader, TensorSource
@@ -30,16 +30,7 @@ TINY = [
     "40",
     "--data.init_args.batch_size",
     "16",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.deterministic",
-    "true",
-    "--trainer.logger",
-    "false",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
+    *QUIET_CPU,
     "--trainer.val_check_interval",
     "10",
     "--trainer.check_val_every_n_epoch",

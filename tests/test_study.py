@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO, write_mnist_raw
+from helpers import REPO, TINY_NETS, write_mnist_raw
 from vae_lightning.cli.slurm import job_from_args, render
 from vae_lightning.cli.study import folder, grid_from, tasks
 from vae_lightning.data.base import images
@@ -144,16 +144,9 @@ TINY = [
     str(REPO / "configs/base.yaml"),
     "--model",
     "vae_lightning.VAE",
+    *TINY_NETS,
     "--model.init_args.latent_dim",
     "3",
-    "--model.init_args.encoder",
-    "vae_lightning.MLPEncoder",
-    "--model.init_args.encoder.init_args.hidden",
-    "[16]",
-    "--model.init_args.decoder",
-    "vae_lightning.MLPDecoder",
-    "--model.init_args.decoder.init_args.hidden",
-    "[16]",
     "--data.init_args.num_images",
     "200",
     "--data.init_args.val_size",

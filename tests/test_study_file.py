@@ -10,31 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_job_script_quoting import unquoted
 
-from conftest import REPO
+from helpers import REPO, TINY_NETS, tree, unquoted
 from vae_lightning.cli import main, study_command, study_file, study_status
 from vae_lightning.cli.study_identity import first_difference, identity, resolve, task_hash
 from vae_lightning.errors import UserError
 
 LOCATELLO = REPO / "configs/studies/locatello_mini.yaml"
-SMALL = [
-    "--model.init_args.latent_dim",
-    "4",
-    "--model.init_args.encoder",
-    "vae_lightning.MLPEncoder",
-    "--model.init_args.encoder.init_args.hidden",
-    "[16]",
-    "--model.init_args.decoder",
-    "vae_lightning.MLPDecoder",
-    "--model.init_args.decoder.init_args.hidden",
-    "[16]",
-]
-
-
-def tree(root: Path) -> dict[str, float | None]:
-    """Every path under ``root``, with its file's mtime (a folder's changes when a path is proved writable)."""
-    return {str(p.relative_to(root)): p.stat().st_mtime if p.is_file() else None for p in root.rglob("*")}
 
 
 def write(tmp_path: Path, data: dict | str, name: str = "study.yaml") -> str:
@@ -48,7 +30,7 @@ def tiny_study(name: str = "tiny", seeds=(0, 1), entry: str = "beta") -> dict:
     return {
         "name": name,
         "seeds": list(seeds),
-        "args": SMALL,
+        "args": TINY_NETS,
         "entries": [
             {
                 "name": entry,
@@ -154,7 +136,7 @@ def test_a_bad_study_file_is_refused_in_one_line(tmp_path, data, words):
 
 
 def test_the_identity_ignores_where_a_run_writes_and_follows_every_setting():
-    base = ["--config", str(REPO / "configs/base.yaml"), *SMALL]
+    base = ["--config", str(REPO / "configs/base.yaml"), *TINY_NETS]
     a = resolve([*base, "--trainer.default_root_dir", "runs/a", "--trainer.logger.init_args.name", "x"])
     b = resolve([*base, "--trainer.default_root_dir", "runs/b", "--trainer.enable_progress_bar", "false"])
     c = resolve([*base, "--trainer.max_steps", "7"])

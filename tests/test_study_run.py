@@ -10,15 +10,14 @@ import os
 import pytest
 import torch
 import yaml
-from test_study_file import SMALL, tree
 
-from conftest import REPO
+from helpers import REPO, TINY_NETS, tree
 from vae_lightning.cli import main, study_command
 
 pytestmark = pytest.mark.slow
 
 FAST = [
-    *SMALL,
+    *TINY_NETS,
     "--data.init_args.num_images",
     "200",
     "--data.init_args.val_size",

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from conftest import SLURM_ENV as ENV
-from conftest import job_info, wait_for
-from helpers import REPO, TINY_MODEL, run_vae
+from conftest import job_id, job_info, slurm_submit, wait_for
+from helpers import TINY_MODEL, run_vae
 from vae_lightning.cli import SUBCOMMANDS
 from wandb_offline import merged
 
@@ -55,6 +55,7 @@ FIT = [
     "--trainer.callbacks.out=progress",
     "--trainer.callbacks.delay=0.1",
 ]
+UNPROBED = [a for a in FIT if "Progress" not in a and "callbacks." not in a]  # FIT without its progress probe
 TASKS = [
     "model.init_args.beta=1,seed_everything=0",
     "model.init_args.beta=1,seed_everything=1",
@@ -64,25 +65,23 @@ TASKS = [
 
 
 def submit(tmp: Path, study: str, *grid: str) -> str:
-    result = run_vae(
-        "slurm",
-        "submit",
-        "--config",
-        str(REPO / "configs/base.yaml"),
-        "--gpus-per-node",
-        "0",
-        "--study",
-        study,
-        *grid,
-        "--test",
-        "--",
-        *FIT,
-        cwd=tmp,
-        env=ENV,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().isdigit(), result.stdout
-    return result.stdout.strip()
+    return job_id(slurm_submit("--study", study, *grid, "--test", "--", *FIT, cwd=tmp))
+
+
+def submit_seed_0(tmp: Path, study: str, *fit: str) -> str:
+    """The one task (seed 0) of a study that fits and tests ``fit``: its job id ``<array>_0``."""
+    return job_id(slurm_submit("--study", study, "--seeds", "0", "--test", "--", *fit, cwd=tmp)) + "_0"
+
+
+def usr1_once(job: str, ready, never: str) -> dict:
+    """Send USR1 to ``job`` once ``ready()`` (``never``: the failure if it is not within 300 s), then wait
+    for the job to end: its ``scontrol`` record."""
+    end = time.monotonic() + 300
+    while not ready():
+        assert time.monotonic() < end, f"{never}: {job_info(job)}"
+        time.sleep(0.1)
+    subprocess.run(["scancel", "--signal=USR1", job])
+    return wait_for(job, timeout=400)
 
 
 @pytest.fixture(scope="module")
@@ -208,20 +207,7 @@ def test_a_grid_larger_than_max_array_size_is_refused_before_submission(cluster,
     values = ",".join(str(v) for v in range(limit + 1))
     # by job ID (%F: an array's job ID), since another test's array shows as 7_[0-3] until its tasks start
     before = subprocess.run(["squeue", "-h", "-o", "%F"], capture_output=True, text=True).stdout.split()
-    result = run_vae(
-        "slurm",
-        "submit",
-        "--config",
-        str(REPO / "configs/base.yaml"),
-        "--gpus-per-node",
-        "0",
-        "--study",
-        "huge",
-        "--array",
-        f"model.init_args.beta={values}",
-        cwd=tmp_path,
-        env=ENV,
-    )
+    result = slurm_submit("--study", "huge", "--array", f"model.init_args.beta={values}", cwd=tmp_path)
     assert result.returncode == 2
     assert f"the grid has {limit + 1} tasks" in result.stderr and f"MaxArraySize is {limit}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -230,36 +216,14 @@ def test_a_grid_larger_than_max_array_size_is_refused_before_submission(cluster,
 
 
 def test_a_job_preempted_during_its_test_requeues_and_runs_only_the_test(cluster, tmp_path):
-    fit = [a for a in FIT if "Progress" not in a and "callbacks." not in a]
-    result = run_vae(
-        "slurm",
-        "submit",
-        "--config",
-        str(REPO / "configs/base.yaml"),
-        "--gpus-per-node",
-        "0",
-        "--study",
-        "late",
-        "--seeds",
-        "0",
-        "--test",
-        "--",
-        *fit,
+    probe = [
         "--trainer.callbacks+=tests.probe.TestProgress",
         "--trainer.callbacks.out=tested",
         "--trainer.callbacks.delay=3",
-        cwd=tmp_path,
-        env=ENV,
-    )
-    assert result.returncode == 0, result.stderr
-    job = f"{result.stdout.strip()}_0"
+    ]
+    job = submit_seed_0(tmp_path, "late", *UNPROBED, *probe)
     folder = tmp_path / "runs/late/seed_everything=0"
-    end = time.monotonic() + 300
-    while not (folder / "tested").exists():
-        assert time.monotonic() < end, f"the test never started: {job_info(job)}"
-        time.sleep(0.1)
-    subprocess.run(["scancel", "--signal=USR1", job])
-    info = wait_for(job, timeout=400)
+    info = usr1_once(job, lambda: (folder / "tested").exists(), "the test never started")
     log = next(tmp_path.glob("slurm-late-*.out")).read_text()
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", (info, log[-3000:])
     assert log.count("`Trainer.fit` stopped") == 1, log[-3000:]  # the fit ran once, the test twice
@@ -271,36 +235,15 @@ def test_a_job_preempted_during_its_test_requeues_and_runs_only_the_test(cluster
 def test_a_job_signalled_during_its_metrics_requeues_and_the_rerun_test_completes(cluster, tmp_path):
     """USR1 while DCI fits its trees: the job requeues at once and its second start runs only the
     test, metrics included, to the end."""
-    fit = [a for a in FIT if "Progress" not in a and "callbacks." not in a]
     metrics = ["--disentanglement.enabled", "true", "--disentanglement.metrics", "[dci]"]
     metrics += ["--disentanglement.num_train", "3000", "--disentanglement.num_test", "100"]
     metrics += ["--disentanglement.dci_trees", "20"]
-    result = run_vae(
-        "slurm",
-        "submit",
-        "--config",
-        str(REPO / "configs/base.yaml"),
-        "--gpus-per-node",
-        "0",
-        "--study",
-        "metrics",
-        "--seeds",
-        "0",
-        "--test",
-        "--",
-        *fit,
-        *metrics,
-        cwd=tmp_path,
-        env=ENV,
-    )
-    assert result.returncode == 0, result.stderr
-    job = f"{result.stdout.strip()}_0"
-    end = time.monotonic() + 300
-    while not any("vae test: DCI" in p.read_text() for p in tmp_path.glob("slurm-metrics-*.out")):
-        assert time.monotonic() < end, f"DCI never started: {job_info(job)}"
-        time.sleep(0.1)
-    subprocess.run(["scancel", "--signal=USR1", job])
-    info = wait_for(job, timeout=400)
+    job = submit_seed_0(tmp_path, "metrics", *UNPROBED, *metrics)
+
+    def dci_started() -> bool:
+        return any("vae test: DCI" in p.read_text() for p in tmp_path.glob("slurm-metrics-*.out"))
+
+    info = usr1_once(job, dci_started, "DCI never started")
     log = next(tmp_path.glob("slurm-metrics-*.out")).read_text()
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", (info, log[-3000:])
     assert log.count("`Trainer.fit` stopped") == 1, log[-3000:]  # the fit ran once

@@ -1,7 +1,8 @@
-"""Every use of a private Lightning, W&B, jsonargparse or torch attribute, each behind one small function.
+"""Every use of a private Lightning, W&B, jsonargparse, torch or scikit-learn attribute, each behind one
+small function.
 
-Checked against lightning 2.6.6, wandb 0.31.0, jsonargparse 4.53.0 and torch 2.14.1. ``tests/test_compat.py``
-builds the real objects and fails, naming the attribute, when a release removes one of them;
+Checked against lightning 2.6.6, wandb 0.31.0, jsonargparse 4.53.0, torch 2.14.1 and scikit-learn 1.9.1.
+``tests/test_compat.py`` builds the real objects and fails, naming the attribute, when a release removes one of them;
 fix the function here, nowhere else. ``PRIVATE`` lists them for that test.
 """
 
@@ -30,6 +31,7 @@ PRIVATE = [
     ("wandb.errors.term", "_printed_messages"),  # messages termwarn(repeat=False) has printed
     ("wandb.errors.term", "WARN_STRING"),
     ("torch", "_amp_foreach_non_finite_check_and_unscale_"),  # GradScaler's fused non-finite check
+    ("HistGradientBoostingClassifier", "_predictors"),  # a fitted one: its trees, per boosting round
 ]
 
 
