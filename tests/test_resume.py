@@ -84,7 +84,9 @@ def fake_slurm(monkeypatch):
         monkeypatch.setenv(name, value)
     requeued = []
     monkeypatch.setattr(SLURMPreemption, "requeue", lambda self, job: requeued.append(job))
-    return requeued
+    sigterm = signal.getsignal(signal.SIGTERM)
+    yield requeued
+    signal.signal(signal.SIGTERM, sigterm)  # a requeued job ignores SLURM's SIGTERM; pytest must not
 
 
 @pytest.mark.slow
@@ -94,7 +96,7 @@ def test_preempted_run_resumes_to_bitwise_equal_weights(tmp_path, straight, fake
     assert trainer.global_step == saved_step  # the step in flight finished, then the run stopped
     assert fake_slurm == ["4242"]
     assert (tmp_path / "hpc_ckpt_1.ckpt").exists()
-    assert read_summary(tmp_path / "checkpoints")["status"] == "running"  # requeued: not finished
+    assert read_summary(tmp_path / "checkpoints")["status"] == "preempted"  # requeued: not finished, not failed
     trainer, weights = fit(tmp_path, TOTAL)  # the requeued job: same command, Lightning finds hpc_ckpt_1
     assert trainer.global_step == TOTAL
     summary = read_summary(tmp_path / "checkpoints")

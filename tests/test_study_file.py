@@ -175,6 +175,23 @@ def test_a_task_folder_that_holds_another_config_is_refused_naming_the_key(tmp_p
     assert tree(tmp_path) == before  # refused: untouched
 
 
+def test_submit_takes_the_folder_its_own_job_wrote_and_names_a_changed_job_shape(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, tiny_study(seeds=[0]))
+    planned = study_command.plan(study_file.load(path), [], tmp_path / "runs/tiny")
+    # what a CPU job of `vae study submit` saves: the config plus the job script's trainer keys
+    saved = json.loads(json.dumps(planned[0].identity))
+    saved["trainer"].update(accelerator="cpu", devices="1", num_nodes=1)
+    run = planned[0].folder / "checkpoints/slurm-7_0"
+    run.mkdir(parents=True)
+    (run / "vae_config.yaml").write_text(yaml.safe_dump(saved))
+    main(["study", "submit", path, "--gpus-per-node", "0", "--dry-run"])
+    assert "task 0: beta model.init_args.beta=1 seed=0" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["study", "submit", path, "--gpus-per-node", "0", "--ntasks-per-node", "2", "--dry-run"])
+    assert exit_.value.code == 2 and "differs at trainer.devices" in capsys.readouterr().err
+
+
 # ---- submit --dry-run --------------------------------------------------------------------------
 
 

@@ -3,7 +3,10 @@ line runs beta in {1, 4} x seed in {0, 1} on tiny sprites, each task fits and th
 is sent USR1 mid-fit, requeues, resumes and ends bitwise equal to the same task submitted alone and
 never interrupted; a job preempted during its test requeues and re-runs only the test; every task's
 W&B offline run holds config, history and test/* under one id;
-`vae compare --study` then tables and plots the four runs."""
+`vae compare --study` then tables and plots the four runs. A study file (3 entries of 3 classes, each
+its own 2-value grid, x 2 seeds) goes in one `vae study submit`: a task preempted mid-fit prints no
+traceback, reads preempted until it restarts and ends equal to its unpreempted twin; resubmitted with one
+entry's budget changed, exactly that entry's tasks run again, and `vae study status` shows them."""
 
 from __future__ import annotations
 
@@ -250,3 +253,175 @@ def test_a_job_signalled_during_its_metrics_requeues_and_the_rerun_test_complete
     assert log.count("vae test: DCI (20 boosting rounds per factor, the slowest metric) ...") == 2, log[-3000:]
     assert log.count("vae test: DCI (20 boosting rounds per factor, the slowest metric): ") == 1, log[-3000:]
     assert "test/dci_informativeness" in log, log[-3000:]
+
+
+# ---- `vae study submit FILE` (issue 24 items 4 and 8) -----------------------------------------------
+# one array for 3 entries (3 classes, each its own 2-value grid) x 2 seeds; task 0 is sent USR1 mid-fit;
+# its unpreempted twin is the same config submitted alone; then entry dip's budget changes and the
+# study is submitted again: exactly dip's 4 tasks run, as new tasks beside the old ones
+STUDY_ARGS = [
+    *TINY_MODEL[2:],
+    *FIT[FIT.index("--data.init_args.num_images") : FIT.index("--disentanglement.enabled")],
+    "--model.init_args.iw_samples",
+    "2",
+    "--disentanglement.enabled",
+    "false",
+]
+# entry beta's tasks (and the twin) write their step and sleep after each, so that USR1 lands mid-fit
+SLOW = [
+    "--trainer.callbacks+=tests.probe.Progress",
+    "--trainer.callbacks.out=progress",
+    "--trainer.callbacks.delay=0.25",
+]
+ENTRIES = [
+    ("beta", "beta_vae.yaml", "model.init_args.beta", [1, 4]),
+    ("tc", "beta_tcvae.yaml", "model.init_args.beta", [2, 6]),
+    ("dip", "dip_vae_i.yaml", "model.init_args.lambda_od", [2, 10]),
+]
+
+
+def study_file(tmp: Path, name: str, entries=ENTRIES, seeds=(0, 1), dip_steps: int | None = None) -> Path:
+    import yaml
+
+    data = {"name": name, "seeds": list(seeds), "args": STUDY_ARGS, "entries": []}
+    for entry, config, key, values in entries:
+        item = {"name": entry, "config": [str(REPO / "configs/base.yaml"), str(REPO / "configs/sprites" / config)]}
+        item["grid"] = {key: values}
+        if entry == "beta":
+            item["args"] = SLOW
+        if entry == "dip" and dip_steps:
+            item["args"] = ["--trainer.max_steps", str(dip_steps)]
+        data["entries"].append(item)
+    path = tmp / f"{name}-{dip_steps or 40}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def study_submit(tmp: Path, path: Path) -> tuple[str, list[str]]:
+    """`vae study submit FILE --test` from ``tmp``: the array's job id and the task lines it printed."""
+    result = run_vae("study", "submit", str(path), "--gpus-per-node", "0", "--test", cwd=tmp, env=ENV)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1], result.stderr.splitlines()
+
+
+def study_status(tmp: Path, name: str) -> list[list[str]]:
+    result = run_vae("study", "status", f"runs/{name}", cwd=tmp, env=ENV)
+    assert result.returncode == 0, result.stderr
+    return [line.split() for line in result.stdout.splitlines()]
+
+
+def _summary(folder: Path) -> dict:
+    return __import__("json").loads(next(folder.glob("checkpoints/slurm-*/summary.json")).read_text())
+
+
+@pytest.fixture(scope="module")
+def submitted(cluster, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("studyfile")
+    start = time.monotonic()
+    array, lines = study_submit(tmp, study_file(tmp, "three"))
+    twin_path = study_file(tmp, "twin", entries=[("beta", "beta_vae.yaml", "model.init_args.beta", [1])], seeds=[0])
+    twin, _ = study_submit(tmp, twin_path)
+    assert array.isdigit() and twin.isdigit(), (array, twin)
+    folders = [Path(line.split(" -> ")[1]) for line in lines if line.startswith("task ")]
+    assert len(folders) == 12, lines
+    first = tmp / folders[0]
+    end = time.monotonic() + 300
+    while not ((first / "progress").exists() and (first / "progress").read_text().strip().isdigit()):
+        assert time.monotonic() < end, f"task 0 never started: {job_info(f'{array}_0')}"
+        time.sleep(0.1)
+    while int((first / "progress").read_text() or 0) < 10:
+        assert time.monotonic() < end, f"task 0 never reached step 10: {job_info(f'{array}_0')}"
+        time.sleep(0.05)
+    subprocess.run(["scancel", "--signal=USR1", f"{array}_0.0"], check=True, timeout=30)  # the step: see above
+    # from the end of the stopped fit until the task starts again, its record says preempted
+    seen = []
+    while not (first / "starts").read_text().count("\n") == 2 and time.monotonic() < end:
+        status = _summary(first)["status"]
+        if seen or status != "running":
+            seen.append(status)
+        time.sleep(0.2)
+    infos = [wait_for(f"{array}_{i}", timeout=480) for i in range(12)]
+    return tmp, array, folders, seen, infos, wait_for(f"{twin}_0", timeout=300), time.monotonic() - start
+
+
+def test_one_submission_runs_every_task_of_the_study_file_and_the_preempted_one_restarts(submitted):
+    tmp, array, folders, seen, infos, _, seconds = submitted
+    print(f"12 tasks and the twin: {seconds:.0f} s")
+    assert [i["JobState"] for i in infos] == ["COMPLETED"] * 12, infos
+    assert [i["Restarts"] for i in infos] == ["1"] + ["0"] * 11, [i["Restarts"] for i in infos]
+    classes = set()
+    for folder in folders:
+        folder = tmp / folder
+        summary = _summary(folder)
+        assert summary["status"] == "finished" and summary["step"] == 40 and "test/elbo" in summary, folder
+        assert (folder / "task.done").is_file() and not list(folder.glob("hpc_ckpt_*")), sorted(folder.iterdir())
+        names = {p.name for p in folder.glob("checkpoints/slurm-*/*.ckpt")}
+        assert "last.ckpt" in names and any(n.startswith("best") for n in names), names
+        classes.add(type_of(folder))
+    assert len(classes) == 3, classes
+    # the SLURM logs: one per task, in the study folder, none where the study was submitted from
+    logs = sorted((tmp / "runs/three").glob("slurm-three-*.out"))
+    assert len(logs) == 12 and not list(tmp.glob("slurm-*.out")), logs
+
+
+def type_of(folder: Path) -> str:
+    import yaml
+
+    config = yaml.safe_load(next(folder.glob("checkpoints/slurm-*/vae_config.yaml")).read_text())
+    return config["model"]["class_path"]
+
+
+def test_a_preemption_prints_a_few_lines_and_reads_preempted_until_the_task_restarts(submitted):
+    tmp, array, folders, seen, _, _, _ = submitted
+    assert seen and set(seen) == {"preempted"}, seen
+    log = (tmp / "runs/three" / f"slurm-three-{array}_0.out").read_text()
+    assert "Traceback" not in log and "ConnectionResetError" not in log, log[-4000:]
+    lines = log.splitlines()
+    saved = next(i for i, line in enumerate(lines) if line.startswith("Requeue signal: saved"))
+    assert 10 <= int(lines[saved].split(" at step ")[1].split(";")[0]) < 40, lines[saved]  # mid-fit
+    restart = next(i for i in range(saved, len(lines)) if "Seed set to" in lines[i])
+    assert restart - saved <= 8, "\n".join(lines[saved:restart])  # ours, then SLURM's own few lines
+
+
+def test_the_preempted_task_equals_its_unpreempted_twin_bit_for_bit(submitted):
+    tmp, _, folders, _, _, twin, _ = submitted
+    assert twin["JobState"] == "COMPLETED" and twin["Restarts"] == "0", twin
+    preempted = tmp / folders[0]
+    (reference,) = [p for p in (tmp / "runs/twin").iterdir() if p.is_dir()]
+    assert reference.name == preempted.name  # the same config: the same task, whatever the study
+    hpc = torch.load(next(preempted.glob("checkpoints/slurm-*/last.ckpt")), weights_only=False, map_location="cpu")
+    final, ref = hpc["state_dict"], _ckpt(reference)["state_dict"]
+    assert final.keys() == ref.keys()
+    assert not [k for k in final if not torch.equal(final[k], ref[k])], "resumed weights differ from the twin's"
+    ours = {k: v for k, v in _summary(preempted).items() if k.startswith("test/")}
+    theirs = {k: v for k, v in _summary(reference).items() if k.startswith("test/")}
+    assert ours and ours == theirs
+
+
+def test_resubmitted_with_one_entrys_budget_changed_reruns_exactly_that_entrys_tasks(submitted):
+    tmp, _, folders, _, _, _, _ = submitted
+    start = time.monotonic()
+    before = {str(p): p.stat().st_mtime for f in folders for p in (tmp / f).rglob("*") if p.is_file()}
+    array, lines = study_submit(tmp, study_file(tmp, "three", dip_steps=30))
+    listed = [line for line in lines if line.startswith(("task ", "finished, skipped"))]
+    assert len(listed) == 12, lines
+    rerun = [line for line in listed if line.startswith("task ")]
+    assert len(rerun) == 4 and all(": dip " in line for line in rerun), listed
+    new = [Path(line.split(" -> ")[1]) for line in rerun]
+    assert not set(new) & set(folders)  # new tasks, new folders: the old fits are never reused
+    rows = study_status(tmp, "three")
+    states = {row[-1]: row[3] for row in rows[1:13]}
+    assert sorted(states.values()).count("finished") == 8, rows
+    assert {states[p.name.rsplit("-", 1)[1]] for p in new} <= {"pending", "running"}, rows
+    infos = [wait_for(f"{array}_{i}", timeout=300) for i in range(4)]
+    assert [i["JobState"] for i in infos] == ["COMPLETED"] * 4, infos
+    for folder in new:
+        assert _summary(tmp / folder)["step"] == 30 and _ckpt(tmp / folder)["global_step"] == 30
+    after = {str(p): p.stat().st_mtime for f in folders for p in (tmp / f).rglob("*") if p.is_file()}
+    assert after == before  # the finished tasks, dip's old ones included, are untouched
+    rows = study_status(tmp, "three")
+    assert rows[13] == ["12", "tasks:", "12", "finished"], rows
+    steps = {row[-1]: (row[0], row[4], row[5]) for row in rows[1:13]}
+    assert sorted(v for v in steps.values() if v[0] == "dip") == [("dip", "30", "0")] * 4, rows
+    assert steps[folders[0].name.rsplit("-", 1)[1]] == ("beta", "40", "1"), rows  # the preempted task's restart
+    print(f"the resubmission: {time.monotonic() - start:.0f} s")

@@ -93,8 +93,9 @@ class SLURMPreemption(Callback):
 
     Under SLURM, on the requeue signal (USR1, sent ``--signal=USR1@<s>`` before the time limit
     or by ``scancel --signal=USR1``): finish the current optimizer step, save
-    ``<default_root_dir>/hpc_ckpt_<n>.ckpt`` (all ranks agree on the step), requeue the job with
-    ``scontrol requeue`` and stop. The requeued job runs the same command; Lightning finds the
+    ``<default_root_dir>/hpc_ckpt_<n>.ckpt`` (all ranks agree on the step) and stop; once the fit
+    has ended, finish the W&B run and requeue the job with ``scontrol requeue`` (see
+    ``_stop_and_requeue``). The requeued job runs the same command; Lightning finds the
     ``hpc_ckpt`` and resumes from it. Outside SLURM, or with ``auto_requeue: false`` in a
     ``SLURMEnvironment`` plugin, it does nothing. A USR1 that came while ``vae`` was starting up
     (recorded by ``runtime.requeue_signal``) counts as one that came during the first step.
@@ -107,7 +108,8 @@ class SLURMPreemption(Callback):
     def __init__(self, done_file: str | None = None) -> None:
         self._signalled = False
         self._active = False
-        self.preempted = False  # read by RunRecord: a requeued run is still running
+        self._requeued = False
+        self.preempted = False  # read by RunRecord: summary.json says preempted until the job restarts
         self.done_file = done_file
 
     @override
@@ -134,6 +136,29 @@ class SLURMPreemption(Callback):
         if self._active:
             signal.signal(self._signum, self._previous)
             self._active = False
+        if self.preempted and not self._requeued:
+            self._stop_and_requeue(trainer)
+
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if self.preempted and not self._requeued:  # saved already: the requeued job goes on from there
+            self._stop_and_requeue(trainer)
+
+    def _stop_and_requeue(self, trainer: Trainer) -> None:
+        """The fit has stopped and written what it needs: finish the W&B run, then requeue.
+        ``scontrol requeue`` makes SLURM send SIGTERM to every process of the job, the W&B service
+        among them: a run still open then ends in a connection traceback of ~90 lines. This
+        process ignores that SIGTERM and exits on its own (or SLURM's SIGKILL ends it)."""
+        self._requeued = True
+        if trainer.is_global_zero and any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
+            import wandb
+
+            # non-zero after mark_preempting: W&B records the run as preempted, not finished
+            wandb.finish(exit_code=128 + int(self._signum))
+            wandb.teardown()  # the service ends now, not at the SIGTERM
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if trainer.is_global_zero:
+            self.requeue(slurm_job_id())
 
     @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -174,7 +199,6 @@ class SLURMPreemption(Callback):
                 if isinstance(logger, WandbLogger):
                     logger.experiment.mark_preempting()  # W&B shows it as preempted, not crashed
             log.warning(f"Requeue signal: saved {path} at step {trainer.global_step}; requeueing the SLURM job.")
-            self.requeue(slurm_job_id())
         self._signalled = False
         self.preempted = True
-        trainer.should_stop = True  # the job is killed and started again; nothing more to do here
+        trainer.should_stop = True  # the fit ends here; teardown requeues the job (see _stop_and_requeue)

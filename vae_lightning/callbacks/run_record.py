@@ -8,7 +8,8 @@ offline, CSV, TensorBoard or none). Both files live in the run's checkpoint fold
 - ``history.csv``: one row per logged point: ``step`` (optimizer steps), ``wall_time`` (seconds
   of training since the fit started, resumes included), and the metrics logged then: ``train/*``
   every ``log_every_n_steps`` and ``val/*`` at each validation (empty cells elsewhere).
-- ``summary.json``: ``status`` (``running`` | ``finished`` | ``failed``), the last ``step`` and
+- ``summary.json``: ``status`` (``running`` | ``finished`` | ``failed`` | ``preempted``: saved for a
+  requeued SLURM job, until it restarts), the last ``step`` and
   ``wall_time``, the last value of every metric, ``best/val/elbo`` (max) and ``best/val/loss``
   (min), and, after ``vae test|validate --ckpt_path X``, the ``test/*`` (``val/*``) values of X
   with ``evaluated/test`` = {``ckpt``, ``step``} in the summary of X's own folder.
@@ -49,6 +50,11 @@ def _ckpt_step(path: str) -> int | None:
 
     step = read_checkpoint(path).get("global_step")
     return int(step) if step is not None else None
+
+
+def _preempted(trainer: Trainer) -> bool:
+    """Whether ``SLURMPreemption`` saved this fit for a requeued job."""
+    return any(getattr(cb, "preempted", False) for cb in trainer.callbacks)
 
 
 def _finite(x: float | None) -> bool:
@@ -123,17 +129,18 @@ class RunRecord(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._folder is None:
             return
-        preempted = any(getattr(cb, "preempted", False) for cb in trainer.callbacks)
-        self._summary.update(
-            status="running" if preempted else "finished", step=trainer.global_step, wall_time=self._elapsed()
-        )
+        status = "preempted" if _preempted(trainer) else "finished"
+        self._summary.update(status=status, step=trainer.global_step, wall_time=self._elapsed())
         self._write()
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if self._folder is None:
             return
-        self._summary.update(status="failed", error=type(exception).__name__, wall_time=self._elapsed())
+        if _preempted(trainer):  # saved and requeued: what comes after (SLURM's SIGTERM) is no failure
+            self._summary.update(status="preempted", wall_time=self._elapsed())
+        else:
+            self._summary.update(status="failed", error=type(exception).__name__, wall_time=self._elapsed())
         self._write()
 
     def _add(self, trainer: Trainer, prefix: str) -> None:

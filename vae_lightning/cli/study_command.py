@@ -54,9 +54,11 @@ class Planned:
         }
 
 
-def plan(spec: study_file.StudyFile, extra: list[str], root: Path) -> list[Planned]:
+def plan(spec: study_file.StudyFile, extra: list[str], root: Path, trainer: dict | None = None) -> list[Planned]:
     """Resolve every task's config (as ``vae fit`` would parse it) and check its folder; refuses,
-    before anything is written, a folder whose saved config differs."""
+    before anything is written, a folder whose saved config differs. ``trainer``: the trainer keys
+    a job script sets for every task (``job_trainer``); they are checked against a saved run too,
+    though, like the study's folders, they are not part of the task's hash."""
     from vae_lightning.cli.study_identity import identity, resolve, task_hash
 
     planned = []
@@ -68,7 +70,10 @@ def plan(spec: study_file.StudyFile, extra: list[str], root: Path) -> list[Plann
         logger = (config.get("trainer") or {}).get("logger")
         wandb = isinstance(logger, dict) and "WandbLogger" in str(logger.get("class_path", ""))
         digest = task_hash(config)
-        item = Planned(task, digest, identity(config), root / f"{task.label}-{digest}"[:240], wandb)
+        runs_as = identity(config)
+        if trainer:
+            runs_as["trainer"] = {**runs_as.get("trainer", {}), **trainer}
+        item = Planned(task, digest, runs_as, root / f"{task.label}-{digest}"[:240], wandb)
         check_folder(item)
         planned.append(item)
     return planned
@@ -195,6 +200,16 @@ def run_one(folder: Path, args: list[str], test: bool) -> None:
         (folder / FINISHED_FILE).write_text(f"{time.time():.3f}\n")
 
 
+def job_trainer(job: slurm.Job) -> dict:
+    """The trainer keys the job script gives every task (the job's shape, one task per device), as
+    ``vae fit`` parses them: ``devices`` stays the string it was given (its type is int | str | list)."""
+    return {
+        "accelerator": "gpu" if job.gpus_per_node else "cpu",
+        "devices": str(job.tasks_per_node),
+        "num_nodes": job.nodes,
+    }
+
+
 def render_study(job: slurm.Job, spec, planned: list[Planned], vae: str = "vae") -> str:
     """One heterogeneous array: task i runs ``planned[i]``'s own config stack, grid point and seed."""
     q = shlex.quote
@@ -211,14 +226,7 @@ def render_study(job: slurm.Job, spec, planned: list[Planned], vae: str = "vae")
         "# array task i: the i-th task of the study (entry, grid point, seed), in the folder its config names",
         'case "$SLURM_ARRAY_TASK_ID" in',
     ]
-    device = [
-        "--trainer.accelerator",
-        "gpu" if job.gpus_per_node else "cpu",
-        "--trainer.devices",
-        str(job.tasks_per_node),
-        "--trainer.num_nodes",
-        str(job.nodes),
-    ]
+    device = [a for key, value in job_trainer(job).items() for a in (f"--trainer.{key}", str(value))]
     for i, item in enumerate(planned):
         args = [*item.task.argv, *device, *_logger_args(item, spec)]  # `vae study task` adds the folder
         lines += [f"{i})  # {slurm._comment(item.task.label)}", f"    ROOT={q(str(item.folder))}", "    ARGS=("]
@@ -331,11 +339,9 @@ def main(argv: list[str]) -> None:
     from vae_lightning.runtime.outputs import check_output
 
     check_output("--root", str(root), "dir")
-    planned = _selected(plan(spec, extra, root), opts.only)
     typed = ["vae", "study", *argv]
     if command == "run":
-        return run_tasks(spec, planned, opts.test, root, typed)
-    todo = [p for p in planned if state(p.folder) != "finished"]
+        return run_tasks(spec, _selected(plan(spec, extra, root), opts.only), opts.test, root, typed)
     flags = [
         a
         for k, v in vars(opts).items()
@@ -349,6 +355,8 @@ def main(argv: list[str]) -> None:
         [*first, *flags, "--study", spec.name, *(["--test"] if opts.test else []), "--", *extra]
     )
     job.command = shlex.join(typed)
+    planned = _selected(plan(spec, extra, root, job_trainer(job)), opts.only)
+    todo = [p for p in planned if state(p.folder) != "finished"]
     for item in planned:
         mark = "finished, skipped" if item not in todo else f"task {todo.index(item)}"
         point = ",".join(f"{k}={v}" for k, v in item.task.point) or "-"

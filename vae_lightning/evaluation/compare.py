@@ -68,7 +68,7 @@ UNUSED = {
 @dataclass
 class Run:
     """One run: ``name`` (its folder, relative to the study), ``status`` (running | finished |
-    failed | unknown), ``config`` (flattened ``vae_config.yaml``: "model.init_args.beta" -> 4.0),
+    failed | preempted | unknown), ``config`` (flattened ``vae_config.yaml``: "model.init_args.beta" -> 4.0),
     ``summary`` (last and best metric values, ``step``, ``wall_time`` in seconds), ``history``
     (rows of ``step``, ``wall_time``, metrics) and ``provenance`` (None: unknown)."""
 
@@ -236,9 +236,9 @@ def select(runs: list[Run], metrics: list[str]) -> tuple[list[Run], list[str]]:
     """The runs that finished with all ``metrics``, and one note for each other run."""
     kept, notes = [], []
     for run in runs:
-        if run.status == "running":
+        if run.status in ("running", "preempted"):
             notes.append(
-                f"{run.name}: in progress (status running at step {run.summary.get('step', '?')}; a job "
+                f"{run.name}: in progress (status {run.status} at step {run.summary.get('step', '?')}; a job "
                 "killed without a chance to write stays so); skipped."
             )
         elif run.status == "failed":
