@@ -19,7 +19,7 @@ import torch
 
 from conftest import SLURM_ENV as ENV
 from conftest import job_id, job_info, slurm_submit, wait_for
-from helpers import TINY_MODEL, run_vae
+from helpers import REPO, TINY_MODEL, run_vae
 from vae_lightning.cli import SUBCOMMANDS
 from wandb_offline import merged
 
