@@ -153,7 +153,9 @@ def test_bad_inputs_get_one_line_each_and_the_rest_is_compared(tmp_path, capsys)
         (["compare", "--study", "/nonexistent/study"], "--study '/nonexistent/study'"),
         (["compare", "--bogus"], "unrecognized arguments"),
         (["compare", "x", "--html"], "--html writes"),
-        (["compare", "--wandb", "team/proj"], "--wandb needs --group"),
+        (["compare", "--wandb", "team/proj"], "--wandb needs --study NAME"),
+        (["compare", "--study", "runs/x", "--group", "x"], "--group names a W&B group and needs --wandb"),
+        (["compare", "--wandb", "team/proj", "--study", "a", "--group", "b"], "name the same thing"),
     ],
 )
 def test_command_line_mistakes_are_one_line(argv, needle, capsys):
@@ -266,5 +268,5 @@ def test_wandb_runs_convert_to_the_same_records():
     groups = c.group_runs(kept, ["model.init_args.beta"])
     assert [(g.values, len(g.runs)) for g in groups] == [((1,), 2)]
     assert convert(FakeRun("c", 2, 0, state="preempted")).status == "running"
-    with pytest.raises(c.UserError, match="no runs in that group"):
+    with pytest.raises(c.UserError, match="no runs in that W&B group"):
         runs_from_wandb("team/vae", "other", api=api)

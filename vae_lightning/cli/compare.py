@@ -12,7 +12,7 @@ from vae_lightning.errors import UserError
 from vae_lightning.evaluation import compare as c
 
 USAGE = """vae compare PATH... [--study DIR] [--metrics M ...] [--group-by KEY ...] [--out DIR] [--html]
-       vae compare --wandb ENTITY/PROJECT --group G [...]"""
+       vae compare --wandb ENTITY/PROJECT --study NAME [...]"""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,7 +33,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--study",
-        help="a study folder: every task folder in it is a run (vae study run|submit, vae slurm submit --study)",
+        help="the study: its folder, every task folder in it a run (vae study run|submit, vae slurm submit "
+        "--study); with --wandb its name, the W&B group of its runs",
     )
     p.add_argument(
         "--metrics",
@@ -53,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--html", action="store_true", help="also write <out>/report.html with the tables and figures")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B (wandb.Api(); needs a login)")
-    p.add_argument("--group", help="with --wandb: the W&B group (the study name)")
+    p.add_argument("--group", help="with --wandb: the same as --study NAME (the older spelling)")
     return p
 
 
@@ -62,14 +63,20 @@ def _split(values: list[str] | None) -> list[str] | None:
 
 
 def load(opts) -> tuple[list[c.Run], list[str]]:
+    if opts.group is not None and not opts.wandb:
+        raise UserError("--group names a W&B group and needs --wandb ENTITY/PROJECT; for a folder give --study DIR.")
     if opts.wandb:
-        if opts.paths or opts.study:
-            raise UserError("--wandb reads runs from W&B; drop the PATHs and --study (or drop --wandb).")
-        if not opts.group:
-            raise UserError("--wandb needs --group G (the study's W&B group).")
+        if opts.paths:
+            raise UserError("--wandb reads runs from W&B; drop the PATHs (or drop --wandb).")
+        if opts.study and opts.group and opts.study != opts.group:
+            raise UserError(
+                f"--study {opts.study!r} and --group {opts.group!r} name the same thing; give --study alone."
+            )
+        if not (opts.study or opts.group):
+            raise UserError("--wandb needs --study NAME (the study's name, the W&B group of its runs).")
         from vae_lightning.evaluation.compare_wandb import runs_from_wandb
 
-        return runs_from_wandb(opts.wandb, opts.group), []
+        return runs_from_wandb(opts.wandb, opts.study or opts.group), []
     if not opts.paths and not opts.study:
         raise UserError("give run folders (PATH...) or --study DIR, e.g. `vae compare --study runs/betas`.")
     return c.find_runs(opts.paths, opts.study, skip=Path(opts.out) if opts.out else None)
@@ -95,21 +102,13 @@ def main(argv: list[str]) -> None:
             print(f"note: {note}")
         raise UserError(f"no run has all of {', '.join(metrics)}; test the runs first or choose --metrics.")
     notes += c.flag_provenance(kept)
-    keys = c.differing_keys(kept)
-    wanted = _split(opts.group_by)
-    if wanted == ["none"]:
-        group_keys = []
-    else:
-        group_keys = c.resolve_keys(wanted, kept) if wanted else c.default_group_keys(kept, keys)
+    group_keys, runs_t, groups, groups_t = tables(kept, metrics, _split(opts.group_by))
     partial = [r.name for r in kept if r.task is None or r.task["wall_time"] is None]
     if partial and any(r.task is not None for r in kept):  # mixed: say which wall time a row shows
         notes.append(
             f"wall_time_s of {len(partial)} of {len(kept)} runs is their training time only (no finished study task "
             "record); the others' is the whole task's."
         )
-    runs_t = c.run_table(kept, keys + [k for k in group_keys if k not in keys], metrics)
-    groups = c.group_runs(kept, group_keys)
-    groups_t = c.group_table(groups, group_keys, metrics)
     print(
         f"{len(kept)} runs\n{c.text_table(runs_t)}\n\n{len(groups)} groups (mean ± sd over runs, n)\n"
         f"{c.text_table(groups_t)}"
@@ -118,11 +117,23 @@ def main(argv: list[str]) -> None:
         print(f"note: {note}")
     if opts.out:
         source = (
-            f"W&B {opts.wandb}, group {opts.group}"
+            f"W&B {opts.wandb}, study {opts.study or opts.group}"
             if opts.wandb
             else " ".join([*opts.paths, *([f"--study {opts.study}"] if opts.study else [])])
         )
         write_outputs(Path(opts.out), kept, groups, group_keys, metrics, (runs_t, groups_t), notes, opts.html, source)
+
+
+def tables(runs: list[c.Run], metrics: list[str], wanted: list[str] | None):
+    """The group-by keys (``wanted``, else the default), the runs table, the groups and the groups table."""
+    keys = c.differing_keys(runs)
+    if wanted == ["none"]:
+        group_keys = []
+    else:
+        group_keys = c.resolve_keys(wanted, runs) if wanted else c.default_group_keys(runs, keys)
+    runs_t = c.run_table(runs, keys + [k for k in group_keys if k not in keys], metrics)
+    groups = c.group_runs(runs, group_keys)
+    return group_keys, runs_t, groups, c.group_table(groups, group_keys, metrics)
 
 
 def analyses(runs, groups, group_keys, metrics) -> tuple[c.Table, c.Table]:

@@ -3,7 +3,7 @@
     vae compare --study runs/betas                       # every task folder of a study
     vae compare runs/a runs/b/checkpoints/version_1      # run roots or checkpoint folders
     vae compare --study runs/betas --out report --html   # + Markdown, CSV, PNG figures, HTML
-    vae compare --wandb ENTITY/PROJECT --group betas     # the same from W&B (online users)
+    vae compare --wandb ENTITY/PROJECT --study betas     # the same from W&B (online users)
 
 A run is a checkpoint folder holding the records of ``callbacks.RunRecord`` (``summary.json``,
 ``history.csv``) and ``vae_config.yaml`` (``provenance.json`` when present). Reading them needs
@@ -56,6 +56,8 @@ DATA_IDENTITY = ("class", "checksum_or_version", "binarize")
 TASK_FILE, STARTS_FILE, FINISHED_FILE = "task.json", "starts", "task.done"
 # the keys a study task adds to its run's config: its entry and its grid point ("beta=4")
 ENTRY_KEY, POINT_KEY = "entry", "point"
+# a study task's record in its W&B run: entry, point, seed, hash in the config; restarts, wall_time in the summary
+WANDB_TASK_KEY = "study_task"
 # model parameters a class ignores in one of its forms, so that a row shows them empty instead of
 # their defaults: (class name, parameter) -> whether it is unused, given the flattened init_args
 UNUSED = {
@@ -146,9 +148,9 @@ def drop_unused(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_task(folder: Path) -> dict[str, Any] | None:
-    """The study task a checkpoint folder belongs to (``task.json`` in it or two levels up): its entry,
-    grid point (values parsed), seed, restarts (starts - 1) and wall time from its first start to
-    ``task.done`` (start-up, fit and test; None while unfinished); None outside a study."""
+    """The study task a checkpoint folder belongs to (``task.json`` in it or two levels up), as
+    ``study_task`` reads it: restarts from ``starts``, the wall time from the first start to
+    ``task.done``; None outside a study."""
     root = next((p for p in (folder, folder.parent.parent) if (p / TASK_FILE).is_file()), None)
     if root is None:
         return None
@@ -158,14 +160,22 @@ def read_task(folder: Path) -> dict[str, Any] | None:
         done = (root / FINISHED_FILE).read_text().split() if (root / FINISHED_FILE).is_file() else []
     except (OSError, ValueError):
         return None
+    restarts = max(len(starts) - 1, 0) if starts else None
+    return study_task(record, restarts, float(done[0]) - starts[0] if starts and done else None)
+
+
+def study_task(record: dict[str, Any], restarts: int | None, wall_time: float | None) -> dict[str, Any]:
+    """A study task from its record (``task.json``, or the ``study_task`` of its W&B run's config):
+    entry, grid point (values parsed), seed and hash; with its restarts and its wall time (start-up,
+    fit and test; None while unfinished)."""
     point = {k: yaml.safe_load(str(v)) for k, v in (record.get("point") or {}).items()}
     return {
         "entry": str(record.get("entry", "")),
         "point": point,
         "seed": record.get("seed"),
         "hash": str(record.get("hash", "")),
-        "restarts": max(len(starts) - 1, 0) if starts else None,
-        "wall_time": float(done[0]) - starts[0] if starts and done else None,
+        "restarts": restarts,
+        "wall_time": wall_time,
     }
 
 
@@ -186,9 +196,9 @@ def load_run(folder: Path, name: str, task: dict[str, Any] | None = None) -> Run
     for key, value in (task or {}).items():
         config.setdefault(key, value)
     config = drop_unused(config)
-    study_task = read_task(folder)
-    if study_task is not None:
-        config[ENTRY_KEY], config[POINT_KEY] = study_task["entry"], point_label(study_task["point"])
+    record = read_task(folder)
+    if record is not None:
+        config[ENTRY_KEY], config[POINT_KEY] = record["entry"], point_label(record["point"])
     summary = read_summary(folder)
     provenance = None
     try:
@@ -196,7 +206,7 @@ def load_run(folder: Path, name: str, task: dict[str, Any] | None = None) -> Run
     except (OSError, ValueError):
         pass
     status = str(summary.get("status", "unknown"))
-    return Run(name, str(folder), status, config, summary, read_history(folder), provenance, task=study_task)
+    return Run(name, str(folder), status, config, summary, read_history(folder), provenance, task=record)
 
 
 def find_runs(paths: list[str], study: str | None = None, skip: Path | None = None) -> tuple[list[Run], list[str]]:
