@@ -42,20 +42,21 @@ STEP_KEYS = ("trainer/global_step", "_step")
 
 
 def convert(api_run: Any) -> Run:
-    """One W&B run: its flattened config, summary (``_runtime`` as ``wall_time``, the global step
-    as ``step``), the ``val/elbo`` history against the step and a study task's record, with the
+    """One W&B run: its flattened config, summary (``_runtime`` as ``wall_time``, the last global
+    step as ``step``), the ``val/elbo`` history against the step and a study task's record, with the
     config keys ``entry`` and ``point`` that the folders' runs get."""
     # not the provenance of an evaluation that continued the run (provenance_test): no setting
     config = {k: v for k, v in dict(api_run.config).items() if not str(k).startswith(("_", "provenance_"))}
     provenance = config.pop("provenance", None)
     raw = dict(api_run.summary)
     summary = {k: v for k, v in raw.items() if not str(k).startswith("_") and k != WANDB_TASK_KEY}
-    task = None
+    task, done = None, raw.get(WANDB_TASK_KEY) if isinstance(raw.get(WANDB_TASK_KEY), dict) else {}
     if isinstance(config.get(WANDB_TASK_KEY), dict):
-        done = raw.get(WANDB_TASK_KEY) if isinstance(raw.get(WANDB_TASK_KEY), dict) else {}
         task = study_task(config.pop(WANDB_TASK_KEY), done.get("restarts"), done.get("wall_time"))
     summary["wall_time"] = raw.get("_runtime")
-    summary["step"] = next((raw[k] for k in STEP_KEYS if raw.get(k) is not None), None)
+    summary["step"] = (
+        done.get("steps") if task is not None and done.get("steps") is not None else _last_step(api_run, raw)
+    )
     summary["status"] = STATES.get(str(api_run.state), "unknown")
     history = []
     for step_key in STEP_KEYS:
@@ -80,6 +81,17 @@ def convert(api_run: Any) -> Run:
         provenance if isinstance(provenance, dict) else None,
         task=task,
     )
+
+
+def _last_step(api_run: Any, summary: dict) -> Any:
+    """The largest global step in the history (the summary holds the last one logged: 0 from a test,
+    whose Trainer starts at 0). Lightning logs the step from 0, so for a fit this may be one less
+    than the optimizer steps a run folder counts; a study task's record has the folder's count."""
+    for key in STEP_KEYS:
+        steps = [r[key] for r in api_run.scan_history(keys=[key]) if r.get(key) is not None]
+        if steps:
+            return max(steps)
+    return next((summary[k] for k in STEP_KEYS if summary.get(k) is not None), None)
 
 
 def runs_from_wandb(project: str, group: str, api: Any = None) -> list[Run]:
