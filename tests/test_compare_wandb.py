@@ -16,6 +16,7 @@ from test_compare_report import ENTRIES, METRICS, write_task
 from vae_lightning.cli import main as vae_main
 from vae_lightning.cli.compare import tables
 from vae_lightning.evaluation import compare as c
+from vae_lightning.evaluation import compare_table as t
 from vae_lightning.evaluation import compare_wandb
 
 STUDY, SEEDS = "mini", (0, 1)
@@ -64,7 +65,7 @@ def folders(tmp_path) -> Path:
     return study
 
 
-def report_tables(runs: list[c.Run]) -> tuple[c.Table, c.Table]:
+def report_tables(runs: list[c.Run]) -> tuple[t.Table, t.Table]:
     """The runs and groups tables of `vae compare` at its default options."""
     kept, skipped = c.select(runs, c.default_metrics(runs))
     assert not skipped and len(kept) == 12

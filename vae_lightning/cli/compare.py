@@ -10,6 +10,7 @@ from vae_lightning.cli.arguments import Parser
 from vae_lightning.cli.console import hyphenated
 from vae_lightning.errors import UserError
 from vae_lightning.evaluation import compare as c
+from vae_lightning.evaluation import compare_table as t
 
 USAGE = """vae compare PATH... [--study DIR] [--metrics M ...] [--group-by KEY ...] [--out DIR] [--html]
        vae compare --wandb ENTITY/PROJECT --study NAME [...]"""
@@ -110,8 +111,8 @@ def main(argv: list[str]) -> None:
             "record); the others' is the whole task's."
         )
     print(
-        f"{len(kept)} runs\n{c.text_table(runs_t)}\n\n{len(groups)} groups (mean ± sd over runs, n)\n"
-        f"{c.text_table(groups_t)}"
+        f"{len(kept)} runs\n{t.text_table(runs_t)}\n\n{len(groups)} groups (mean ± sd over runs, n)\n"
+        f"{t.text_table(groups_t)}"
     )
     for note in notes:
         print(f"note: {note}")
@@ -131,12 +132,12 @@ def tables(runs: list[c.Run], metrics: list[str], wanted: list[str] | None):
         group_keys = []
     else:
         group_keys = c.resolve_keys(wanted, runs) if wanted else c.default_group_keys(runs, keys)
-    runs_t = c.run_table(runs, keys + [k for k in group_keys if k not in keys], metrics)
-    groups = c.group_runs(runs, group_keys)
-    return group_keys, runs_t, groups, c.group_table(groups, group_keys, metrics)
+    runs_t = t.run_table(runs, keys + [k for k in group_keys if k not in keys], metrics)
+    groups = t.group_runs(runs, group_keys)
+    return group_keys, runs_t, groups, t.group_table(groups, group_keys, metrics)
 
 
-def analyses(runs, groups, group_keys, metrics) -> tuple[c.Table, c.Table]:
+def analyses(runs, groups, group_keys, metrics) -> tuple[t.Table, t.Table]:
     """The variance shares (model, hyper-parameter, seed) and the Spearman matrix, as tables."""
     from vae_lightning.evaluation import compare_stats as s
 
@@ -145,9 +146,9 @@ def analyses(runs, groups, group_keys, metrics) -> tuple[c.Table, c.Table]:
     shares = {
         m: s.variance_shares(runs, m, lambda r: r.config.get(model_key), lambda r: setting[id(r)]) for m in metrics
     }
-    variance = c.Table(["metric", *s.FACTORS], [[m, *(shares[m][f] for f in s.FACTORS)] for m in metrics])
+    variance = t.Table(["metric", *s.FACTORS], [[m, *(shares[m][f] for f in s.FACTORS)] for m in metrics])
     matrix = s.spearman(runs, metrics)
-    ranks = c.Table(["metric", *metrics], [[m, *map(float, matrix[i])] for i, m in enumerate(metrics)])
+    ranks = t.Table(["metric", *metrics], [[m, *map(float, matrix[i])] for i, m in enumerate(metrics)])
     return variance, ranks
 
 
@@ -186,7 +187,7 @@ def write_outputs(out: Path, runs, groups, group_keys, metrics, tables, notes, h
         ("variance.csv", variance),
         ("spearman.csv", ranks),
     ):
-        columns, rows = c.csv_rows(table)
+        columns, rows = t.csv_rows(table)
         with open(out / name, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(columns)
@@ -239,8 +240,8 @@ def write_outputs(out: Path, runs, groups, group_keys, metrics, tables, notes, h
         "Test KL (rate) against test reconstruction (distortion), one point per run.",
     )
     variance_heading = "Share of variance explained (model, hyper-parameter, seed)"
-    md = ["# Groups (mean ± sd over runs, n)", "", c.markdown_table(groups_t), ""]
-    md += [f"# {variance_heading}", "", c.markdown_table(variance), "", "# Runs", "", c.markdown_table(runs_t), ""]
+    md = ["# Groups (mean ± sd over runs, n)", "", t.markdown_table(groups_t), ""]
+    md += [f"# {variance_heading}", "", t.markdown_table(variance), "", "# Runs", "", t.markdown_table(runs_t), ""]
     md += [f"- {n}" for n in notes] + [""] + [f"![{p.stem}]({p.name})" for p, _ in figures]
     (out / "compare.md").write_text("\n".join(md) + "\n")
     if html:
