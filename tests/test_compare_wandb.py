@@ -1,8 +1,10 @@
 """`vae compare --wandb ENTITY/PROJECT --study NAME` builds the report of `vae compare --study DIR`
 (issue 24 item 7): one fabricated study (3 entries x 2 values of each one's own hyper-parameter x 2
 seeds), written as task folders and as recorded W&B API responses (``fixtures/wandb_study.json``:
-the attributes of ``wandb.apis.public.Run`` that W&B returns for such runs, written in that form
-from the API's documented attributes; no network here), gives equal runs and groups tables."""
+the attributes of ``wandb.apis.public.Run`` for such runs, written once by a one-off script in the
+form the API documents, with W&B's own keys: ``_wandb``, ``_runtime``, ``provenance_test``, the
+logger's ids, a table reference, the global step 0 a test leaves; no network here), gives equal runs
+and groups tables. ``test_study_run`` checks the same against a real study's offline W&B runs."""
 
 from __future__ import annotations
 
