@@ -16,6 +16,7 @@ import yaml
 
 from vae_lightning.cli import main as vae_main
 from vae_lightning.evaluation import compare as c
+from vae_lightning.evaluation import compare_table as t
 from vae_lightning.evaluation.compare_wandb import convert, runs_from_wandb
 from vae_lightning.runtime.records import write_history, write_summary
 
@@ -153,7 +154,9 @@ def test_bad_inputs_get_one_line_each_and_the_rest_is_compared(tmp_path, capsys)
         (["compare", "--study", "/nonexistent/study"], "--study '/nonexistent/study'"),
         (["compare", "--bogus"], "unrecognized arguments"),
         (["compare", "x", "--html"], "--html writes"),
-        (["compare", "--wandb", "team/proj"], "--wandb needs --group"),
+        (["compare", "--wandb", "team/proj"], "--wandb needs --study NAME"),
+        (["compare", "--study", "runs/x", "--group", "x"], "--group names a W&B group and needs --wandb"),
+        (["compare", "--wandb", "team/proj", "--study", "a", "--group", "b"], "name the same thing"),
     ],
 )
 def test_command_line_mistakes_are_one_line(argv, needle, capsys):
@@ -263,8 +266,8 @@ def test_wandb_runs_convert_to_the_same_records():
     assert first.provenance["code_version"] == "v0.1-3-gabc"
     kept, notes = c.select(runs, list(METRICS))
     assert [r.name for r in kept] == ["beta=1,seed=0 (a1)", "beta=1,seed=1 (a2)"] and "failed" in notes[0]
-    groups = c.group_runs(kept, ["model.init_args.beta"])
+    groups = t.group_runs(kept, ["model.init_args.beta"])
     assert [(g.values, len(g.runs)) for g in groups] == [((1,), 2)]
     assert convert(FakeRun("c", 2, 0, state="preempted")).status == "running"
-    with pytest.raises(c.UserError, match="no runs in that group"):
+    with pytest.raises(c.UserError, match="no runs in that W&B group"):
         runs_from_wandb("team/vae", "other", api=api)

@@ -21,6 +21,7 @@ from vae_lightning.cli import main as vae_main
 from vae_lightning.cli.compare import analyses
 from vae_lightning.evaluation import compare as c
 from vae_lightning.evaluation import compare_stats as s
+from vae_lightning.evaluation import compare_table as t
 from vae_lightning.runtime.records import write_history, write_summary
 
 METRICS = ("test/nll_iw", "test/elbo", "test/kl", "test/recon", "test/active_units", "test/mig")
@@ -227,7 +228,7 @@ def test_ranks_share_ties():
 def test_variance_share_of_a_single_effect_is_all_of_it(tmp_path, effect, explained_by):
     fabricate(tmp_path / "study", effect)
     runs, _ = c.find_runs([], str(tmp_path / "study"))
-    groups = c.group_runs(runs, c.default_group_keys(runs, []))
+    groups = t.group_runs(runs, c.default_group_keys(runs, []))
     setting = {id(r): g.values for g in groups for r in g.runs}
     shares = s.variance_shares(runs, "test/mig", lambda r: r.config["entry"], lambda r: setting[id(r)])
     assert shares[explained_by] == pytest.approx(1.0) and sum(shares.values()) == pytest.approx(1.0)

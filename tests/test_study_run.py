@@ -13,6 +13,7 @@ import yaml
 
 from helpers import REPO, TINY_NETS, tree
 from vae_lightning.cli import main, study_command
+from wandb_offline import api_run, merged
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +76,39 @@ def _step(folder) -> int:
     return torch.load(next(folder.glob("checkpoints/*/last.ckpt")), weights_only=False)["global_step"]
 
 
+def check_wandb_runs(folders, restarts: list[int]) -> None:
+    """Each task has one W&B run (id ``<study>-<hash>``) with group = the study, job_type = its entry
+    (the fit's and the test's: one run), the grid point in its config and the task's record
+    (``study_task``: restarts, whole wall time and steps as its folder's); and these runs, as the
+    W&B API would show them once synced, give `vae compare` the runs and groups tables of the folders."""
+    from test_compare_wandb import RecordedRun
+
+    from vae_lightning.cli.compare import tables
+    from vae_lightning.evaluation import compare as c
+    from vae_lightning.evaluation.compare_wandb import convert
+
+    records = [api_run(folder / "wandb") for folder in folders]
+    for folder, record, n in zip(folders, records, restarts, strict=True):
+        task = json.loads((folder / "task.json").read_text())
+        run = merged(folder / "wandb")
+        assert run["ids"] == {f"two-{task['hash']}"}
+        assert {(r.run_group, r.job_type) for r in run["runs"]} == {("two", task["entry"])}
+        assert any("test/elbo" in row for row in run["history"])  # the test logged into the fit's run
+        assert record["config"]["study_task"] == {
+            **{k: task[k] for k in ("entry", "seed", "hash")},
+            "point": {k: float(v) for k, v in task["point"].items()},
+        }
+        folder_task = c.read_task(folder)
+        steps = json.loads(next(folder.glob("checkpoints/*/summary.json")).read_text())["step"]
+        assert record["summary"]["study_task"] == {"restarts": n, "wall_time": folder_task["wall_time"], "steps": steps}
+    metrics = ["test/elbo", "test/kl", "test/recon"]
+    from_folders = c.find_runs([], str(folders[0].parent))[0]
+    from_wandb = [convert(RecordedRun(r)) for r in records]
+    ours, theirs = tables(from_wandb, metrics, None), tables(from_folders, metrics, None)
+    assert ours[1].columns == theirs[1].columns and ours[3].columns == theirs[3].columns
+    assert ours[1].rows == theirs[1].rows and ours[3].rows == theirs[3].rows
+
+
 def test_run_skip_resume_and_a_changed_setting_fits_again(study, capsys):
     main(["study", "run", "two.yaml", "--test"])
     folders = _folders(study)
@@ -91,6 +125,7 @@ def test_run_skip_resume_and_a_changed_setting_fits_again(study, capsys):
         assert saved["trainer"]["logger"]["init_args"]["group"] == "two"
     tc = saved["model"]["init_args"]
     assert (tc["beta"], tc["estimator"]) == (6.0, "mss")  # the entry's own config, nothing carried over
+    check_wandb_runs(folders, restarts=[0, 0])
 
     # again: nothing runs, nothing changes
     before = tree(study / "runs/two")
@@ -112,6 +147,7 @@ def test_run_skip_resume_and_a_changed_setting_fits_again(study, capsys):
     assert not stale.exists()  # a finished task keeps no SLURM checkpoint
     assert len(list(folders[1].glob("checkpoints/*/last.ckpt"))) == 1  # resumed, not a second version
     assert (folders[1] / study_command.STARTS_FILE).read_text().count("\n") == 2
+    check_wandb_runs(folders, restarts=[0, 1])  # the resumed fit's start counted in its W&B run too
 
     # a changed setting: new folders, new fits (8 steps), the old folders untouched
     old = tree(study / "runs/two")

@@ -38,8 +38,9 @@ def _key(item) -> str:
 
 def merged(wandb_dir: Path) -> dict:
     """All offline runs under ``wandb_dir``: ``ids`` (set), ``runs`` (the run records),
-    ``config`` (key -> value, later updates win), ``history`` (list of {key: value})."""
-    out: dict = {"ids": set(), "runs": [], "config": {}, "history": [], "folders": []}
+    ``config`` (key -> value, later updates win), ``summary`` (the same), ``history`` (list of
+    {key: value})."""
+    out: dict = {"ids": set(), "runs": [], "config": {}, "summary": {}, "history": [], "folders": []}
     for folder in sorted(wandb_dir.glob("offline-run-*")):
         out["folders"].append(folder)
         for record in records(next(folder.glob("run-*.wandb"))):
@@ -49,6 +50,31 @@ def merged(wandb_dir: Path) -> dict:
                 out["runs"].append(record.run)
             elif kind == "config":
                 out["config"].update({_key(i): json.loads(i.value_json) for i in record.config.update if _key(i)})
+            elif kind == "summary":
+                for item in record.summary.update:
+                    *path, last = list(item.nested_key) or [item.key]
+                    target = out["summary"]
+                    for key in path:
+                        target = target.setdefault(key, {})
+                    target[last] = json.loads(item.value_json)
             elif kind == "history":
                 out["history"].append({_key(i): json.loads(i.value_json) for i in record.history.item})
     return out
+
+
+def api_run(wandb_dir: Path) -> dict:
+    """The offline run under ``wandb_dir`` as ``wandb.apis.public.Run`` would show it once synced
+    (the keys of ``tests/fixtures/wandb_study.json``): id, name, state, group, job_type, config,
+    summary and the history rows."""
+    run = merged(wandb_dir)
+    first = run["runs"][-1]
+    return {
+        "id": first.run_id,
+        "name": first.display_name,
+        "state": "finished",
+        "group": first.run_group,
+        "job_type": first.job_type,
+        "config": {k: v for k, v in run["config"].items() if k != "_wandb"},
+        "summary": run["summary"],
+        "history": run["history"],
+    }

@@ -10,9 +10,10 @@ from vae_lightning.cli.arguments import Parser
 from vae_lightning.cli.console import hyphenated
 from vae_lightning.errors import UserError
 from vae_lightning.evaluation import compare as c
+from vae_lightning.evaluation import compare_table as t
 
 USAGE = """vae compare PATH... [--study DIR] [--metrics M ...] [--group-by KEY ...] [--out DIR] [--html]
-       vae compare --wandb ENTITY/PROJECT --group G [...]"""
+       vae compare --wandb ENTITY/PROJECT --study NAME [...]"""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,7 +34,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--study",
-        help="a study folder: every task folder in it is a run (vae study run|submit, vae slurm submit --study)",
+        help="the study: its folder, every task folder in it a run (vae study run|submit, vae slurm submit "
+        "--study); with --wandb its name, the W&B group of its runs",
     )
     p.add_argument(
         "--metrics",
@@ -53,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--html", action="store_true", help="also write <out>/report.html with the tables and figures")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B (wandb.Api(); needs a login)")
-    p.add_argument("--group", help="with --wandb: the W&B group (the study name)")
+    p.add_argument("--group", help="with --wandb: the same as --study NAME (the older spelling)")
     return p
 
 
@@ -62,14 +64,20 @@ def _split(values: list[str] | None) -> list[str] | None:
 
 
 def load(opts) -> tuple[list[c.Run], list[str]]:
+    if opts.group is not None and not opts.wandb:
+        raise UserError("--group names a W&B group and needs --wandb ENTITY/PROJECT; for a folder give --study DIR.")
     if opts.wandb:
-        if opts.paths or opts.study:
-            raise UserError("--wandb reads runs from W&B; drop the PATHs and --study (or drop --wandb).")
-        if not opts.group:
-            raise UserError("--wandb needs --group G (the study's W&B group).")
+        if opts.paths:
+            raise UserError("--wandb reads runs from W&B; drop the PATHs (or drop --wandb).")
+        if opts.study and opts.group and opts.study != opts.group:
+            raise UserError(
+                f"--study {opts.study!r} and --group {opts.group!r} name the same thing; give --study alone."
+            )
+        if not (opts.study or opts.group):
+            raise UserError("--wandb needs --study NAME (the study's name, the W&B group of its runs).")
         from vae_lightning.evaluation.compare_wandb import runs_from_wandb
 
-        return runs_from_wandb(opts.wandb, opts.group), []
+        return runs_from_wandb(opts.wandb, opts.study or opts.group), []
     if not opts.paths and not opts.study:
         raise UserError("give run folders (PATH...) or --study DIR, e.g. `vae compare --study runs/betas`.")
     return c.find_runs(opts.paths, opts.study, skip=Path(opts.out) if opts.out else None)
@@ -95,37 +103,41 @@ def main(argv: list[str]) -> None:
             print(f"note: {note}")
         raise UserError(f"no run has all of {', '.join(metrics)}; test the runs first or choose --metrics.")
     notes += c.flag_provenance(kept)
-    keys = c.differing_keys(kept)
-    wanted = _split(opts.group_by)
-    if wanted == ["none"]:
-        group_keys = []
-    else:
-        group_keys = c.resolve_keys(wanted, kept) if wanted else c.default_group_keys(kept, keys)
+    group_keys, runs_t, groups, groups_t = tables(kept, metrics, _split(opts.group_by))
     partial = [r.name for r in kept if r.task is None or r.task["wall_time"] is None]
     if partial and any(r.task is not None for r in kept):  # mixed: say which wall time a row shows
         notes.append(
             f"wall_time_s of {len(partial)} of {len(kept)} runs is their training time only (no finished study task "
             "record); the others' is the whole task's."
         )
-    runs_t = c.run_table(kept, keys + [k for k in group_keys if k not in keys], metrics)
-    groups = c.group_runs(kept, group_keys)
-    groups_t = c.group_table(groups, group_keys, metrics)
     print(
-        f"{len(kept)} runs\n{c.text_table(runs_t)}\n\n{len(groups)} groups (mean ± sd over runs, n)\n"
-        f"{c.text_table(groups_t)}"
+        f"{len(kept)} runs\n{t.text_table(runs_t)}\n\n{len(groups)} groups (mean ± sd over runs, n)\n"
+        f"{t.text_table(groups_t)}"
     )
     for note in notes:
         print(f"note: {note}")
     if opts.out:
         source = (
-            f"W&B {opts.wandb}, group {opts.group}"
+            f"W&B {opts.wandb}, study {opts.study or opts.group}"
             if opts.wandb
             else " ".join([*opts.paths, *([f"--study {opts.study}"] if opts.study else [])])
         )
         write_outputs(Path(opts.out), kept, groups, group_keys, metrics, (runs_t, groups_t), notes, opts.html, source)
 
 
-def analyses(runs, groups, group_keys, metrics) -> tuple[c.Table, c.Table]:
+def tables(runs: list[c.Run], metrics: list[str], wanted: list[str] | None):
+    """The group-by keys (``wanted``, else the default), the runs table, the groups and the groups table."""
+    keys = c.differing_keys(runs)
+    if wanted == ["none"]:
+        group_keys = []
+    else:
+        group_keys = c.resolve_keys(wanted, runs) if wanted else c.default_group_keys(runs, keys)
+    runs_t = t.run_table(runs, keys + [k for k in group_keys if k not in keys], metrics)
+    groups = t.group_runs(runs, group_keys)
+    return group_keys, runs_t, groups, t.group_table(groups, group_keys, metrics)
+
+
+def analyses(runs, groups, group_keys, metrics) -> tuple[t.Table, t.Table]:
     """The variance shares (model, hyper-parameter, seed) and the Spearman matrix, as tables."""
     from vae_lightning.evaluation import compare_stats as s
 
@@ -134,9 +146,9 @@ def analyses(runs, groups, group_keys, metrics) -> tuple[c.Table, c.Table]:
     shares = {
         m: s.variance_shares(runs, m, lambda r: r.config.get(model_key), lambda r: setting[id(r)]) for m in metrics
     }
-    variance = c.Table(["metric", *s.FACTORS], [[m, *(shares[m][f] for f in s.FACTORS)] for m in metrics])
+    variance = t.Table(["metric", *s.FACTORS], [[m, *(shares[m][f] for f in s.FACTORS)] for m in metrics])
     matrix = s.spearman(runs, metrics)
-    ranks = c.Table(["metric", *metrics], [[m, *map(float, matrix[i])] for i, m in enumerate(metrics)])
+    ranks = t.Table(["metric", *metrics], [[m, *map(float, matrix[i])] for i, m in enumerate(metrics)])
     return variance, ranks
 
 
@@ -175,7 +187,7 @@ def write_outputs(out: Path, runs, groups, group_keys, metrics, tables, notes, h
         ("variance.csv", variance),
         ("spearman.csv", ranks),
     ):
-        columns, rows = c.csv_rows(table)
+        columns, rows = t.csv_rows(table)
         with open(out / name, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(columns)
@@ -228,8 +240,8 @@ def write_outputs(out: Path, runs, groups, group_keys, metrics, tables, notes, h
         "Test KL (rate) against test reconstruction (distortion), one point per run.",
     )
     variance_heading = "Share of variance explained (model, hyper-parameter, seed)"
-    md = ["# Groups (mean ± sd over runs, n)", "", c.markdown_table(groups_t), ""]
-    md += [f"# {variance_heading}", "", c.markdown_table(variance), "", "# Runs", "", c.markdown_table(runs_t), ""]
+    md = ["# Groups (mean ± sd over runs, n)", "", t.markdown_table(groups_t), ""]
+    md += [f"# {variance_heading}", "", t.markdown_table(variance), "", "# Runs", "", t.markdown_table(runs_t), ""]
     md += [f"- {n}" for n in notes] + [""] + [f"![{p.stem}]({p.name})" for p, _ in figures]
     (out / "compare.md").write_text("\n".join(md) + "\n")
     if html:

@@ -186,18 +186,46 @@ def run_one(folder: Path, args: list[str], test: bool) -> None:
             fh.write(f"{time.time():.3f}\n")
     args = [*args, "--trainer.default_root_dir", str(folder)]
     done = folder / study.DONE_FILE
+    end = None
     try:
         if not done.is_file():
             run(["fit", *args, *_resume(folder), "--preemption.done_file", str(done)])
         if test and done.is_file():  # not after a preemption: the requeued job fits on, then tests
             run(["test", *args, "--ckpt_path", "best"])
+        end = f"{time.time():.3f}" if done.is_file() else None
+        if zero and wandb.run is not None:
+            _log_task(wandb.run, folder, end)
     finally:
         wandb.finish()
         wandb.teardown()  # each task's W&B service ends with it
-    if done.is_file() and zero:
+    if end is not None and zero:
         for path in folder.glob("hpc_ckpt_*.ckpt"):
             path.unlink()
-        (folder / FINISHED_FILE).write_text(f"{time.time():.3f}\n")
+        (folder / FINISHED_FILE).write_text(f"{end}\n")
+
+
+def _log_task(wandb_run, folder: Path, end: str | None) -> None:
+    """The task's record in its W&B run, for W&B to group and plot by and for `vae compare --wandb`
+    to build the folders' report: ``study_task`` in the config (entry, grid point, seed, hash) and,
+    once the task has ended at ``end``, in the summary its restarts, whole wall time and steps,
+    as the folder's ``starts``, ``task.done`` and ``summary.json`` give them."""
+    import yaml
+
+    from vae_lightning.evaluation.compare import WANDB_TASK_KEY
+
+    if not (folder / TASK_FILE).is_file():
+        return  # a task run by hand (`vae study task`) without its study's record
+    record = json.loads((folder / TASK_FILE).read_text())
+    point = {k: yaml.safe_load(str(v)) for k, v in (record.get("point") or {}).items()}  # numbers W&B can plot
+    task = {"entry": record.get("entry"), "point": point, "seed": record.get("seed"), "hash": record.get("hash")}
+    wandb_run.config.update({WANDB_TASK_KEY: task}, allow_val_change=True)
+    starts = [float(t) for t in (folder / STARTS_FILE).read_text().split()]
+    summaries = sorted(folder.glob("checkpoints/*/summary.json"), key=lambda p: p.stat().st_mtime)
+    if end is not None and starts:
+        # the fit's steps as its folder counts them (W&B's logged trainer/global_step is 0 after a test)
+        steps = json.loads(summaries[-1].read_text()).get("step") if summaries else None
+        done = {"restarts": len(starts) - 1, "wall_time": float(end) - starts[0], "steps": steps}
+        wandb_run.summary[WANDB_TASK_KEY] = done
 
 
 def job_trainer(job: slurm.Job) -> dict:

@@ -3,12 +3,13 @@
     vae compare --study runs/betas                       # every task folder of a study
     vae compare runs/a runs/b/checkpoints/version_1      # run roots or checkpoint folders
     vae compare --study runs/betas --out report --html   # + Markdown, CSV, PNG figures, HTML
-    vae compare --wandb ENTITY/PROJECT --group betas     # the same from W&B (online users)
+    vae compare --wandb ENTITY/PROJECT --study betas     # the same from W&B (online users)
 
 A run is a checkpoint folder holding the records of ``callbacks.RunRecord`` (``summary.json``,
 ``history.csv``) and ``vae_config.yaml`` (``provenance.json`` when present). Reading them needs
-no torch, no logger and no network. Here: finding and loading runs, differing config keys, the
-table and the grouping; figures and HTML are in ``compare_figures``, the command line in ``vae_lightning.cli.compare``.
+no torch, no logger and no network. Here: finding and loading runs, which runs compare, differing
+config keys and the default grouping, provenance flags; the tables and the groups are in
+``compare_table``, figures and HTML in ``compare_figures``, the command line in ``vae_lightning.cli.compare``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ DATA_IDENTITY = ("class", "checksum_or_version", "binarize")
 TASK_FILE, STARTS_FILE, FINISHED_FILE = "task.json", "starts", "task.done"
 # the keys a study task adds to its run's config: its entry and its grid point ("beta=4")
 ENTRY_KEY, POINT_KEY = "entry", "point"
+# a study task's record in its W&B run: entry, point, seed, hash in the config; restarts, wall_time in the summary
+WANDB_TASK_KEY = "study_task"
 # model parameters a class ignores in one of its forms, so that a row shows them empty instead of
 # their defaults: (class name, parameter) -> whether it is unused, given the flattened init_args
 UNUSED = {
@@ -146,9 +149,9 @@ def drop_unused(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_task(folder: Path) -> dict[str, Any] | None:
-    """The study task a checkpoint folder belongs to (``task.json`` in it or two levels up): its entry,
-    grid point (values parsed), seed, restarts (starts - 1) and wall time from its first start to
-    ``task.done`` (start-up, fit and test; None while unfinished); None outside a study."""
+    """The study task a checkpoint folder belongs to (``task.json`` in it or two levels up), as
+    ``study_task`` reads it: restarts from ``starts``, the wall time from the first start to
+    ``task.done``; None outside a study."""
     root = next((p for p in (folder, folder.parent.parent) if (p / TASK_FILE).is_file()), None)
     if root is None:
         return None
@@ -158,14 +161,22 @@ def read_task(folder: Path) -> dict[str, Any] | None:
         done = (root / FINISHED_FILE).read_text().split() if (root / FINISHED_FILE).is_file() else []
     except (OSError, ValueError):
         return None
+    restarts = max(len(starts) - 1, 0) if starts else None
+    return study_task(record, restarts, float(done[0]) - starts[0] if starts and done else None)
+
+
+def study_task(record: dict[str, Any], restarts: int | None, wall_time: float | None) -> dict[str, Any]:
+    """A study task from its record (``task.json``, or the ``study_task`` of its W&B run's config):
+    entry, grid point (values parsed), seed and hash; with its restarts and its wall time (start-up,
+    fit and test; None while unfinished)."""
     point = {k: yaml.safe_load(str(v)) for k, v in (record.get("point") or {}).items()}
     return {
         "entry": str(record.get("entry", "")),
         "point": point,
         "seed": record.get("seed"),
         "hash": str(record.get("hash", "")),
-        "restarts": max(len(starts) - 1, 0) if starts else None,
-        "wall_time": float(done[0]) - starts[0] if starts and done else None,
+        "restarts": restarts,
+        "wall_time": wall_time,
     }
 
 
@@ -186,9 +197,9 @@ def load_run(folder: Path, name: str, task: dict[str, Any] | None = None) -> Run
     for key, value in (task or {}).items():
         config.setdefault(key, value)
     config = drop_unused(config)
-    study_task = read_task(folder)
-    if study_task is not None:
-        config[ENTRY_KEY], config[POINT_KEY] = study_task["entry"], point_label(study_task["point"])
+    record = read_task(folder)
+    if record is not None:
+        config[ENTRY_KEY], config[POINT_KEY] = record["entry"], point_label(record["point"])
     summary = read_summary(folder)
     provenance = None
     try:
@@ -196,7 +207,7 @@ def load_run(folder: Path, name: str, task: dict[str, Any] | None = None) -> Run
     except (OSError, ValueError):
         pass
     status = str(summary.get("status", "unknown"))
-    return Run(name, str(folder), status, config, summary, read_history(folder), provenance, task=study_task)
+    return Run(name, str(folder), status, config, summary, read_history(folder), provenance, task=record)
 
 
 def find_runs(paths: list[str], study: str | None = None, skip: Path | None = None) -> tuple[list[Run], list[str]]:
@@ -272,14 +283,14 @@ def _ignored(key: str) -> bool:
     return key.startswith("trainer.logger") and key.rsplit(".", 1)[-1] in IGNORED_LOGGER_FIELDS
 
 
-def _canon(value: Any) -> str:
+def canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
 def differing_keys(runs: list[Run]) -> list[str]:
     """Config keys whose values are not the same in every run (missing counts as a value)."""
     keys = sorted({k for r in runs for k in r.config if not _ignored(k)})
-    return [k for k in keys if len({_canon(r.config.get(k)) for r in runs}) > 1]
+    return [k for k in keys if len({canon(r.config.get(k)) for r in runs}) > 1]
 
 
 def is_seed_key(key: str) -> bool:
@@ -334,7 +345,7 @@ def sort_value(value: Any) -> tuple:
     """Numbers first, by value; then text in natural order ("beta=2" before "beta=16")."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (0, float(value), ())
-    parts = re.split(r"(\d+(?:\.\d+)?)", value if isinstance(value, str) else _canon(value))
+    parts = re.split(r"(\d+(?:\.\d+)?)", value if isinstance(value, str) else canon(value))
     return (1, 0.0, tuple((0, float(t), "") if i % 2 else (1, 0.0, t) for i, t in enumerate(parts)))
 
 
@@ -350,7 +361,7 @@ def flag_provenance(runs: list[Run]) -> list[str]:
         "versions": lambda p: p.get("versions"),
     }
     for name, get in aspects.items():
-        values = {r.name: _canon(get(r.provenance)) for r in runs if r.provenance is not None}
+        values = {r.name: canon(get(r.provenance)) for r in runs if r.provenance is not None}
         if len(set(values.values())) < 2:
             continue
         common = max(set(values.values()), key=list(values.values()).count)
@@ -369,112 +380,6 @@ def flag_provenance(runs: list[Run]) -> list[str]:
     return notes
 
 
-# ---- the tables ------------------------------------------------------------------------------
-
-
-@dataclass
-class Table:
-    """Column names and rows of plain values (floats, strings, None for a missing value)."""
-
-    columns: list[str]
-    rows: list[list[Any]]
-
-
-def key_columns(runs: list[Run], keys: list[str]) -> list[tuple[str, str, str | None]]:
-    """(header, key, model class or None) per column: a model parameter that several classes of the
-    runs have (β-VAE's and β-TCVAE's ``beta`` are different weights) gets one column per class,
-    headed ``BetaVAE.beta``; every other key its shortest name among all the runs' keys."""
-    names = short_names(keys, sorted({k for r in runs for k in r.config}))
-    out = []
-    for key in keys:
-        classes = sorted({model_class(r.config) for r in runs if r.config.get(key) is not None})
-        if key.startswith("model.init_args.") and len(classes) > 1:
-            out += [(f"{cls}.{key[len('model.init_args.') :]}", key, cls) for cls in classes]
-        else:
-            out.append((names[key], key, None))
-    return out
-
-
-def cell(run: Run, key: str, cls: str | None) -> Any:
-    """A run's value of ``key``; empty ("") where the run has none or is not of class ``cls``."""
-    value = run.config.get(key) if cls is None or model_class(run.config) == cls else None
-    return "" if value is None else value
-
-
-def wall_time(run: Run) -> float | None:
-    """A study task's whole wall time (first start to its end); else the fit's training time."""
-    if run.task is not None and run.task["wall_time"] is not None:
-        return run.task["wall_time"]
-    return run.metric("wall_time")
-
-
-def column_order(runs: list[Run], keys: list[str]) -> list[str]:
-    """The entry, the other keys, then the seeds (the rows sort so): without a study's ``point``
-    (its keys have their columns) and without a seed that equals ``seed_everything`` in every run."""
-    seeds = [k for k in keys if is_seed_key(k)]
-    same = [k for k in seeds if k != "seed_everything" and "seed_everything" in keys]
-    same = [k for k in same if all(r.config.get(k) == r.config.get("seed_everything") for r in runs)]
-    middle = [k for k in keys if not is_seed_key(k) and k not in (ENTRY_KEY, POINT_KEY)]
-    return [*(k for k in keys if k == ENTRY_KEY), *middle, *(k for k in seeds if k not in same)]
-
-
-def run_table(runs: list[Run], keys: list[str], metrics: list[str]) -> Table:
-    """One row per run: name (a study task's hash: its other columns say the rest), the differing
-    ``keys`` (``key_columns``), ``metrics``, steps, restarts, wall time (s, ``wall_time``) and flags;
-    a parameter a run does not use is empty (None)."""
-    keys = column_order(runs, keys)
-    columns = key_columns(runs, keys)
-    rows = []
-    for run in sorted(runs, key=lambda r: [sort_value(r.config.get(k)) for k in keys] + [sort_value(r.name)]):
-        restarts = run.task["restarts"] if run.task is not None else None
-        rows.append(
-            [
-                run.task["hash"] or run.name if run.task is not None else run.name,
-                *(cell(run, key, cls) for _, key, cls in columns),
-                *(run.metric(m) for m in metrics),
-                run.summary.get("step"),
-                restarts,
-                wall_time(run),
-                ",".join(run.flags),
-            ]
-        )
-    return Table(["run", *(h for h, _, _ in columns), *metrics, "steps", "restarts", "wall_time_s", "flags"], rows)
-
-
-@dataclass
-class Group:
-    """Runs that share the values of the group-by keys."""
-
-    values: tuple
-    runs: list[Run]
-
-    def stats(self, metric: str) -> tuple[float, float, int]:
-        """Mean, sample standard deviation (ddof=1; nan for one run) and count of ``metric``."""
-        xs = [x for r in self.runs if (x := r.metric(metric)) is not None and math.isfinite(x)]
-        if not xs:
-            return math.nan, math.nan, 0
-        mean = sum(xs) / len(xs)
-        sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else math.nan
-        return mean, sd, len(xs)
-
-
-def group_runs(runs: list[Run], keys: list[str]) -> list[Group]:
-    """Groups of runs by their values of ``keys``, in sorted order of those values."""
-    groups: dict[str, Group] = {}
-    for run in runs:
-        values = tuple(run.config.get(k) for k in keys)
-        groups.setdefault(_canon(values), Group(values, [])).runs.append(run)
-    return sorted(groups.values(), key=lambda g: [sort_value(v) for v in g.values])
-
-
-def group_table(groups: list[Group], keys: list[str], metrics: list[str]) -> Table:
-    """One row per group: the key values, n, and ``(mean, sd)`` per metric."""
-    names = short_names(keys, sorted({k for g in groups for r in g.runs for k in r.config}))
-    columns = [*(names[k] for k in keys), "n", *metrics]
-    rows = [[*g.values, len(g.runs), *(g.stats(m)[:2] for m in metrics)] for g in groups]
-    return Table(columns, rows)
-
-
 def fmt(value: Any) -> str:
     """A cell as text: 4 significant digits, ``mean ± sd`` for pairs, ``—`` for missing."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -484,42 +389,4 @@ def fmt(value: Any) -> str:
         return fmt(mean) if math.isnan(sd) else f"{fmt(mean)} ± {sd:.2g}"
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0f}"
-    return value if isinstance(value, str) else _canon(value)
-
-
-def shown(column: str, value: Any) -> str:
-    """A cell of a printed table: ``fmt``, a class path by its class alone (the CSV keeps it whole)."""
-    if column.endswith("class_path") and isinstance(value, str):
-        return value.rsplit(".", 1)[-1]
-    return fmt(value)
-
-
-def text_table(table: Table) -> str:
-    """Aligned plain text for the terminal."""
-    cells = [table.columns, *([shown(c, v) for c, v in zip(table.columns, row, strict=True)] for row in table.rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(table.columns))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in cells]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
-
-
-def markdown_table(table: Table) -> str:
-    cells = [[shown(c, v).replace("|", "\\|") for c, v in zip(table.columns, row, strict=True)] for row in table.rows]
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
-
-
-def csv_rows(table: Table) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows for CSV: full precision, ``metric_mean`` and ``metric_sd`` for pairs."""
-    pairs = [i for i, v in enumerate(table.rows[0]) if isinstance(v, tuple)] if table.rows else []
-    columns = []
-    for i, name in enumerate(table.columns):
-        columns += [f"{name}_mean", f"{name}_sd"] if i in pairs else [name]
-    rows = []
-    for row in table.rows:
-        out = []
-        for v in row:
-            out += (
-                list(v) if isinstance(v, tuple) else [v if isinstance(v, (int, float, str)) or v is None else _canon(v)]
-            )
-        rows.append(out)
-    return columns, rows
+    return value if isinstance(value, str) else canon(value)

@@ -18,17 +18,8 @@ import html
 import math
 from pathlib import Path
 
-from vae_lightning.evaluation.compare import (
-    CURVE_KEYS,
-    ENTRY_KEY,
-    POINT_KEY,
-    Group,
-    Run,
-    Table,
-    short_names,
-    shown,
-    sort_value,
-)
+from vae_lightning.evaluation.compare import CURVE_KEYS, ENTRY_KEY, POINT_KEY, Run, short_names, sort_value
+from vae_lightning.evaluation.compare_table import Group, Table, shown
 
 CURVE_METRIC = CURVE_KEYS[0]
 DPI = 100

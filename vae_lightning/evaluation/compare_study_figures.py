@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from vae_lightning.evaluation.compare import Group, Run, sort_value
+from vae_lightning.evaluation.compare import Run, sort_value
 from vae_lightning.evaluation.compare_figures import (
     DPI,
     MARKERS,
@@ -27,6 +27,7 @@ from vae_lightning.evaluation.compare_figures import (
     styles,
 )
 from vae_lightning.evaluation.compare_stats import FACTORS
+from vae_lightning.evaluation.compare_table import Group
 
 
 def _grid(plt, n: int, height: float, **kw):
