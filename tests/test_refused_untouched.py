@@ -232,6 +232,8 @@ def test_batch_counts_stay_integers_through_the_saved_config(key, value, finishe
         ("model.init_args.beta=1,4,1", ["'1' is given twice"]),
         ("model.init_args.beta=1,,4", ["KEY=V1,V2"]),
         ("model.init_args.beta=1,4,", ["KEY=V1,V2"]),
+        ("model.init_args.latnet_dim=4,8", ["model.init_args.latnet_dim", "did you mean latent_dim"]),
+        ("model.init_args.latent_dim=4,x", ["model.init_args.latent_dim=x", "integer"]),
     ],
 )
 def test_a_grid_whose_tasks_would_share_a_folder_or_lose_a_value_is_refused(
