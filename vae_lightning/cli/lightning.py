@@ -210,6 +210,8 @@ class VAECLI(LightningCLI):
                 super().parse_arguments(parser, args if given is None or (given == argv and args is None) else given)
         except ArgumentError as err:
             raise UserError(explain.explain(err, argv or [], _known_keys(parser, argv or []))) from None
+        sub = self.config.get("subcommand")
+        preflight.check_seed_everything(self.config[sub] if sub else self.config)
 
     @override  # a private LightningCLI hook: listed in runtime/compat.py's PRIVATE, tested there
     def _parse_ckpt_path(self) -> None:
