@@ -110,6 +110,24 @@ REFUSED = [
         [*FIT, "--data.init_args.batch_size", "500"],
         ["batch_size=500", "160 training examples"],
     ),
+    (  # the refusal comes after the version folder was claimed: none of the folders it made stays
+        "fit-fresh-root-batch-larger-than-split",
+        [
+            "fit",
+            "--config",
+            "{config}",
+            "--trainer.default_root_dir",
+            "{base}/fresh/run",
+            "--data.init_args.batch_size",
+            "500",
+        ],
+        ["batch_size=500"],
+    ),
+    (
+        "fit-fresh-root-refused-when-built",
+        [*FIT[:3], "--trainer.default_root_dir", "{base}/fresh", "--model.init_args.encoder.init_args.hidden", "[0]"],
+        ["MLPEncoder hidden", ">= 1"],
+    ),
     (
         "fit-val-interval-beyond-epoch",
         [*FIT, "--trainer.val_check_interval", "50"],
@@ -124,8 +142,8 @@ def test_a_refusal_known_before_the_run_leaves_the_finished_run_untouched(case, 
     code, err = vae(capsys, *(a.format(**finished) for a in argv))
     assert code == 2, err[-2000:]
     lines = err.strip().splitlines()
-    assert lines and lines[-1].startswith("vae: error:") and "Traceback" not in err, err[-2000:]
-    assert all(w in lines[-1] for w in words), lines[-1]
+    assert len(lines) == 1 and lines[0].startswith("vae: error:") and "Traceback" not in err, err[-2000:]
+    assert all(w in lines[0] for w in words), lines[0]
     assert snapshot(finished["base"]) == before, "the refused command changed or added files"
 
 

@@ -165,13 +165,25 @@ class VAECLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs) -> None:
         drop_nvml_cuda_check()
         self._new_run_dir: Path | None = None
+        self._made_from: Path | None = None  # the highest folder of _new_run_dir's path this run made
         try:
             self._init(args, run, **kwargs)
         except UserError:
-            # a run refused before it wrote anything leaves no empty version folder behind
-            if self._new_run_dir is not None and self._new_run_dir.is_dir() and not any(self._new_run_dir.iterdir()):
-                self._new_run_dir.rmdir()
+            self._remove_new_run_dir()
             raise
+
+    def _remove_new_run_dir(self) -> None:
+        """A run refused before it wrote anything leaves no empty version folder behind, nor the
+        folders above it that it made (a new ``default_root_dir`` and its ``checkpoints/``)."""
+        folder, top = self._new_run_dir, self._made_from
+        if folder is None or not folder.is_dir() or any(folder.iterdir()):
+            return
+        folder.rmdir()
+        while top is not None and folder != top and top in folder.parents:
+            folder = folder.parent
+            if not folder.is_dir() or any(folder.iterdir()):
+                return
+            folder.rmdir()
 
     def _init(self, args: list[str] | None, run: bool, **kwargs) -> None:
         super().__init__(
@@ -299,10 +311,12 @@ class VAECLI(LightningCLI):
         # every fit gets its own checkpoint and image folders; a resumed fit keeps its run's
         if config.checkpoint.dirpath is None:
             if self.subcommand == "fit":
+                missing = [p for p in (checkpoints, *checkpoints.parents) if not p.exists()]
                 folder = run_checkpoint_dir(checkpoints, config.ckpt_path)
                 console.own_checkpoint_dir(str(folder))  # new or the resumed run's own: "not empty" is noise
                 if folder.is_dir() and not any(folder.iterdir()):
                     self._new_run_dir = folder
+                    self._made_from = missing[-1] if missing else folder
                 config.checkpoint.dirpath = str(folder)
                 if config.images.dirpath is None:
                     config.images.dirpath = os.path.join(root, "images", Path(config.checkpoint.dirpath).name)
