@@ -284,6 +284,10 @@ BAD = [
     ("slurm broken yaml", ["slurm", "submit", "--config", "{base}/broken.yaml", "--dry-run"], ["not valid YAML"]),
     ("slurm list yaml", ["slurm", "submit", "--config", "{base}/list.yaml", "--dry-run"], ["mapping"]),
     ("fit binary yaml", ["fit", "--config", "{base}/bin.yaml"], ["bin.yaml", "text"]),
+    ("encode --model other", ["encode", "{ckpt}", "--model.init_args.latent_dim", "8"], ["latent_dim is 4"]),
+    ("encode --model unknown", ["encode", "{ckpt}", "--model.init_args.beta", "4"], ["beta", "not a setting"]),
+    ("encode --model class", ["encode", "{ckpt}", "--model", "vae_lightning.BetaVAE"], ["class is vae_lightning.VAE"]),
+    ("encode --trainer", ["encode", "{ckpt}", "--trainer.max_steps", "3"], ["--trainer.max_steps", "no trainer"]),
     ("encode binary yaml", ["encode", "{ckpt}", "--config", "{base}/bin.yaml", "--out", "{base}/e.npz"], ["bin.yaml"]),
 ]
 
@@ -308,6 +312,13 @@ def test_encode_reads_the_data_block_of_the_checkpoints_saved_config(finished, c
 
     out = tmp_path / "codes.npz"
     code, err = vae(capsys, "encode", str(finished["ckpt"]), "--split", "test", "--out", str(out))
+    assert code == 0, err[-2000:]
+    assert np.load(out)["mu"].shape == (100, 4)
+    # the --model.* flags of the fit line, copied along, are the checkpoint's own: accepted
+    fit_line = ["--model", "vae_lightning.VAE", "--model.init_args.latent_dim", "4"]
+    fit_line += ["--model.init_args.encoder.init_args.hidden", "[16]", "--model.init_args.iw_samples=2"]
+    out.unlink()
+    code, err = vae(capsys, "encode", str(finished["ckpt"]), *fit_line, "--split", "test", "--out", str(out))
     assert code == 0, err[-2000:]
     assert np.load(out)["mu"].shape == (100, 4)  # the fake MNIST test split of the fixture, 4 latents
 
