@@ -83,7 +83,8 @@ def data_module(configs: list[str], overrides: list[str]):
         loaded = read_config_file(name)
         if loaded.get("data") is not None:
             args += ["--data", yaml.safe_dump(loaded["data"])]
-    bad = [a for a in overrides if a.startswith("-") and not a.startswith("--data")]
+    # a flag, not a value such as the -1 of `--data.init_args.batch_size -1`
+    bad = [a for a in overrides if a.startswith("-") and not a.startswith("--data") and not a[1:2].isdigit()]
     section = "--" + bad[0].split("=")[0].split(".")[0][2:].replace("-", "_") if bad else ""  # un-hyphenated
     if section in FIT_SECTIONS:  # copied from the `vae fit` line
         raise UserError(
