@@ -187,6 +187,19 @@ CASES = [
     ("sanity-steps", ["--trainer.num_sanity_val_steps", "-2"], ["trainer.num_sanity_val_steps", ">= -1"]),
     ("seed-negative", ["--seed_everything", "-5"], ["seed_everything", "2**32 - 1", "-5"]),
     ("seed-huge", ["--seed_everything", str(2**70)], ["seed_everything", str(2**70)]),
+    (  # torch checks it only at the scheduler's first step: a ZeroDivisionError at step 1
+        "steplr-step-0",
+        [
+            *("--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.StepLR"),
+            *("--model.init_args.lr_scheduler.init_args.step_size", "0"),
+        ],
+        ["lr_scheduler StepLR", "first step", "ZeroDivisionError"],
+    ),
+    (  # Lightning's MisconfigurationException at the first training step
+        "plateau-every-step",
+        ["--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau"],
+        ["ReduceLROnPlateau", "lr_interval: epoch"],
+    ),
     # out-of-range net sizes: the argument and its rule, not jsonargparse's dump of the model's arguments
     ("mlp-hidden-0", ["--model.init_args.encoder.init_args.hidden", "[0]"], ["MLPEncoder hidden", ">= 1", "[0]"]),
     ("mlp-hidden-negative", ["--model.init_args.decoder.init_args.hidden", "[16,-4]"], ["MLPDecoder hidden", "-4"]),

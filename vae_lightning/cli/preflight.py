@@ -171,10 +171,49 @@ def check_built(model: Any, subcommand: str, trainer: Any = None) -> None:
                     f"cannot apply trainer.{key}={value}; remove it."
                 )
     try:
-        model.configure_optimizers()
+        configured = model.configure_optimizers()
     except (ValueError, TypeError, KeyError) as err:
         raise UserError(
             f"model.init_args.optimizer or lr_scheduler refused by torch: {str(err).strip().splitlines()[0]}."
+        ) from None
+    for scheduler in _schedulers(configured):
+        _first_step(scheduler, getattr(model, "lr_interval", None))
+
+
+def _schedulers(configured: Any) -> list:
+    """The LR schedulers in what ``configure_optimizers`` returned (a dict, a list of them, or optimizers)."""
+    if isinstance(configured, (list, tuple)):
+        return [s for item in configured for s in _schedulers(item)]
+    if isinstance(configured, dict):
+        found = configured.get("lr_scheduler", configured.get("scheduler"))
+        found = found.get("scheduler") if isinstance(found, dict) else found
+        return [found] if found is not None and hasattr(found, "step") else []
+    return []
+
+
+def _first_step(scheduler: Any, interval: str | None) -> None:
+    """Step the scheduler once, on the throwaway optimizer built above: torch checks some arguments
+    only there (StepLR's step_size 0 divides by zero), which would otherwise end the run at its first step."""
+    import warnings
+
+    from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+    if isinstance(scheduler, ReduceLROnPlateau):
+        if interval == "step":  # Lightning would step it on val/loss at training steps that have none
+            raise UserError(
+                "model.init_args.lr_scheduler ReduceLROnPlateau steps on val/loss, which a training step does not "
+                "have; set model.init_args.lr_interval: epoch."
+            )
+        return  # steps on a metric; its arguments are checked when it is built
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "step() before optimizer.step()": nothing is trained here
+            scheduler.step()
+    except (ArithmeticError, ValueError, TypeError, IndexError) as err:
+        raise UserError(
+            f"model.init_args.lr_scheduler {type(scheduler).__name__} fails at its first step "
+            f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else 'no message'}); "
+            "check its init_args."
         ) from None
 
 
