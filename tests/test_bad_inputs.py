@@ -92,6 +92,12 @@ CASES = [
     ),
     ("lr-negative", ["--model.init_args.optimizer.init_args.lr", "-1"], ["lr", "> 0", "-1"]),
     ("lr-zero", ["--model.init_args.optimizer.init_args.lr", "0"], ["lr", "> 0"]),
+    (  # was "cannot import the class 'nan. Got value: Namespace(...)'"
+        "lr-nan",
+        ["--model.init_args.optimizer.init_args.lr", "nan"],
+        ["model.init_args.optimizer.init_args.lr must be a number", "'nan'"],
+    ),
+    ("clip-nan", ["--trainer.gradient_clip_val", "nan"], ["trainer.gradient_clip_val must be a number", "'nan'"]),
     ("adam-betas", ["--model.init_args.optimizer.init_args.betas", "[0.9, 1.5]"], ["optimizer", "beta"]),
     ("lr-interval", ["--model.init_args.lr_interval", "weekly"], ["lr_interval", "weekly"]),
     ("batch-size-0", ["--data.init_args.batch_size", "0"], ["batch_size", ">= 1", "0"]),

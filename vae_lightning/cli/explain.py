@@ -47,6 +47,8 @@ PATTERNS = {
     "given": re.compile(r"^\s*Given value: (.*)$", re.M),
     "nested_given": re.compile(r"NestedArg\(key='[^']*', val='(.*)'\)"),
     "constructed": re.compile(r"Given value: Namespace\(class_path='([^']+)'"),
+    # a number inside a class's arguments (the optimizer's lr) that jsonargparse cannot read ('nan')
+    "scalar": re.compile(r"- Expected a <class '(int|float|bool)'>"),
 }
 
 
@@ -84,6 +86,9 @@ def explain(err: Exception, args: list[str] | None = None, known_keys: list[str]
         full = f"{key}.init_args.{m.group(1)}" if key else m.group(1)
         cls = owner.group(1) if owner else None
         return _unknown(full, _init_params(cls) if cls else [], owner=cls)
+    m = PATTERNS["scalar"].search(text)
+    if m and key and _given(text) is not None and not PATTERNS["literal"].search(text):  # choices say more
+        return f"{key} must be {_TYPE_WORDS[m.group(1)]}, got {_given(text)!r}."
     m = PATTERNS["bad_class_path"].search(text)
     if m or PATTERNS["not_importable"].search(text):
         bad = m.group(1) if m else _given(text)
@@ -167,7 +172,7 @@ def _given(text: str) -> str | None:
     m = PATTERNS["given"].search(text)
     if not m:
         return None
-    value = m.group(1).strip()
+    value = m.group(1).strip().split(". Got value: ")[0]  # not the dump of the class it belongs to
     nested = PATTERNS["nested_given"].fullmatch(value)
     return nested.group(1) if nested else value
 
