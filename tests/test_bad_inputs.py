@@ -206,6 +206,12 @@ CASES = [
         ["--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau"],
         ["ReduceLROnPlateau", "lr_interval: epoch"],
     ),
+    (  # one grid decoded at once: 100000 steps ran out of memory at the first validation
+        "images-traverse-grid",
+        ["--images.every_n_val", "1", "--images.traverse_steps", "2000"],
+        ["traverse_dims x traverse_steps", "20000", "4096"],
+    ),
+    ("images-interpolation-grid", ["--images.interpolation_steps", "5000"], ["interpolations x", "4096"]),
     # out-of-range net sizes: the argument and its rule, not jsonargparse's dump of the model's arguments
     ("mlp-hidden-0", ["--model.init_args.encoder.init_args.hidden", "[0]"], ["MLPEncoder hidden", ">= 1", "[0]"]),
     ("mlp-hidden-negative", ["--model.init_args.decoder.init_args.hidden", "[16,-4]"], ["MLPDecoder hidden", "-4"]),
