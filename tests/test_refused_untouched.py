@@ -100,6 +100,11 @@ REFUSED = [
         ["test", "--ckpt_path", "{ckpt}", "--model.init_args.lr_interval", "epoch"],
         ["--model.init_args.lr_interval epoch", "its lr_interval is step", "iw_samples"],
     ),
+    (  # the class as typed, not jsonargparse's Namespace of its arguments
+        "test-class-override-cannot-apply",
+        ["test", "--ckpt_path", "{ckpt}", "--model.init_args.kl_schedule", "vae_lightning.LinearWarmup"],
+        ["kl_schedule vae_lightning.LinearWarmup cannot apply", "its kl_schedule is None"],
+    ),
     (
         "validate-nested-override-cannot-apply",
         ["validate", "--ckpt_path", "{ckpt}", "--model.encoder.init_args.hidden", "[8]"],
@@ -143,7 +148,7 @@ def test_a_refusal_known_before_the_run_leaves_the_finished_run_untouched(case, 
     assert code == 2, err[-2000:]
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vae: error:") and "Traceback" not in err, err[-2000:]
-    assert all(w in lines[0] for w in words), lines[0]
+    assert all(w in lines[0] for w in words) and "Namespace(" not in lines[0], lines[0]
     assert snapshot(finished["base"]) == before, "the refused command changed or added files"
 
 

@@ -33,7 +33,13 @@ from vae_lightning.callbacks import (
 )
 from vae_lightning.cli import console, continuation, explain, preflight
 from vae_lightning.cli.console import plain
-from vae_lightning.cli.saved_config import SAVED_CONFIG, config_files, read_config_file, with_saved_config
+from vae_lightning.cli.saved_config import (
+    SAVED_CONFIG,
+    config_files,
+    flag_value,
+    read_config_file,
+    with_saved_config,
+)
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
@@ -244,12 +250,14 @@ class VAECLI(LightningCLI):
         if k is not None and init is not None:
             init.iw_samples = k
         verb = "resumes" if subcommand == "fit" else "evaluates"
+        argv = getattr(self, "_argv", [])
         for key, value in given.items():
             if init is not None and init.get(key) != value:
+                typed = flag_value(argv, f"--model.init_args.{key}") or flag_value(argv, f"--model.{key}")
                 raise UserError(
-                    f"--model.init_args.{key} {value} cannot apply to --ckpt_path: {subcommand} {verb} the model "
-                    f"as it was trained (its {key} is {init.get(key)}), and only iw_samples is a setting of the "
-                    "evaluation; leave the flag out, or fit a model with it."
+                    f"--model.init_args.{key} {typed or _shown(value)} cannot apply to --ckpt_path: {subcommand} "
+                    f"{verb} the model as it was trained (its {key} is {_shown(init.get(key))}), and only "
+                    "iw_samples is a setting of the evaluation; leave the flag out, or fit a model with it."
                 )
 
     @override
@@ -399,6 +407,11 @@ def _is_text(name: str) -> bool:
     except OSError:
         pass  # jsonargparse names a file it cannot read
     return True
+
+
+def _shown(value: Any) -> Any:
+    """A class-typed argument by its class path, not jsonargparse's Namespace of all its arguments."""
+    return value.get("class_path", value) if hasattr(value, "get") and "class_path" in value else value
 
 
 def model_flags(argv: list[str]) -> list[str]:
