@@ -103,6 +103,8 @@ CASES = [
     ("batch-size-0", ["--data.init_args.batch_size", "0"], ["batch_size", ">= 1", "0"]),
     ("num-images-1", ["--data.init_args.num_images", "1"], ["num_images", "1"]),
     ("val-size-too-big", ["--data.init_args.val_size", "500"], ["val_size", "no training examples"]),
+    ("val-size-part-count", ["--data.init_args.val_size", "1.5"], ["val_size", "whole number", "1.5"]),  # was 1
+    ("val-size-inf", ["--data.init_args.val_size", "inf"], ["data.init_args.val_size must be a number", "inf"]),
     ("max-skips", ["--nonfinite.max_skips", "-1"], ["max_skips", ">= 0"]),
     ("background-images", ["--scores.background_images", "-1"], ["background_images", ">= 0", "-1"]),
     (

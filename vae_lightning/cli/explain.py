@@ -86,9 +86,10 @@ def explain(err: Exception, args: list[str] | None = None, known_keys: list[str]
         full = f"{key}.init_args.{m.group(1)}" if key else m.group(1)
         cls = owner.group(1) if owner else None
         return _unknown(full, _init_params(cls) if cls else [], owner=cls)
-    m = PATTERNS["scalar"].search(text)
-    if m and key and _given(text) is not None and not PATTERNS["literal"].search(text):  # choices say more
-        return f"{key} must be {_TYPE_WORDS[m.group(1)]}, got {_given(text)!r}."
+    scalars = PATTERNS["scalar"].findall(text)
+    if scalars and key and _given(text) is not None and not PATTERNS["literal"].search(text):  # choices say more
+        want = "float" if "float" in scalars else scalars[0]  # int | float takes any number
+        return f"{key} must be {_TYPE_WORDS[want]}, got {_given(text)!r}."
     m = PATTERNS["bad_class_path"].search(text)
     if m or PATTERNS["not_importable"].search(text):
         bad = m.group(1) if m else _given(text)
