@@ -192,6 +192,7 @@ CASES = [
     ("val-interval-0", ["--trainer.val_check_interval", "0"], ["trainer.val_check_interval", "> 0"]),
     ("val-every-0", ["--trainer.check_val_every_n_epoch", "0"], ["trainer.check_val_every_n_epoch", ">= 1"]),
     ("log-every-negative", ["--trainer.log_every_n_steps", "-1"], ["trainer.log_every_n_steps", ">= 0"]),
+    ("min-steps-negative", ["--trainer.min_steps", "-2"], ["trainer.min_steps", ">= 0"]),
     ("sanity-steps", ["--trainer.num_sanity_val_steps", "-2"], ["trainer.num_sanity_val_steps", ">= -1"]),
     ("seed-negative", ["--seed_everything", "-5"], ["seed_everything", "2**32 - 1", "-5"]),
     ("seed-huge", ["--seed_everything", str(2**70)], ["seed_everything", str(2**70)]),

@@ -36,6 +36,8 @@ TRAINER_LEAST = (
     ("check_val_every_n_epoch", 1),
     ("log_every_n_steps", 0),
     ("num_sanity_val_steps", -1),
+    ("min_steps", 0),
+    ("min_epochs", 0),
 )
 
 
