@@ -29,6 +29,11 @@ CASES = {
     "wrong-type": (["--trainer.max_steps", "abc"], ["wrong_type", "key"], ["trainer.max_steps", "integer", "abc"]),
     "literal": (["--trainer.precision", "64-foo"], ["literal", "given"], ["trainer.precision", "bf16-mixed", "64-foo"]),
     "constructor": (["--model.init_args.latent_dim", "0"], ["constructed"], ["model.init_args.latent_dim", ">= 1"]),
+    "scalar": (
+        ["--model.init_args.optimizer.init_args.lr", "nan"],
+        ["scalar", "key", "given"],
+        ["model.init_args.optimizer.init_args.lr must be a number, got 'nan'"],
+    ),
 }
 
 

@@ -100,6 +100,11 @@ REFUSED = [
         ["test", "--ckpt_path", "{ckpt}", "--model.init_args.lr_interval", "epoch"],
         ["--model.init_args.lr_interval epoch", "its lr_interval is step", "iw_samples"],
     ),
+    (  # the class as typed, not jsonargparse's Namespace of its arguments
+        "test-class-override-cannot-apply",
+        ["test", "--ckpt_path", "{ckpt}", "--model.init_args.kl_schedule", "vae_lightning.LinearWarmup"],
+        ["kl_schedule vae_lightning.LinearWarmup cannot apply", "its kl_schedule is None"],
+    ),
     (
         "validate-nested-override-cannot-apply",
         ["validate", "--ckpt_path", "{ckpt}", "--model.encoder.init_args.hidden", "[8]"],
@@ -109,6 +114,24 @@ REFUSED = [
         "fit-batch-larger-than-split",
         [*FIT, "--data.init_args.batch_size", "500"],
         ["batch_size=500", "160 training examples"],
+    ),
+    (  # the refusal comes after the version folder was claimed: none of the folders it made stays
+        "fit-fresh-root-batch-larger-than-split",
+        [
+            "fit",
+            "--config",
+            "{config}",
+            "--trainer.default_root_dir",
+            "{base}/fresh/run",
+            "--data.init_args.batch_size",
+            "500",
+        ],
+        ["batch_size=500"],
+    ),
+    (
+        "fit-fresh-root-refused-when-built",
+        [*FIT[:3], "--trainer.default_root_dir", "{base}/fresh", "--model.init_args.encoder.init_args.hidden", "[0]"],
+        ["MLPEncoder hidden", ">= 1"],
     ),
     (
         "fit-val-interval-beyond-epoch",
@@ -124,8 +147,8 @@ def test_a_refusal_known_before_the_run_leaves_the_finished_run_untouched(case, 
     code, err = vae(capsys, *(a.format(**finished) for a in argv))
     assert code == 2, err[-2000:]
     lines = err.strip().splitlines()
-    assert lines and lines[-1].startswith("vae: error:") and "Traceback" not in err, err[-2000:]
-    assert all(w in lines[-1] for w in words), lines[-1]
+    assert len(lines) == 1 and lines[0].startswith("vae: error:") and "Traceback" not in err, err[-2000:]
+    assert all(w in lines[0] for w in words) and "Namespace(" not in lines[0], lines[0]
     assert snapshot(finished["base"]) == before, "the refused command changed or added files"
 
 
@@ -232,6 +255,8 @@ def test_batch_counts_stay_integers_through_the_saved_config(key, value, finishe
         ("model.init_args.beta=1,4,1", ["'1' is given twice"]),
         ("model.init_args.beta=1,,4", ["KEY=V1,V2"]),
         ("model.init_args.beta=1,4,", ["KEY=V1,V2"]),
+        ("model.init_args.latnet_dim=4,8", ["model.init_args.latnet_dim", "did you mean latent_dim"]),
+        ("model.init_args.latent_dim=4,x", ["model.init_args.latent_dim=x", "integer"]),
     ],
 )
 def test_a_grid_whose_tasks_would_share_a_folder_or_lose_a_value_is_refused(
@@ -264,8 +289,91 @@ BAD = [
     ("slurm broken yaml", ["slurm", "submit", "--config", "{base}/broken.yaml", "--dry-run"], ["not valid YAML"]),
     ("slurm list yaml", ["slurm", "submit", "--config", "{base}/list.yaml", "--dry-run"], ["mapping"]),
     ("fit binary yaml", ["fit", "--config", "{base}/bin.yaml"], ["bin.yaml", "text"]),
+    ("encode --model other", ["encode", "{ckpt}", "--model.init_args.latent_dim", "8"], ["latent_dim is 4"]),
+    ("encode --model unknown", ["encode", "{ckpt}", "--model.init_args.beta", "4"], ["beta", "not a setting"]),
+    ("encode --model class", ["encode", "{ckpt}", "--model", "vae_lightning.BetaVAE"], ["class is vae_lightning.VAE"]),
+    ("encode --trainer", ["encode", "{ckpt}", "--trainer.max_steps", "3"], ["--trainer.max_steps", "no trainer"]),
     ("encode binary yaml", ["encode", "{ckpt}", "--config", "{base}/bin.yaml", "--out", "{base}/e.npz"], ["bin.yaml"]),
 ]
+
+
+# one row per option of each command that takes a number, a path or a name (the rows above cover a few)
+PREPARE = ["data", "prepare", "{base}/data", "{base}/p"]
+SAMPLE, TRAVERSE, INTERPOLATE = (["sample", "{ckpt}"], ["traverse", "{ckpt}"], ["interpolate", "{ckpt}"])
+ENCODE = ["encode", "{ckpt}"]
+PREDICT = ["predict", "--ckpt_path", "{ckpt}"]
+SLURM = ["slurm", "submit", "--config", "{config}", "--dry-run"]
+STUDY = ["{base}/study.yaml"]
+BAD += [
+    ("prepare --image-size type", [*PREPARE, "--image-size", "abc"], ["--image-size", "invalid int value"]),
+    ("prepare --channels", [*PREPARE, "--channels", "2"], ["--channels", "choose from 1, 3"]),
+    ("prepare --kind", [*PREPARE, "--kind", "nope"], ["--kind", "'nope'"]),
+    ("prepare --num-workers", [*PREPARE, "--num-workers", "0"], ["--num-workers", ">= 1"]),
+    ("prepare --val-size nan", [*PREPARE, "--val-size", "nan"], ["--val-size", "nan"]),
+    ("prepare --val-size -1", [*PREPARE, "--val-size", "-1"], ["--val-size"]),
+    ("prepare --crop 0", [*PREPARE, "--crop", "0"], ["--crop", "between 1 and 4096"]),
+    ("prepare --chunk-bytes 0", [*PREPARE, "--chunk-bytes", "0"], ["--chunk-bytes"]),
+    ("prepare SRC missing", ["data", "prepare", "{base}/nothing", "{base}/p"], ["SRC", "not a folder"]),
+    ("prepare DST the run", ["data", "prepare", "{base}/data", "{root}"], ["DST", "already exists"]),
+    ("sample --num 0", [*SAMPLE, "--num", "0", "--out", "{base}/s.png"], ["--num", ">= 1"]),
+    ("sample --nrow 0", [*SAMPLE, "--nrow", "0", "--out", "{base}/s.png"], ["--nrow", ">= 1"]),
+    ("sample --batch-size", [*SAMPLE, "--batch-size", "-1", "--out", "{base}/s.npz"], ["--batch-size", "-1"]),
+    ("sample --temperature", [*SAMPLE, "--temperature", "0", "--out", "{base}/s.png"], ["--temperature", "> 0"]),
+    ("sample --format", [*SAMPLE, "--format", "jpg", "--out", "{base}/s.png"], ["--format", "'jpg'"]),
+    ("sample --out .jpg", [*SAMPLE, "--out", "{base}/s.jpg"], ["--out", ".png or .npz"]),
+    ("sample CKPT missing", ["sample", "{base}/nope.ckpt", "--out", "{base}/s.png"], ["nope.ckpt", "does not exist"]),
+    ("sample CKPT a YAML", ["sample", "{config}", "--out", "{base}/s.png"], ["tiny.yaml", "corrupt"]),
+    ("traverse --dims", [*TRAVERSE, "--dims", "0", "--out", "{base}/t.png"], ["--dims >= 1"]),
+    ("traverse --steps 1", [*TRAVERSE, "--steps", "1", "--out", "{base}/t.png"], ["--steps >= 2"]),
+    ("traverse --span", [*TRAVERSE, "--span", "-1", "--out", "{base}/t.png"], ["--span > 0"]),
+    ("traverse --group", [*TRAVERSE, "--group", "3", "--out", "{base}/t.png"], ["--group 3", "one group"]),
+    ("traverse --image", [*TRAVERSE, "--image", "{base}/no.png", "--out", "{base}/t.png"], ["no.png"]),
+    ("traverse --seed", [*TRAVERSE, "--seed", "-1", "--out", "{base}/t.png"], ["--seed", "-1"]),
+    ("interpolate --steps", [*INTERPOLATE, "--steps", "1", "--out", "{base}/i.png"], ["--steps", ">= 2"]),
+    ("interpolate --images one", [*INTERPOLATE, "--images", "{config}", "--out", "{base}/i.png"], ["pairs"]),
+    ("interpolate --images missing", [*INTERPOLATE, "--images", "{base}/a.png", "{base}/b.png"], ["a.png"]),
+    ("interpolate --seed", [*INTERPOLATE, "--seed", "-5", "--out", "{base}/i.png"], ["--seed", "-5"]),
+    ("encode --split", [*ENCODE, "--split", "dev", "--out", "{base}/e.npz"], ["--split", "'dev'"]),
+    ("encode --group", [*ENCODE, "--group", "2", "--out", "{base}/e.npz"], ["--group 2"]),
+    ("encode --out .csv", [*ENCODE, "--out", "{base}/e.csv"], ["--out", ".npz or .pt"]),
+    ("encode --config missing", [*ENCODE, "--config", "{base}/no.yaml", "--out", "{base}/e.npz"], ["no.yaml"]),
+    ("encode --data", [*ENCODE, "--data.init_args.batch_size", "-1", "--out", "{base}/e.npz"], ["batch_size", "-1"]),
+    ("encode --device", [*ENCODE, "--device", "gpu7", "--out", "{base}/e.npz"], ["--device", "gpu7"]),
+    ("predict --scores.path", [*PREDICT, "--scores.path", "{base}/s.txt"], ["scores.path", ".csv"]),
+    ("predict --scores.fpr", [*PREDICT, "--scores.fpr", "1.5"], ["1.5"]),
+    ("predict --scores.score", [*PREDICT, "--scores.score", "nope"], ["scores.score", "'nope'"]),
+    ("predict --scores.background", [*PREDICT, "--scores.background_images", "-1"], ["background_images", ">= 0"]),
+    ("predict --scores.labels type", [*PREDICT, "--scores.anomalous_labels", "x"], ["anomalous_labels", "'x'"]),
+    ("slurm --config missing", ["slurm", "submit", "--config", "{base}/no.yaml"], ["no.yaml", "not found"]),
+    ("slurm --nodes", [*SLURM, "--nodes", "0"], ["--nodes", ">= 1"]),
+    ("slurm --nodes type", [*SLURM, "--nodes", "x"], ["--nodes", "invalid int value"]),
+    ("slurm --gpus-per-node", [*SLURM, "--gpus-per-node", "-1"], ["--gpus-per-node", ">= 0"]),
+    ("slurm --ntasks-per-node", [*SLURM, "--gpus-per-node", "2", "--ntasks-per-node", "3"], ["must equal"]),
+    ("slurm --cpus-per-task", [*SLURM, "--cpus-per-task", "0"], ["--cpus-per-task", ">= 1"]),
+    ("slurm --seeds", [*SLURM, "--seeds", "0,x"], ["seed_everything=x"]),
+    ("slurm --study", [*SLURM, "--study", "../x"], ["--study", "folder name"]),
+    ("slurm --time", [*SLURM, "--time", "1 day"], ["--time", "#SBATCH"]),
+    ("slurm --job-name", [*SLURM, "--job-name", "a;b"], ["--job-name", "#SBATCH"]),
+    ("slurm --array key", [*SLURM, "--array", "model.init_args.latnet_dim=4,8"], ["did you mean latent_dim"]),
+    ("slurm -- fit flag", [*SLURM, "--", "--trainer.max_stpes", "3"], ["did you mean trainer.max_steps"]),
+    ("study run FILE missing", ["study", "run", "{base}/no.yaml"], ["no.yaml", "not found"]),
+    ("study run --only", ["study", "run", *STUDY, "--only", "abc"], ["--only", "'abc'"]),
+    ("study run --root", ["study", "run", *STUDY, "--root", "{ckpt}"], ["--root", "last.ckpt"]),
+    ("study run grid key", ["study", "run", "{base}/typo.yaml"], ["latnet_dim", "did you mean latent_dim"]),
+    ("study run grid twice", ["study", "run", "{base}/twice.yaml"], ["latent_dim", "given twice"]),
+    ("study submit --nodes", ["study", "submit", *STUDY, "--dry-run", "--nodes", "0"], ["--nodes", ">= 1"]),
+    ("study submit --gpus_per_node", ["study", "submit", *STUDY, "--dry-run", "--gpus_per_node", "-1"], [">= 0"]),
+    ("study submit --time", ["study", "submit", *STUDY, "--dry-run", "--time", "1 day"], ["--time", "#SBATCH"]),
+    ("study status DIR missing", ["study", "status", "{base}/nothing"], ["nothing", "study.json"]),
+    ("study status a file", ["study", "status", "{ckpt}"], ["last.ckpt", "study.json"]),
+    ("compare PATH missing", ["compare", "{base}/nothing", "--out", "{base}/c"], ["nothing", "no such folder"]),
+    ("compare --metrics", ["compare", "{root}", "--out", "{base}/c", "--metrics", "no/metric"], ["no/metric"]),
+    ("compare --group-by", ["compare", "{root}", "--out", "{base}/c", "--group_by", "nope"], ["--group-by 'nope'"]),
+    ("compare --study missing", ["compare", "--study", "{base}/nothing", "--out", "{base}/c"], ["--study"]),
+    ("compare --out a file", ["compare", "{root}", "--out", "{ckpt}"], ["--out", "last.ckpt"]),
+]
+
+STUDY_FILE = "name: s\nseeds: [0]\nentries:\n  - name: a\n    config: [{config}]\n    grid: {{{grid}}}\n"
 
 
 @pytest.mark.parametrize("case, argv, words", BAD, ids=[c[0] for c in BAD])
@@ -274,6 +382,11 @@ def test_a_bad_number_or_file_is_one_line_and_writes_nothing(case, argv, words, 
     (base / "bin.yaml").write_bytes(b"\x89PNG\x00\xff\xfe binary")
     (base / "broken.yaml").write_text("a: [1,\n")
     (base / "list.yaml").write_text("- a\n- b\n")
+    for name, grid in (("study", "model.init_args.latent_dim: [4]"), ("typo", "model.init_args.latnet_dim: [4, 8]")):
+        (base / f"{name}.yaml").write_text(STUDY_FILE.format(config=finished["config"], grid=grid))
+    (base / "twice.yaml").write_text(
+        STUDY_FILE.format(config=finished["config"], grid="model.init_args.latent_dim: [4, 4]")
+    )
     before = snapshot(base)
     code, err = vae(capsys, *(a.format(**finished) for a in argv))
     lines = err.strip().splitlines()
@@ -288,6 +401,13 @@ def test_encode_reads_the_data_block_of_the_checkpoints_saved_config(finished, c
 
     out = tmp_path / "codes.npz"
     code, err = vae(capsys, "encode", str(finished["ckpt"]), "--split", "test", "--out", str(out))
+    assert code == 0, err[-2000:]
+    assert np.load(out)["mu"].shape == (100, 4)
+    # the --model.* flags of the fit line, copied along, are the checkpoint's own: accepted
+    fit_line = ["--model", "vae_lightning.VAE", "--model.init_args.latent_dim", "4"]
+    fit_line += ["--model.init_args.encoder.init_args.hidden", "[16]", "--model.init_args.iw_samples=2"]
+    out.unlink()
+    code, err = vae(capsys, "encode", str(finished["ckpt"]), *fit_line, "--split", "test", "--out", str(out))
     assert code == 0, err[-2000:]
     assert np.load(out)["mu"].shape == (100, 4)  # the fake MNIST test split of the fixture, 4 latents
 

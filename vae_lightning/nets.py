@@ -55,6 +55,11 @@ def _check_depth(net: str, size: int, channels: Sequence[int]) -> None:
         )
 
 
+def _check_widths(net: str, arg: str, widths: Sequence[int]) -> None:
+    if any(w < 1 for w in widths):
+        raise UserError(f"{net} {arg} must be layer widths >= 1, got {list(widths)}.")
+
+
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -105,6 +110,7 @@ class MLPEncoder(Encoder):
     def __init__(self, image_shape: Shape, latent_dim: int, hidden: Sequence[int] = (512, 256)) -> None:
         super().__init__()
         image_shape = _check_shape("MLPEncoder", image_shape)
+        _check_widths("MLPEncoder", "hidden", hidden)
         self.net = _mlp([math.prod(image_shape), *hidden, 2 * latent_dim])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -123,6 +129,7 @@ class MLPDecoder(Decoder):
     def __init__(self, image_shape: Shape, latent_dim: int, hidden: Sequence[int] = (256, 512)) -> None:
         super().__init__()
         self.image_shape = _check_shape("MLPDecoder", image_shape)
+        _check_widths("MLPDecoder", "hidden", hidden)
         self.net = _mlp([latent_dim, *hidden, math.prod(self.image_shape)])
 
     def forward(self, z: Tensor) -> Tensor:
@@ -145,6 +152,7 @@ class ConvEncoder(Encoder):
         super().__init__()
         c, h, _ = _check_conv_shape("ConvEncoder", image_shape)
         _check_depth("ConvEncoder", h, channels)
+        _check_widths("ConvEncoder", "channels", channels)
         layers: list[nn.Module] = []
         for c_in, c_out in zip([c, *channels[:-1]], channels):
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
@@ -181,6 +189,7 @@ class ConvDecoder(Decoder):
         super().__init__()
         c, h, _ = _check_conv_shape("ConvDecoder", image_shape)
         _check_depth("ConvDecoder", h, channels)
+        _check_widths("ConvDecoder", "channels", channels)
         n = len(channels)
         self.size = h
         self.start = math.ceil(h / 2**n)  # side before the first upsampling

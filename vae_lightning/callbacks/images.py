@@ -36,6 +36,9 @@ def picture_dir(trainer: Trainer) -> Path:
     return Path(trainer.default_root_dir) / "images"
 
 
+MAX_GRID = 4096  # images in one grid, decoded in one batch (as `vae traverse` allows)
+
+
 class ImageLogger(Callback):
     """Draws reconstructions, samples, traversals and interpolations during training.
 
@@ -88,6 +91,16 @@ class ImageLogger(Callback):
                 f"traverse_steps, interpolation_steps >= 2; got {every_n_val}, {traverse_dims}, {interpolations}, "
                 f"{num_images}, {traverse_steps}, {interpolation_steps}."
             )
+        for names, count in (
+            ("num_images", num_images),
+            ("traverse_dims x traverse_steps", traverse_dims * traverse_steps),
+            ("interpolations x interpolation_steps", interpolations * interpolation_steps),
+        ):
+            if count > MAX_GRID:  # one grid is decoded at once: more runs out of memory mid-run
+                raise UserError(
+                    f"ImageLogger's {names} is {count} images, more than one grid holds (at most {MAX_GRID}); "
+                    "lower them (images.*)."
+                )
         self.every_n_val, self.num_images = every_n_val, num_images
         self.traverse_dims, self.traverse_steps = traverse_dims, traverse_steps
         self.interpolations, self.interpolation_steps = interpolations, interpolation_steps

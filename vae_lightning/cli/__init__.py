@@ -93,7 +93,7 @@ def main(args: list[str] | None = None) -> None:
 
             print(completion_script(argv[1] if len(argv) > 1 else ""))
             return None
-        if argv[0] == "slurm":  # no torch or lightning import: fast on a login node
+        if argv[0] == "slurm":  # torch and lightning only to parse the fit line once the options are checked
             from vae_lightning.cli.slurm import main as slurm_main
 
             return slurm_main(argv[1:])

@@ -40,6 +40,7 @@ LIGHTNING_INFO = (
     r"Tip: For seamless cloud logging",  # the litlogger advert
     r"^(GPU|TPU|HPU) available: ",  # hardware lines; `vae` checks the accelerator itself
     r"^Seed set to ",
+    r"^`Trainer\(limit_\w+_batches=[^)]*\)` was configured so ",  # echoes the config; a refusal is one line
     r"^Found current_model_state in the checkpoint",  # EMAWeightAveraging's resume; VAE._load_averaged says more
     r"^You're using the WeightAveraging callback, but saving a checkpoint outside the 'fit' stage",
 )

@@ -37,6 +37,16 @@ from vae_lightning.runtime.outputs import check_output, progress
 SPLITS = ("train", "val", "test", "predict")
 STAGE = {"train": "fit", "val": "fit", "test": "test", "predict": "predict"}
 FORMATS = (".npz", ".pt")
+# option sections of `vae fit` that a user may copy along with the --model.* flags
+FIT_SECTIONS = (
+    "--trainer",
+    "--seed_everything",
+    "--checkpoint",
+    "--images",
+    "--nonfinite",
+    "--collapse",
+    "--ckpt_path",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,7 +83,14 @@ def data_module(configs: list[str], overrides: list[str]):
         loaded = read_config_file(name)
         if loaded.get("data") is not None:
             args += ["--data", yaml.safe_dump(loaded["data"])]
-    bad = [a for a in overrides if a.startswith("-") and not a.startswith("--data")]
+    # a flag, not a value such as the -1 of `--data.init_args.batch_size -1`
+    bad = [a for a in overrides if a.startswith("-") and not a.startswith("--data") and not a[1:2].isdigit()]
+    section = "--" + bad[0].split("=")[0].split(".")[0][2:].replace("-", "_") if bad else ""  # un-hyphenated
+    if section in FIT_SECTIONS:  # copied from the `vae fit` line
+        raise UserError(
+            f"vae encode: {bad[0]} does not apply here: encode runs no trainer and takes the model from the "
+            "checkpoint, only --data.* flags change what it reads; leave it out."
+        )
     if bad:
         raise UserError(f"vae encode: unrecognized argument {bad[0]}; see `vae encode --help`.")
     if not args:
@@ -87,6 +104,67 @@ def data_module(configs: list[str], overrides: list[str]):
         return parser.instantiate_classes(parser.parse_args(args + overrides)).data
     except (ArgumentError, ValueError, TypeError) as err:
         raise UserError(explain.explain(err)) from None
+
+
+def _saved_value(block, path: list[str]):
+    """The value at ``path`` (init_args left out) in a saved ``model:`` block; KeyError if absent."""
+    node = block
+    for part in path:
+        if isinstance(node, dict) and part not in node and isinstance(node.get("init_args"), dict):
+            node = node["init_args"]
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(part)
+        node = node[part]
+    return node
+
+
+def _same(given, saved) -> bool:
+    if isinstance(saved, dict) and "class_path" in saved:  # a class given by its path: --model.init_args.encoder X
+        saved = saved["class_path"]
+    if isinstance(given, str) and isinstance(saved, str) and "." in saved:
+        return given == saved or given == saved.rsplit(".", 1)[1]  # vae_lightning.VAE or VAE
+    if isinstance(given, list) and isinstance(saved, (list, tuple)):
+        return list(given) == list(saved)
+    return given == saved
+
+
+def without_model_flags(overrides: list[str], saved_model: dict) -> list[str]:
+    """``overrides`` without the ``--model*`` flags a user copied from the ``vae fit`` line: each
+    must give the checkpoint's own value (its saved ``model:`` block), since the model comes from
+    the checkpoint; a different or unknown value is refused, naming the checkpoint's."""
+    import yaml
+
+    out, i = [], 0
+    while i < len(overrides):
+        arg = overrides[i]
+        if not (arg == "--model" or arg.startswith(("--model.", "--model="))):
+            out.append(arg)
+            i += 1
+            continue
+        flag, eq, value = arg.partition("=")
+        if not eq:
+            value, i = (overrides[i + 1] if i + 1 < len(overrides) else ""), i + 1
+        i += 1
+        path = [p for p in flag.removeprefix("--model").lstrip(".").split(".") if p and p != "init_args"]
+        path = path[:-1] if path and path[-1] == "class_path" else path
+        try:
+            saved = _saved_value(saved_model, path)
+        except KeyError:
+            raise UserError(
+                f"vae encode: {flag} is not a setting of the checkpoint's {saved_model.get('class_path', 'model')}; "
+                "the model comes from the checkpoint, so leave the flag out."
+            ) from None
+        try:
+            given = yaml.safe_load(value)
+        except yaml.YAMLError:
+            given = value
+        if not _same(given, saved):
+            shown = saved.get("class_path") if isinstance(saved, dict) and "class_path" in saved else saved
+            raise UserError(
+                f"vae encode: {flag} {value} cannot apply to the checkpoint: its {path[-1] if path else 'class'} is "
+                f"{shown}, and encode takes the model as it was trained; leave the flag out."
+            )
+    return out
 
 
 def split_loader(dm, split: str):
@@ -164,6 +242,16 @@ def save(rows: dict, path: Path) -> None:
             np.savez(f, **{k: np.asarray(v) if isinstance(v, list) else v.numpy() for k, v in rows.items()})
 
 
+def _model_block(saved: Path, model) -> dict:
+    """The ``model:`` block of the run's saved config; without one, the checkpoint's own hyper-parameters."""
+    from vae_lightning.cli.saved_config import read_config_file
+
+    if saved.is_file() and isinstance(read_config_file(str(saved)).get("model"), dict):
+        return read_config_file(str(saved))["model"]
+    cls = type(model)
+    return {"class_path": f"{cls.__module__.split('.')[0]}.{cls.__name__}", "init_args": dict(model.hparams)}
+
+
 def main(argv: list[str]) -> None:
     """``argv``: the arguments after ``vae encode``."""
     from vae_lightning.cli import preflight
@@ -179,6 +267,7 @@ def main(argv: list[str]) -> None:
     model = load_model(args.checkpoint, map_location=args.device)
     check_group(model, args.group)  # before the data is read
     saved = Path(args.checkpoint).parent / SAVED_CONFIG  # the run's own data block first, as `vae test` reads it
+    overrides = without_model_flags(overrides, _model_block(saved, model))
     dm = data_module(([str(saved)] if saved.is_file() else []) + args.config, overrides)
     if tuple(dm.image_shape) != tuple(model.image_shape):
         raise UserError(

@@ -47,6 +47,8 @@ PATTERNS = {
     "given": re.compile(r"^\s*Given value: (.*)$", re.M),
     "nested_given": re.compile(r"NestedArg\(key='[^']*', val='(.*)'\)"),
     "constructed": re.compile(r"Given value: Namespace\(class_path='([^']+)'"),
+    # a number inside a class's arguments (the optimizer's lr) that jsonargparse cannot read ('nan')
+    "scalar": re.compile(r"- Expected a <class '(int|float|bool)'>"),
 }
 
 
@@ -60,6 +62,10 @@ def explain(err: Exception, args: list[str] | None = None, known_keys: list[str]
     cause = _constructor_error(err)
     if cause is not None:
         return _with_section(cause, text)
+    owner = PATTERNS["constructed"].search(text)
+    foreign = _foreign_cause(err)
+    if owner and foreign is not None:  # not jsonargparse's dump of every argument of the class
+        return _not_built(owner.group(1), foreign)
     m = PATTERNS["missing_config"].search(text)
     if m:
         return f"the --config file {m.group(1).strip()} does not exist; check the path."
@@ -80,6 +86,10 @@ def explain(err: Exception, args: list[str] | None = None, known_keys: list[str]
         full = f"{key}.init_args.{m.group(1)}" if key else m.group(1)
         cls = owner.group(1) if owner else None
         return _unknown(full, _init_params(cls) if cls else [], owner=cls)
+    scalars = PATTERNS["scalar"].findall(text)
+    if scalars and key and _given(text) is not None and not PATTERNS["literal"].search(text):  # choices say more
+        want = "float" if "float" in scalars else scalars[0]  # int | float takes any number
+        return f"{key} must be {_TYPE_WORDS[want]}, got {_given(text)!r}."
     m = PATTERNS["bad_class_path"].search(text)
     if m or PATTERNS["not_importable"].search(text):
         bad = m.group(1) if m else _given(text)
@@ -111,6 +121,37 @@ def _constructor_error(err: BaseException) -> str | None:
     return found
 
 
+def _foreign_cause(err: BaseException) -> BaseException | None:
+    """The innermost exception under jsonargparse's, when a constructor failed with another
+    library's error (torch's "negative dimension"); None when jsonargparse's own check failed."""
+    seen, inner = {id(err)}, None
+    cause = err.__cause__ or err.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        inner, cause = cause, cause.__cause__ or cause.__context__
+    if inner is None or type(inner).__module__.startswith("jsonargparse") or not str(inner).strip():
+        return None
+    return inner
+
+
+def _not_built(class_path: str, cause: BaseException) -> str:
+    first = str(cause).strip().splitlines()[0].rstrip(".")
+    section = _section(class_path)
+    where = f"{section} " if section else ""
+    hint = f" (`vae fit --{section}.help {class_path}` lists them)" if section else ""
+    return f"{where}{class_path} could not be built: {first}; check its init_args{hint}."
+
+
+def _section(class_path: str) -> str | None:
+    """``model`` or ``data`` for a LightningModule or LightningDataModule class, else None."""
+    from lightning.pytorch import LightningDataModule, LightningModule
+
+    cls = locate(class_path)
+    if not isinstance(cls, type):
+        return None
+    return "model" if issubclass(cls, LightningModule) else "data" if issubclass(cls, LightningDataModule) else None
+
+
 def _with_section(message: str, text: str) -> str:
     """``latent_dim must be ...`` -> ``model.init_args.latent_dim must be ...`` when the word is
     an argument of the model or data class named in jsonargparse's message."""
@@ -118,14 +159,7 @@ def _with_section(message: str, text: str) -> str:
     owner = PATTERNS["constructed"].search(text)
     if not word or not owner or word.group(1) not in _init_params(owner.group(1)):
         return message
-    from lightning.pytorch import LightningDataModule, LightningModule
-
-    cls = locate(owner.group(1))
-    section = (
-        "model"
-        if isinstance(cls, type) and issubclass(cls, LightningModule)
-        else ("data" if isinstance(cls, type) and issubclass(cls, LightningDataModule) else None)
-    )
+    section = _section(owner.group(1))
     return f"{section}.init_args.{message}" if section else message
 
 
@@ -139,7 +173,7 @@ def _given(text: str) -> str | None:
     m = PATTERNS["given"].search(text)
     if not m:
         return None
-    value = m.group(1).strip()
+    value = m.group(1).strip().split(". Got value: ")[0]  # not the dump of the class it belongs to
     nested = PATTERNS["nested_given"].fullmatch(value)
     return nested.group(1) if nested else value
 

@@ -33,7 +33,13 @@ from vae_lightning.callbacks import (
 )
 from vae_lightning.cli import console, continuation, explain, preflight
 from vae_lightning.cli.console import plain
-from vae_lightning.cli.saved_config import SAVED_CONFIG, config_files, read_config_file, with_saved_config
+from vae_lightning.cli.saved_config import (
+    SAVED_CONFIG,
+    config_files,
+    flag_value,
+    read_config_file,
+    with_saved_config,
+)
 from vae_lightning.data.base import VAEDataModule
 from vae_lightning.data.sprites import SpritesDataModule
 from vae_lightning.errors import UserError
@@ -165,13 +171,25 @@ class VAECLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs) -> None:
         drop_nvml_cuda_check()
         self._new_run_dir: Path | None = None
+        self._made_from: Path | None = None  # the highest folder of _new_run_dir's path this run made
         try:
             self._init(args, run, **kwargs)
         except UserError:
-            # a run refused before it wrote anything leaves no empty version folder behind
-            if self._new_run_dir is not None and self._new_run_dir.is_dir() and not any(self._new_run_dir.iterdir()):
-                self._new_run_dir.rmdir()
+            self._remove_new_run_dir()
             raise
+
+    def _remove_new_run_dir(self) -> None:
+        """A run refused before it wrote anything leaves no empty version folder behind, nor the
+        folders above it that it made (a new ``default_root_dir`` and its ``checkpoints/``)."""
+        folder, top = self._new_run_dir, self._made_from
+        if folder is None or not folder.is_dir() or any(folder.iterdir()):
+            return
+        folder.rmdir()
+        while top is not None and folder != top and top in folder.parents:
+            folder = folder.parent
+            if not folder.is_dir() or any(folder.iterdir()):
+                return
+            folder.rmdir()
 
     def _init(self, args: list[str] | None, run: bool, **kwargs) -> None:
         super().__init__(
@@ -210,6 +228,8 @@ class VAECLI(LightningCLI):
                 super().parse_arguments(parser, args if given is None or (given == argv and args is None) else given)
         except ArgumentError as err:
             raise UserError(explain.explain(err, argv or [], _known_keys(parser, argv or []))) from None
+        sub = self.config.get("subcommand")
+        preflight.check_seed_everything(self.config[sub] if sub else self.config)
 
     @override  # a private LightningCLI hook: listed in runtime/compat.py's PRIVATE, tested there
     def _parse_ckpt_path(self) -> None:
@@ -230,12 +250,14 @@ class VAECLI(LightningCLI):
         if k is not None and init is not None:
             init.iw_samples = k
         verb = "resumes" if subcommand == "fit" else "evaluates"
+        argv = getattr(self, "_argv", [])
         for key, value in given.items():
             if init is not None and init.get(key) != value:
+                typed = flag_value(argv, f"--model.init_args.{key}") or flag_value(argv, f"--model.{key}")
                 raise UserError(
-                    f"--model.init_args.{key} {value} cannot apply to --ckpt_path: {subcommand} {verb} the model "
-                    f"as it was trained (its {key} is {init.get(key)}), and only iw_samples is a setting of the "
-                    "evaluation; leave the flag out, or fit a model with it."
+                    f"--model.init_args.{key} {typed or _shown(value)} cannot apply to --ckpt_path: {subcommand} "
+                    f"{verb} the model as it was trained (its {key} is {_shown(init.get(key))}), and only "
+                    "iw_samples is a setting of the evaluation; leave the flag out, or fit a model with it."
                 )
 
     @override
@@ -297,10 +319,12 @@ class VAECLI(LightningCLI):
         # every fit gets its own checkpoint and image folders; a resumed fit keeps its run's
         if config.checkpoint.dirpath is None:
             if self.subcommand == "fit":
+                missing = [p for p in (checkpoints, *checkpoints.parents) if not p.exists()]
                 folder = run_checkpoint_dir(checkpoints, config.ckpt_path)
                 console.own_checkpoint_dir(str(folder))  # new or the resumed run's own: "not empty" is noise
                 if folder.is_dir() and not any(folder.iterdir()):
                     self._new_run_dir = folder
+                    self._made_from = missing[-1] if missing else folder
                 config.checkpoint.dirpath = str(folder)
                 if config.images.dirpath is None:
                     config.images.dirpath = os.path.join(root, "images", Path(config.checkpoint.dirpath).name)
@@ -383,6 +407,11 @@ def _is_text(name: str) -> bool:
     except OSError:
         pass  # jsonargparse names a file it cannot read
     return True
+
+
+def _shown(value: Any) -> Any:
+    """A class-typed argument by its class path, not jsonargparse's Namespace of all its arguments."""
+    return value.get("class_path", value) if hasattr(value, "get") and "class_path" in value else value
 
 
 def model_flags(argv: list[str]) -> list[str]:

@@ -29,6 +29,44 @@ def _get(ns: Any, dotted: str, default: Any = None) -> Any:
     return default if ns is None else ns
 
 
+# trainer counts Lightning divides by or counts down (below the least, a ZeroDivisionError once the
+# run has started, or a setting that silently does nothing); None stays allowed where Lightning allows it
+TRAINER_LEAST = (
+    ("accumulate_grad_batches", 1),
+    ("check_val_every_n_epoch", 1),
+    ("log_every_n_steps", 0),
+    ("num_sanity_val_steps", -1),
+    ("min_steps", 0),
+    ("min_epochs", 0),
+)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_trainer_counts(config: Any) -> None:
+    for key, least in TRAINER_LEAST:
+        value = _get(config, f"trainer.{key}")
+        if _number(value) and not value >= least:
+            raise UserError(f"trainer.{key} must be >= {least}, got {value}.")
+    interval = _get(config, "trainer.val_check_interval")
+    if _number(interval) and not interval > 0:
+        raise UserError(
+            f"trainer.val_check_interval must be > 0 (a number of batches, or a fraction of the epoch), got {interval}."
+        )
+
+
+SEED_EVERYTHING_LIMIT = 2**32  # Lightning's seed_everything seeds numpy too, which takes 32-bit seeds
+
+
+def check_seed_everything(config: Any) -> None:
+    """``seed_everything`` is set right after parsing, before any other check: refuse it first."""
+    seed = _get(config, "seed_everything")
+    if _number(seed) and not (isinstance(seed, int) and 0 <= seed < SEED_EVERYTHING_LIMIT):
+        raise UserError(f"seed_everything must be an integer from 0 to 2**32 - 1 (or true: a random one), got {seed}.")
+
+
 def check_config(config: Any, subcommand: str) -> None:
     """Refuse, before any class is built, what this machine cannot run or where it cannot write."""
     devices = _get(config, "trainer.devices", "auto")
@@ -36,6 +74,7 @@ def check_config(config: Any, subcommand: str) -> None:
     check_allocation(requested_devices(devices), int(_get(config, "trainer.num_nodes", 1) or 1))
     for flag, kind in OUTPUTS + (PREDICT_OUTPUTS if subcommand == "predict" else ()):
         check_output(flag, _get(config, flag), kind)
+    check_trainer_counts(config)
     clip = _get(config, "trainer.gradient_clip_val")
     if isinstance(clip, (int, float)) and clip < 0:
         raise UserError(f"trainer.gradient_clip_val must be >= 0 (or null for no clipping), got {clip}.")
@@ -134,10 +173,49 @@ def check_built(model: Any, subcommand: str, trainer: Any = None) -> None:
                     f"cannot apply trainer.{key}={value}; remove it."
                 )
     try:
-        model.configure_optimizers()
+        configured = model.configure_optimizers()
     except (ValueError, TypeError, KeyError) as err:
         raise UserError(
             f"model.init_args.optimizer or lr_scheduler refused by torch: {str(err).strip().splitlines()[0]}."
+        ) from None
+    for scheduler in _schedulers(configured):
+        _first_step(scheduler, getattr(model, "lr_interval", None))
+
+
+def _schedulers(configured: Any) -> list:
+    """The LR schedulers in what ``configure_optimizers`` returned (a dict, a list of them, or optimizers)."""
+    if isinstance(configured, (list, tuple)):
+        return [s for item in configured for s in _schedulers(item)]
+    if isinstance(configured, dict):
+        found = configured.get("lr_scheduler", configured.get("scheduler"))
+        found = found.get("scheduler") if isinstance(found, dict) else found
+        return [found] if found is not None and hasattr(found, "step") else []
+    return []
+
+
+def _first_step(scheduler: Any, interval: str | None) -> None:
+    """Step the scheduler once, on the throwaway optimizer built above: torch checks some arguments
+    only there (StepLR's step_size 0 divides by zero), which would otherwise end the run at its first step."""
+    import warnings
+
+    from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+    if isinstance(scheduler, ReduceLROnPlateau):
+        if interval == "step":  # Lightning would step it on val/loss at training steps that have none
+            raise UserError(
+                "model.init_args.lr_scheduler ReduceLROnPlateau steps on val/loss, which a training step does not "
+                "have; set model.init_args.lr_interval: epoch."
+            )
+        return  # steps on a metric; its arguments are checked when it is built
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "step() before optimizer.step()": nothing is trained here
+            scheduler.step()
+    except (ArithmeticError, ValueError, TypeError, IndexError) as err:
+        raise UserError(
+            f"model.init_args.lr_scheduler {type(scheduler).__name__} fails at its first step "
+            f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else 'no message'}); "
+            "check its init_args."
         ) from None
 
 

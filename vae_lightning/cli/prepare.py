@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 from vae_lightning.cli import preflight
+from vae_lightning.cli.arguments import Parser
 from vae_lightning.cli.console import hyphenated, plain
 from vae_lightning.data.format import FORMAT, FORMAT_VERSION, META
 from vae_lightning.errors import UserError
@@ -36,7 +37,7 @@ VISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="vae data prepare",
         description=plain(__doc__.split("\n\n")[0]),
         formatter_class=argparse.RawDescriptionHelpFormatter,

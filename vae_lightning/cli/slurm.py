@@ -9,8 +9,9 @@ them (Lightning reads ranks from SLURM; a task that fails ends the others), ``--
 ``--signal=USR1@120`` (two minutes before the time limit the run checkpoints at the next step and
 requeues itself) and ``--open-mode=append`` (a restarted job appends to its log). The templates
 in ``slurm/`` are this module's output. What a run inside a job needs to know (job id, W&B run
-id, allocation checks) lives in ``vae_lightning.runtime.slurm``. Imports neither torch nor
-lightning, so it answers at once on a login node.
+id, allocation checks) lives in ``vae_lightning.runtime.slurm``. Rendering imports neither torch nor
+lightning; before it writes the script, the command parses the fit line once per swept value as
+``vae fit`` would (a few seconds), so a misspelled key is refused, not sent to every task.
 """
 
 from __future__ import annotations
@@ -383,6 +384,10 @@ def main(argv: list[str]) -> None:
     job, dry_run = job_from_args(argv[1:])
     check_output("trainer.default_root_dir", job.root, "dir")
     check_output("the SLURM log folder (the current directory)", os.getcwd(), "dir")  # --output is relative
+    # the fit line as `vae fit` parses it, at every swept value: a misspelled key would fail every task
+    from vae_lightning.cli.study_identity import check_grid
+
+    check_grid([a for c in job.configs for a in ("--config", c)] + job.fit_args, job.grid, study.point_args)
     script = render(job, _vae_command())
     if dry_run:
         print(script, end="")

@@ -144,3 +144,11 @@ def array_args(grid: Grid) -> list[str]:
         if key == SEED_KEY:
             out += [f"--{DATA_SEED_KEY}", f'"${{V{n}[$I]}}"']
     return out
+
+
+def point_args(point: list[tuple[str, str]]) -> list[str]:
+    """The ``vae`` arguments of one task's swept values, as ``array_args`` sets them in the job."""
+    out = []
+    for key, value in point:
+        out += [f"--{key}", value] + ([f"--{DATA_SEED_KEY}", value] if key == SEED_KEY else [])
+    return out

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vae_lightning.cli import slurm, study, study_file
+from vae_lightning.cli.console import hyphenated
 from vae_lightning.cli.study_folders import FINISHED_FILE, STARTS_FILE, STUDY_FILE, state
 from vae_lightning.errors import UserError
 
@@ -322,7 +323,7 @@ def _options(argv: list[str], submit: bool) -> tuple[argparse.Namespace, list[st
             p.add_argument(flag)
         for flag in ("--time", "--partition", "--account", "--job-name"):
             p.add_argument(flag)
-    return p.parse_args(argv[:cut]), argv[cut + 1 :]
+    return p.parse_args(hyphenated(argv[:cut])), argv[cut + 1 :]
 
 
 def _selected(planned: list[Planned], only: str | None) -> list[Planned]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vae_lightning.errors import UserError
 from vae_lightning.runtime.provenance import config_hash
 
 #: keys that say where and how a run is recorded, not what it computes (dotted; a prefix drops a subtree)
@@ -52,6 +53,42 @@ def resolve(argv: list[str]) -> dict[str, Any]:
     except _Resolved as done:
         return done.config
     raise AssertionError("VAECLI returned without resolving the config")
+
+
+def check_grid(argv: list[str], grid: list[tuple[str, list[str]]], point_args) -> None:
+    """Parse ``vae fit <argv> <point>`` as ``resolve`` does at every swept value (the other keys at
+    their first values; ``point_args`` gives a point's arguments): a misspelled key, or a value
+    its key cannot take, is one line before a job whose every task would fail is written. One
+    parser serves every point."""
+    from typing_extensions import override
+
+    from vae_lightning.cli import console
+    from vae_lightning.cli.lightning import VAECLI
+
+    class Parsed(VAECLI):
+        @override
+        def before_instantiate_classes(self) -> None:  # parsed and checked: nothing is built or written
+            raise _Resolved({"cli": self})
+
+    first = [(key, values[0]) for key, values in grid]
+    points = [first] + [
+        [*first[:n], (key, value), *first[n + 1 :]] for n, (key, values) in enumerate(grid) for value in values[1:]
+    ]
+    console.quiet()  # Lightning's "Seed set to 0" is not part of a --dry-run's script
+    cli = None
+    for point in points:
+        args = ["fit", *argv, *point_args(point)]
+        try:
+            if cli is None:
+                try:
+                    Parsed(args=args)
+                except _Resolved as done:
+                    cli = done.config["cli"]
+            else:
+                cli.parse_arguments(cli.parser, args)
+        except UserError as err:
+            swept = ",".join(f"{k}={v}" for k, v in point)
+            raise UserError(f"with --array {swept}: {err}" if point else str(err)) from None
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,8 @@ float in [0, 1] (or {0, 1} when binary), and y the labels or ground-truth factor
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 from torch import Tensor
@@ -23,8 +25,11 @@ def check_common(batch_size: int, binarize: str, val_size: int | float) -> None:
         raise UserError(f"data.init_args.batch_size must be >= 1, got {batch_size}.")
     if binarize not in BINARIZE:
         raise UserError(f"data.init_args.binarize must be one of {', '.join(BINARIZE)}, got {binarize!r}.")
-    if val_size < 0:
-        raise UserError(f"data.init_args.val_size must be >= 0, got {val_size}.")
+    # a count above 1 is whole: 1.5 was cut to 1 example, inf and nan were a traceback
+    if not (0 <= val_size < 1 or (1 <= val_size < math.inf and float(val_size).is_integer())):
+        raise UserError(
+            f"data.init_args.val_size must be >= 0: a fraction below 1 or a whole number of examples, got {val_size}."
+        )
 
 
 def split(n: int, val_size: int | float, seed: int) -> tuple[Tensor, Tensor]:
