@@ -202,3 +202,34 @@ def test_wandb_sweep_command_runs_vae_fit_with_the_swept_value_in_its_own_folder
         ["sweep"],
         False,
     )
+
+
+@pytest.mark.parametrize("test", [True, False], ids=["with-test", "fit-only"])
+def test_resubmitting_a_changed_setting_into_a_done_task_folder_is_refused(test, tmp_path, monkeypatch, capsys):
+    """Issue 24: a task folder with a finished fit (``fit.done``) made the job skip the fit and re-test
+    the old checkpoint, so a resubmission with another ``--trainer.max_steps`` ended COMPLETED with the
+    old result. The same settings are still submitted; a changed one is refused, naming the key."""
+    import yaml
+
+    from vae_lightning.cli import study
+    from vae_lightning.cli.study_identity import resolve
+
+    monkeypatch.chdir(tmp_path)
+    submit = ["slurm", "submit", *tiny_args(), "--study", "s", "--array", "seed_everything=0,1", "--dry-run"]
+    submit += ["--test"] if test else []
+    capsys.readouterr()
+    main(submit)  # nothing there yet: no config to compare
+    assert "#SBATCH --array=0-1" in capsys.readouterr().out
+    folder = tmp_path / "runs/s" / study.folder([("seed_everything", "1")])
+    # what the job's fit saved: the script adds the allocation's shape (one GPU by default)
+    args = [*tiny_args(), "--trainer.accelerator", "gpu", "--trainer.devices", "1", "--trainer.num_nodes", "1"]
+    saved = resolve([*args, "--trainer.default_root_dir", str(folder), *study.point_args([("seed_everything", "1")])])
+    (folder / "checkpoints/slurm-7").mkdir(parents=True)
+    (folder / "checkpoints/slurm-7/vae_config.yaml").write_text(yaml.safe_dump(saved))
+    (folder / study.DONE_FILE).write_text("")
+    before = sorted(p for p in tmp_path.rglob("*"))
+    main(submit)  # the same settings: that fit is this task's
+    assert "#SBATCH --array=0-1" in capsys.readouterr().out
+    line = error_of([*submit, "--", "--trainer.max_steps", "5"], capsys)
+    assert "differs at trainer.max_steps" in line and "seed_everything=1" in line and "Nothing was submitted" in line
+    assert sorted(p for p in tmp_path.rglob("*")) == before

@@ -197,18 +197,20 @@ def render(job: Job, vae: str = "vae") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _trainer_args(job: Job) -> list[str]:
+    """The trainer flags every task of ``job`` gets from the script (the allocation's shape)."""
+    accelerator = "gpu" if job.gpus_per_node else "cpu"
+    return ["--trainer.accelerator", accelerator, "--trainer.devices", str(job.tasks_per_node)] + [
+        "--trainer.num_nodes",
+        str(job.nodes),
+    ]
+
+
 def _args(job: Job) -> list[str]:
     """The ``vae fit`` (and ``vae test``) arguments, one flag and value a line. The arguments after
     ``--`` come before the task's folder and swept values, so that those win."""
     args = [a for c in job.configs for a in ("--config", _q(c))]
-    args += [
-        "--trainer.accelerator",
-        "gpu" if job.gpus_per_node else "cpu",
-        "--trainer.devices",
-        str(job.tasks_per_node),
-        "--trainer.num_nodes",
-        str(job.nodes),
-    ]
+    args += _trainer_args(job)
     lines = [f"{a} {b}" for a, b in zip(args[::2], args[1::2])]
     lines += [" ".join(_q(a) for a in job.fit_args)] if job.fit_args else []
     args = ["--trainer.default_root_dir", '"$ROOT"', *study.array_args(job.grid)]
@@ -388,12 +390,40 @@ def main(argv: list[str]) -> None:
     from vae_lightning.cli.study_identity import check_grid
 
     check_grid([a for c in job.configs for a in ("--config", c)] + job.fit_args, job.grid, study.point_args)
+    check_task_folders(job)
     script = render(job, _vae_command())
     if dry_run:
         print(script, end="")
         return
     study.check_size(job.grid)
     print(submit(script))
+
+
+def check_task_folders(job: Job) -> None:
+    """A task folder that already holds a fit must hold the fit this job asks for: a job with
+    ``--test`` skips a fit whose ``fit.done`` it finds and tests the old checkpoint, and a grid
+    task's folder would mix two configs. Else one line naming the first differing key (a
+    resubmission with a changed setting once re-tested the old fit and ended COMPLETED). Only
+    folders that hold a saved config are resolved, so a first submission costs nothing."""
+    if not (job.grid or job.test):
+        return  # one plain fit: Lightning gives a second run of another config its own version folder
+    from vae_lightning.cli.study_identity import first_difference, identity, resolve
+
+    base = [a for c in job.configs for a in ("--config", c)] + _trainer_args(job) + job.fit_args
+    for task in study.tasks(job.grid) if job.grid else [[]]:
+        folder = Path(job.root) / study.folder(task) if task else Path(job.root)
+        saved = sorted(folder.glob("checkpoints/*/vae_config.yaml"))
+        if not saved:
+            continue
+        wanted = identity(resolve([*base, "--trainer.default_root_dir", str(folder), *study.point_args(task)]))
+        for path in saved:
+            key = first_difference(identity(read_config_file(str(path))), wanted)
+            if key is not None:
+                raise UserError(
+                    f"task folder {str(folder)!r} holds a fit whose config differs at {key} "
+                    f"({path.relative_to(folder)}), which this job would reuse; move that folder away or "
+                    "submit under another --study. Nothing was submitted."
+                )
 
 
 def write_templates(directory: Path) -> None:
