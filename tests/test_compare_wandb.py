@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_compare_report import ENTRIES, METRICS, write_task
+from fabricated_study import ENTRIES, METRICS, RecordedRun, write_task
 
 from vae_lightning.cli import main as vae_main
 from vae_lightning.cli.compare import tables
@@ -33,19 +33,7 @@ def metric_value(entry: str, v: int, seed: int, i: int) -> float:
 
 
 def task_hash(entry: str, value, seed: int) -> str:
-    return f"{len(entry):04d}{value:04d}{seed:02d}"  # as test_compare_report.write_task names the folder
-
-
-class RecordedRun:
-    """A recorded ``wandb.apis.public.Run``: its attributes, and ``scan_history`` over its rows."""
-
-    def __init__(self, record: dict):
-        self.id, self.name, self.state = record["id"], record["name"], record["state"]
-        self.group, self.job_type = record["group"], record["job_type"]
-        self.config, self.summary, self._rows = record["config"], record["summary"], record["history"]
-
-    def scan_history(self, keys=None):
-        return [r for r in self._rows if all(k in r for k in keys or [])]
+    return f"{len(entry):04d}{value:04d}{seed:02d}"  # as fabricated_study.write_task names the folder
 
 
 class RecordedApi:

@@ -81,7 +81,7 @@ def check_wandb_runs(folders, restarts: list[int]) -> None:
     (the fit's and the test's: one run), the grid point in its config and the task's record
     (``study_task``: restarts, whole wall time and steps as its folder's); and these runs, as the
     W&B API would show them once synced, give `vae compare` the runs and groups tables of the folders."""
-    from test_compare_wandb import RecordedRun
+    from fabricated_study import RecordedRun
 
     from vae_lightning.cli.compare import tables
     from vae_lightning.evaluation import compare as c
