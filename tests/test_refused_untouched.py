@@ -356,7 +356,10 @@ BAD += [
     ("slurm --gpus-per-node", [*SLURM, "--gpus-per-node", "-1"], ["--gpus-per-node", ">= 0"]),
     ("slurm --ntasks-per-node", [*SLURM, "--gpus-per-node", "2", "--ntasks-per-node", "3"], ["must equal"]),
     ("slurm --cpus-per-task", [*SLURM, "--cpus-per-task", "0"], ["--cpus-per-task", ">= 1"]),
-    ("slurm --seeds", [*SLURM, "--seeds", "0,x"], ["seed_everything=x"]),
+    ("slurm --seeds", [*SLURM, "--seeds", "0,x"], ["--seeds 0,x", "'x' is not a seed"]),
+    # argparse took "-1,2" for an option ("expected one argument")
+    ("slurm --seeds negative list", [*SLURM, "--seeds", "-1,2"], ["--seeds -1,2", "'-1'", "0 to 2**32 - 1"]),
+    ("slurm --seeds= negative", [*SLURM, "--seeds=3,-1"], ["--seeds 3,-1", "'-1' is not a seed"]),
     ("slurm --study", [*SLURM, "--study", "../x"], ["--study", "folder name"]),
     ("slurm --time", [*SLURM, "--time", "1 day"], ["--time", "#SBATCH"]),
     ("slurm --job-name", [*SLURM, "--job-name", "a;b"], ["--job-name", "#SBATCH"]),
