@@ -204,6 +204,41 @@ CASES = [
         ],
         ["lr_scheduler StepLR", "first step", "ZeroDivisionError"],
     ),
+    # torch accepts these and trains with a learning rate <= 0 or inf (exit 0, a model that learnt nothing)
+    (
+        "exponential-gamma-negative",
+        [
+            *("--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.ExponentialLR"),
+            *("--model.init_args.lr_scheduler.init_args.gamma", "-1"),
+        ],
+        ["lr_scheduler ExponentialLR", "learning rate -0.001", "gamma=-1"],
+    ),
+    (
+        "steplr-gamma-0",
+        [
+            *("--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.StepLR"),
+            *("--model.init_args.lr_scheduler.init_args.step_size", "1"),
+            *("--model.init_args.lr_scheduler.init_args.gamma", "0"),
+        ],
+        ["lr_scheduler StepLR", "learning rate 0", "gamma=0"],
+    ),
+    (
+        "cosine-eta-min-negative",
+        [
+            *("--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.CosineAnnealingLR"),
+            *("--model.init_args.lr_scheduler.init_args.T_max", "10"),
+            *("--model.init_args.lr_scheduler.init_args.eta_min", "-1"),
+        ],
+        ["CosineAnnealingLR", "eta_min=-1"],
+    ),
+    (
+        "plateau-factor-0",
+        [
+            *("--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau"),
+            *("--model.init_args.lr_interval", "epoch", "--model.init_args.lr_scheduler.init_args.factor", "0"),
+        ],
+        ["ReduceLROnPlateau factor must be > 0", "got 0"],
+    ),
     (  # Lightning's MisconfigurationException at the first training step
         "plateau-every-step",
         ["--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau"],

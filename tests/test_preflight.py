@@ -1,8 +1,11 @@
-"""The one device counter: it works where the OS has no sched_getaffinity (macOS)."""
+"""The one device counter: it works where the OS has no sched_getaffinity (macOS); the LR
+scheduler's first steps."""
 
 import os
 
 import pytest
+import torch
+from torch.optim.lr_scheduler import CosineAnnealingLR, ExponentialLR, LambdaLR
 
 from vae_lightning.cli import preflight
 from vae_lightning.errors import UserError
@@ -32,3 +35,24 @@ def test_requested_devices(devices, count):
 def test_impossible_device_requests_are_one_sentence(devices):
     with pytest.raises(UserError, match="trainer.devices"):
         preflight.requested_devices(devices)
+
+
+def _scheduler(make):
+    return make(torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda o: CosineAnnealingLR(o, T_max=1),  # 0 at step 1, then back up
+        lambda o: LambdaLR(o, lambda step: step / 100),  # a warm-up from 0
+        lambda o: ExponentialLR(o, gamma=0.5),
+    ],
+)
+def test_a_schedule_that_keeps_a_positive_learning_rate_passes_its_first_steps(make):
+    preflight._first_step(_scheduler(make), "step")
+
+
+def test_a_schedule_that_makes_the_learning_rate_infinite_names_its_argument():
+    with pytest.raises(UserError, match=r"ExponentialLR makes the learning rate inf .*\(its gamma=inf\)"):
+        preflight._first_step(_scheduler(lambda o: ExponentialLR(o, gamma=float("inf"))), "step")
