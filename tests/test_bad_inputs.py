@@ -250,6 +250,13 @@ CASES = [
         ["traverse_dims x traverse_steps", "20000", "4096"],
     ),
     ("images-interpolation-grid", ["--images.interpolation_steps", "5000"], ["interpolations x", "4096"]),
+    # the process was killed for memory while it built the weights (no line at all)
+    ("latent-huge", ["--model.init_args.latent_dim", str(10**11)], ["more than", "TB", "latent_dim (100000000000)"]),
+    (
+        "mlp-hidden-huge",
+        ["--model.init_args.encoder.init_args.hidden", f"[{10**12}]"],
+        ["encoder and decoder need more than", "nets' widths"],
+    ),
     # out-of-range net sizes: the argument and its rule, not jsonargparse's dump of the model's arguments
     ("mlp-hidden-0", ["--model.init_args.encoder.init_args.hidden", "[0]"], ["MLPEncoder hidden", ">= 1", "[0]"]),
     ("mlp-hidden-negative", ["--model.init_args.decoder.init_args.hidden", "[16,-4]"], ["MLPDecoder hidden", "-4"]),

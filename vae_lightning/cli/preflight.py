@@ -181,6 +181,44 @@ def check_built(model: Any, subcommand: str, trainer: Any = None) -> None:
         ) from None
     for scheduler in _schedulers(configured):
         _first_step(scheduler, getattr(model, "lr_interval", None))
+    _check_training_memory(model, _optimizers(configured), trainer)
+
+
+def _optimizers(configured: Any) -> list:
+    """The optimizers in what ``configure_optimizers`` returned."""
+    if isinstance(configured, (list, tuple)):
+        return [o for item in configured for o in _optimizers(item)]
+    if isinstance(configured, dict):
+        return _optimizers(configured.get("optimizer"))
+    return [configured] if hasattr(configured, "param_groups") else []
+
+
+def _check_training_memory(model: Any, optimizers: list, trainer: Any) -> None:
+    """The built weights fit (the model refuses them otherwise); their gradients and the
+    optimizer's state (Adam: two moments per weight) must fit too, on the device that trains,
+    else the first step is killed for memory (CPU) or fails with an out-of-memory error (GPU)."""
+    import torch
+
+    from vae_lightning.runtime.memory import available_memory, gigabytes
+
+    count = sum(p.numel() for p in model.parameters())
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    defaults = [getattr(o, "defaults", {}) for o in optimizers]
+    moments = max((2 if "betas" in d else 1 if d.get("momentum") else 0 for d in defaults), default=0)
+    device = getattr(getattr(trainer, "strategy", None), "root_device", torch.device("cpu"))
+    if device.type == "cuda":
+        need, have = (2 + moments) * weights, torch.cuda.get_device_properties(device).total_memory
+        where = f"the GPU {device}"
+    elif device.type == "cpu":
+        need, have, where = (1 + moments) * weights, available_memory(), "this machine"  # the weights are in RAM
+    else:
+        return
+    if have is not None and need > have:
+        raise UserError(
+            f"the model's {count:,} weights ({gigabytes(weights)}) need {gigabytes(need)} more for training "
+            f"(gradients and optimizer state) but {where} has {gigabytes(have)}; lower model.init_args.latent_dim "
+            "or the nets' widths (encoder/decoder init_args hidden, channels)."
+        )
 
 
 def _schedulers(configured: Any) -> list:
