@@ -96,8 +96,19 @@ def test_gradients_and_optimizer_state_must_fit_too(optimizer, have, refused, mo
     model = torch.nn.Linear(1000, 1000)  # 4 MB of weights; Adam needs 12 MB more, plain SGD 4 MB
     opt = getattr(torch.optim, optimizer)(model.parameters(), lr=1e-3)
     if refused:
-        words = r"1,001,000 weights \(4\.0 MB\) need 12\.0 MB more .* this machine has 8\.0 MB"
+        words = r"1,001,000 weights \(4\.0 MB\) needs 12\.0 MB for its gradients .* this machine has 8\.0 MB"
         with pytest.raises(UserError, match=words):
             preflight._check_training_memory(model, [opt], None)
     else:
         preflight._check_training_memory(model, [opt], None)
+
+
+def test_on_a_gpu_the_weights_gradients_and_adam_state_must_fit_its_memory(monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=15 * 10**6))
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    model = torch.nn.Linear(1000, 1000)  # 4 MB of weights: 16 MB with gradients and Adam's two moments
+    with pytest.raises(UserError, match=r"needs 16\.0 MB for its weights, gradients .* the GPU cuda:0 has 15\.0 MB"):
+        preflight._check_training_memory(model, [torch.optim.Adam(model.parameters())], trainer)
+    preflight._check_training_memory(model, [torch.optim.SGD(model.parameters())], trainer)  # 8 MB: fits

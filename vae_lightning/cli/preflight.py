@@ -208,16 +208,17 @@ def _check_training_memory(model: Any, optimizers: list, trainer: Any) -> None:
     device = getattr(getattr(trainer, "strategy", None), "root_device", torch.device("cpu"))
     if device.type == "cuda":
         need, have = (2 + moments) * weights, torch.cuda.get_device_properties(device).total_memory
-        where = f"the GPU {device}"
-    elif device.type == "cpu":
-        need, have, where = (1 + moments) * weights, available_memory(), "this machine"  # the weights are in RAM
+        what, where = "weights, gradients and optimizer state", f"the GPU {device}"
+    elif device.type == "cpu":  # the weights are in RAM already: the memory left must hold the rest
+        need, have = (1 + moments) * weights, available_memory()
+        what, where = "gradients and optimizer state", "this machine"
     else:
         return
     if have is not None and need > have:
         raise UserError(
-            f"the model's {count:,} weights ({gigabytes(weights)}) need {gigabytes(need)} more for training "
-            f"(gradients and optimizer state) but {where} has {gigabytes(have)}; lower model.init_args.latent_dim "
-            "or the nets' widths (encoder/decoder init_args hidden, channels)."
+            f"training the model's {count:,} weights ({gigabytes(weights)}) needs {gigabytes(need)} for its {what} "
+            f"but {where} has {gigabytes(have)}; lower model.init_args.latent_dim or the nets' widths "
+            "(encoder/decoder init_args hidden, channels)."
         )
 
 
