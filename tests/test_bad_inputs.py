@@ -204,6 +204,41 @@ CASES = [
         ],
         ["lr_scheduler StepLR", "first step", "ZeroDivisionError"],
     ),
+    # torch accepts these and trains with a learning rate <= 0 or inf (exit 0, a model that learnt nothing)
+    (
+        "exponential-gamma-negative",
+        [
+            *("--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.ExponentialLR"),
+            *("--model.init_args.lr_scheduler.init_args.gamma", "-1"),
+        ],
+        ["lr_scheduler ExponentialLR", "learning rate -0.001", "gamma=-1"],
+    ),
+    (
+        "steplr-gamma-0",
+        [
+            *("--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.StepLR"),
+            *("--model.init_args.lr_scheduler.init_args.step_size", "1"),
+            *("--model.init_args.lr_scheduler.init_args.gamma", "0"),
+        ],
+        ["lr_scheduler StepLR", "learning rate 0", "gamma=0"],
+    ),
+    (
+        "cosine-eta-min-negative",
+        [
+            *("--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.CosineAnnealingLR"),
+            *("--model.init_args.lr_scheduler.init_args.T_max", "10"),
+            *("--model.init_args.lr_scheduler.init_args.eta_min", "-1"),
+        ],
+        ["CosineAnnealingLR", "eta_min=-1"],
+    ),
+    (
+        "plateau-factor-0",
+        [
+            *("--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau"),
+            *("--model.init_args.lr_interval", "epoch", "--model.init_args.lr_scheduler.init_args.factor", "0"),
+        ],
+        ["ReduceLROnPlateau factor must be > 0", "got 0"],
+    ),
     (  # Lightning's MisconfigurationException at the first training step
         "plateau-every-step",
         ["--model.init_args.lr_scheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau"],
@@ -215,6 +250,13 @@ CASES = [
         ["traverse_dims x traverse_steps", "20000", "4096"],
     ),
     ("images-interpolation-grid", ["--images.interpolation_steps", "5000"], ["interpolations x", "4096"]),
+    # the process was killed for memory while it built the weights (no line at all)
+    ("latent-huge", ["--model.init_args.latent_dim", str(10**11)], ["more than", "TB", "latent_dim (100000000000)"]),
+    (
+        "mlp-hidden-huge",
+        ["--model.init_args.encoder.init_args.hidden", f"[{10**12}]"],
+        ["encoder and decoder need more than", "nets' widths"],
+    ),
     # out-of-range net sizes: the argument and its rule, not jsonargparse's dump of the model's arguments
     ("mlp-hidden-0", ["--model.init_args.encoder.init_args.hidden", "[0]"], ["MLPEncoder hidden", ">= 1", "[0]"]),
     ("mlp-hidden-negative", ["--model.init_args.decoder.init_args.hidden", "[16,-4]"], ["MLPDecoder hidden", "-4"]),

@@ -108,6 +108,7 @@ BAD = [
     ({"name": "..", "entries": [{"name": "e", "config": ["{base}"]}]}, "cannot be a folder name"),
     ({"name": "s", "seeds": [0, 0], "entries": [{"name": "e", "config": ["{base}"]}]}, "repeats a seed"),
     ({"name": "s", "seeds": ["a"], "entries": [{"name": "e", "config": ["{base}"]}]}, "list of integers"),
+    ({"name": "s", "seeds": [-1], "entries": [{"name": "e", "config": ["{base}"]}]}, "from 0 to 2\\*\\*32 - 1"),
     ({"name": "s", "entries": []}, "entries must be a non-empty list"),
     ({"name": "s", "entries": [{"name": "e", "config": ["missing.yaml"]}]}, "which is not a file"),
     ({"name": "s", "entries": [{"name": "e/f", "config": ["{base}"]}]}, "cannot be a folder name"),

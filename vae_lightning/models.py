@@ -45,6 +45,7 @@ from vae_lightning.nets import ConvDecoder, ConvEncoder, Decoder, Encoder, Shape
 from vae_lightning.objectives import Constant, KLSchedule, Objective, posterior
 from vae_lightning.priors import Prior, StandardNormal
 from vae_lightning.runtime import compat
+from vae_lightning.runtime.memory import TooLarge, WeightBudget, available_memory, gigabytes
 
 # typed by role, so that help and errors list the encoders (decoders) that fit, not every nn.Module
 EncoderFactory = Callable[[Shape, int], Encoder]
@@ -170,8 +171,17 @@ class VAE(L.LightningModule):
         self.save_hyperparameters(logger=False)  # the CLI sends the whole config to the logger
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
-        self.encoder = encoder(self.image_shape, latent_dim)
-        self.decoder = decoder(self.image_shape, latent_dim)
+        budget = WeightBudget(available_memory())
+        try:
+            with budget:  # a weight too large for this machine is refused before it is allocated
+                self.encoder = encoder(self.image_shape, latent_dim)
+                self.decoder = decoder(self.image_shape, latent_dim)
+        except TooLarge as err:
+            raise UserError(
+                f"the encoder and decoder need more than {err.needed // 4:,} weights ({gigabytes(err.needed)}) but "
+                f"this machine has {gigabytes(budget.budget)} available; lower model.init_args.latent_dim "
+                f"({latent_dim}) or the nets' widths (encoder/decoder init_args hidden, channels)."
+            ) from None
         self.likelihood = likelihood if likelihood is not None else Bernoulli()
         self.likelihood.build(self.image_shape)
         # built after the nets, so the default prior (no parameters, no random draws) leaves

@@ -8,6 +8,7 @@ Every sentence here comes from a check of our own values, not from another libra
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -180,6 +181,45 @@ def check_built(model: Any, subcommand: str, trainer: Any = None) -> None:
         ) from None
     for scheduler in _schedulers(configured):
         _first_step(scheduler, getattr(model, "lr_interval", None))
+    _check_training_memory(model, _optimizers(configured), trainer)
+
+
+def _optimizers(configured: Any) -> list:
+    """The optimizers in what ``configure_optimizers`` returned."""
+    if isinstance(configured, (list, tuple)):
+        return [o for item in configured for o in _optimizers(item)]
+    if isinstance(configured, dict):
+        return _optimizers(configured.get("optimizer"))
+    return [configured] if hasattr(configured, "param_groups") else []
+
+
+def _check_training_memory(model: Any, optimizers: list, trainer: Any) -> None:
+    """The built weights fit (the model refuses them otherwise); their gradients and the
+    optimizer's state (Adam: two moments per weight) must fit too, on the device that trains,
+    else the first step is killed for memory (CPU) or fails with an out-of-memory error (GPU)."""
+    import torch
+
+    from vae_lightning.runtime.memory import available_memory, gigabytes
+
+    count = sum(p.numel() for p in model.parameters())
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    defaults = [getattr(o, "defaults", {}) for o in optimizers]
+    moments = max((2 if "betas" in d else 1 if d.get("momentum") else 0 for d in defaults), default=0)
+    device = getattr(getattr(trainer, "strategy", None), "root_device", torch.device("cpu"))
+    if device.type == "cuda":
+        need, have = (2 + moments) * weights, torch.cuda.get_device_properties(device).total_memory
+        what, where = "weights, gradients and optimizer state", f"the GPU {device}"
+    elif device.type == "cpu":  # the weights are in RAM already: the memory left must hold the rest
+        need, have = (1 + moments) * weights, available_memory()
+        what, where = "gradients and optimizer state", "this machine"
+    else:
+        return
+    if have is not None and need > have:
+        raise UserError(
+            f"training the model's {count:,} weights ({gigabytes(weights)}) needs {gigabytes(need)} for its {what} "
+            f"but {where} has {gigabytes(have)}; lower model.init_args.latent_dim or the nets' widths "
+            "(encoder/decoder init_args hidden, channels)."
+        )
 
 
 def _schedulers(configured: Any) -> list:
@@ -194,8 +234,9 @@ def _schedulers(configured: Any) -> list:
 
 
 def _first_step(scheduler: Any, interval: str | None) -> None:
-    """Step the scheduler once, on the throwaway optimizer built above: torch checks some arguments
-    only there (StepLR's step_size 0 divides by zero), which would otherwise end the run at its first step."""
+    """Step the scheduler twice, on the throwaway optimizer built above: torch checks some arguments
+    only there (StepLR's step_size 0 divides by zero), which would otherwise end the run at its first
+    step, and checks none that make the learning rate negative, infinite or zero for good."""
     import warnings
 
     from torch.optim.lr_scheduler import ReduceLROnPlateau
@@ -206,17 +247,45 @@ def _first_step(scheduler: Any, interval: str | None) -> None:
                 "model.init_args.lr_scheduler ReduceLROnPlateau steps on val/loss, which a training step does not "
                 "have; set model.init_args.lr_interval: epoch."
             )
-        return  # steps on a metric; its arguments are checked when it is built
+        if not scheduler.factor > 0:  # torch checks only factor < 1; 0 or less ends training at the first plateau
+            raise UserError(
+                f"model.init_args.lr_scheduler ReduceLROnPlateau factor must be > 0 (and < 1), got {scheduler.factor}."
+            )
+        return  # steps on a metric; its other arguments are checked when it is built
+    lrs = []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "step() before optimizer.step()": nothing is trained here
-            scheduler.step()
+            for _ in range(2):  # two steps: a schedule may touch 0 at one step and rise again (cosine, T_max 1)
+                scheduler.step()
+                lrs.append(min(group["lr"] for group in scheduler.optimizer.param_groups))
     except (ArithmeticError, ValueError, TypeError, IndexError) as err:
         raise UserError(
             f"model.init_args.lr_scheduler {type(scheduler).__name__} fails at its first step "
             f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else 'no message'}); "
             "check its init_args."
         ) from None
+    # torch accepts e.g. ExponentialLR gamma <= 0, which trains nothing (lr 0) or climbs the loss (lr < 0)
+    bad = next((lr for lr in lrs if not math.isfinite(lr) or lr < 0), None)
+    if bad is None and all(lr == 0 for lr in lrs):
+        bad = 0.0
+    if bad is not None:
+        raise UserError(
+            f"model.init_args.lr_scheduler {type(scheduler).__name__} makes the learning rate {bad:g} at its first "
+            f"steps{_suspect_args(scheduler)}; give init_args that keep it positive and finite."
+        )
+
+
+def _suspect_args(scheduler: Any) -> str:
+    """`` (its gamma=0)``: the scheduler's numeric arguments that are not positive and finite, as it
+    stored them ("" when it stored none: a LambdaLR's function)."""
+    import inspect
+
+    names = [n for n in inspect.signature(type(scheduler)).parameters if n not in ("optimizer", "last_epoch")]
+    values = {n: getattr(scheduler, n, None) for n in names}
+    numbers = {n: v for n, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    suspects = [f"{n}={v}" for n, v in numbers.items() if not (math.isfinite(v) and v > 0)]
+    return f" (its {', '.join(suspects)})" if suspects else ""
 
 
 def check_data(model: Any, datamodule: Any, trainer: Any, subcommand: str) -> None:

@@ -37,6 +37,9 @@ def with_saved_config(argv: list[str]) -> list[str]:
     ckpt = flag_value(argv, "--ckpt_path")
     if ckpt is None or ckpt in ("last", "best", "hpc") or "://" in ckpt or not Path(ckpt).is_file():
         return argv  # no file to read from; resolve_ckpt_path reports a missing one
+    from vae_lightning.runtime.checkpoint import check_torch_file
+
+    check_torch_file(ckpt)  # a YAML given as the checkpoint is said as such, not as a missing config
     saved = Path(ckpt).parent / SAVED_CONFIG
     if saved.is_file():
         return [argv[0], "--config", str(saved), *argv[1:]]

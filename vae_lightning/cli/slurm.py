@@ -296,10 +296,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _seeds_joined(argv: list[str]) -> list[str]:
+    """``--seeds -1,2`` as ``--seeds=-1,2``: argparse takes a value that begins with ``-`` and is
+    not one number for an option ("expected one argument"); joined, the seeds' own check names it."""
+    out = list(argv)
+    for i in range(len(out) - 1):
+        if out[i] == "--seeds" and re.match(r"-[\d.]", out[i + 1]):
+            out[i : i + 2] = [f"--seeds={out[i + 1]}"]
+            break  # argparse keeps the last --seeds; one join is enough to name a bad value
+    return out
+
+
 def job_from_args(argv: list[str]) -> tuple[Job, bool]:
     """Parse ``vae slurm submit`` arguments into a checked ``Job``; returns (job, dry_run)."""
     cut = argv.index("--") if "--" in argv else len(argv)
-    opts, fit_args = _parser().parse_args(hyphenated(argv[:cut])), argv[cut + 1 :]
+    opts, fit_args = _parser().parse_args(_seeds_joined(hyphenated(argv[:cut]))), argv[cut + 1 :]
     if opts.nodes < 1:
         raise UserError(f"--nodes must be >= 1, got {opts.nodes}.")
     trainer = _config_settings(opts.config, fit_args)

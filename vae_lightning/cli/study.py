@@ -29,6 +29,9 @@ DONE_FILE = "fit.done"
 
 Grid = list[tuple[str, list[str]]]  # (config key, values) in the order given
 
+#: the largest seed ``seed_everything`` takes (numpy's seeds are unsigned 32-bit)
+MAX_SEED = 2**32 - 1
+
 
 def check_folder_name(what: str, text: str) -> str:
     """``text`` if it can be one folder's name; else ``UserError``. A study's name and every swept
@@ -67,6 +70,12 @@ def grid_from(arrays: list[str] | None, seeds: str | None) -> Grid:
     """The swept keys and values of ``--array`` (repeatable) and ``--seeds``; refuses a key twice."""
     grid = [parse_array(a) for a in arrays or []]
     if seeds is not None:
+        bad = next((v for v in seeds.split(",") if not re.fullmatch(r"\d+", v.strip()) or int(v) > MAX_SEED), None)
+        if bad is not None:
+            raise UserError(
+                f"--seeds {seeds}: {bad.strip()!r} is not a seed; give integers from 0 to 2**32 - 1, "
+                "e.g. --seeds 0,1,2."
+            )
         grid.append(parse_array(f"{SEED_KEY}={seeds}"))
     keys = [k for k, _ in grid]
     for key in keys:

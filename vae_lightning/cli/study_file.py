@@ -121,9 +121,11 @@ def load(path: str) -> StudyFile:
     if (
         not isinstance(seeds, list)
         or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= study.MAX_SEED for s in seeds)
     ):
-        raise _fail(path, "seeds", f"must be a non-empty list of integers, e.g. [0, 1, 2], got {seeds!r}.")
+        raise _fail(
+            path, "seeds", f"must be a non-empty list of integers from 0 to 2**32 - 1, e.g. [0, 1, 2], got {seeds!r}."
+        )
     if len(set(seeds)) < len(seeds):
         raise _fail(path, "seeds", f"repeats a seed ({seeds!r}); two tasks would be the same run.")
     entries = data.get("entries")

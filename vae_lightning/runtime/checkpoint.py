@@ -142,7 +142,8 @@ def find_best(checkpoints: Path) -> Path:
 
 def read_checkpoint(path: str) -> dict:
     """Open a checkpoint memory-mapped (the weights are not read); ``UserError`` naming the
-    file when it is truncated, corrupt or not a Lightning checkpoint."""
+    file when it is not a torch file at all, truncated, corrupt or not a Lightning checkpoint."""
+    check_torch_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for broken files
@@ -156,6 +157,29 @@ def read_checkpoint(path: str) -> dict:
             f"{path!r} is not a Lightning checkpoint (it has no state_dict); give a .ckpt file written by vae fit."
         )
     return ckpt
+
+
+#: how a file written by ``torch.save`` begins: a zip archive, or (before torch 1.6) a pickle
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def check_torch_file(path: str) -> None:
+    """A file that does not begin as ``torch.save`` writes is no checkpoint (a YAML given in its
+    place is the usual mistake); a truncated or damaged checkpoint still begins so."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return  # torch.load below says what is wrong with the path
+    if not head or head.startswith(_TORCH_MAGIC):
+        return  # an empty file is a checkpoint cut off while it was written
+    try:
+        head.decode("utf-8")
+        text = b"\x00" not in head
+    except UnicodeDecodeError as err:
+        text = err.start > len(head) - 4 and b"\x00" not in head  # a multi-byte character cut at 512 bytes
+    kind = "a YAML/text file" if text else "a file that torch.save did not write"
+    raise UserError(f"{path!r} is {kind}, not a checkpoint (.ckpt); give a .ckpt file written by vae fit.")
 
 
 def resolve_ckpt_path(config, subcommand: str) -> None:
