@@ -276,3 +276,10 @@ def test_wandb_runs_convert_to_the_same_records():
     assert convert(FakeRun("c", 2, 0, state="preempted")).status == "running"
     with pytest.raises(c.UserError, match="no runs in that W&B group"):
         runs_from_wandb("team/vae", "other", api=api)
+
+
+def test_one_run_is_one_run_and_one_group(tmp_path, capsys):
+    make_run(tmp_path / "s", 1, 0, np.random.default_rng(0))
+    vae_main(["compare", "--study", str(tmp_path / "s")])
+    out = capsys.readouterr().out
+    assert out.startswith("1 run\n") and "\n1 group (mean ± sd over runs, n)\n" in out
