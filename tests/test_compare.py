@@ -137,6 +137,9 @@ def test_bad_inputs_get_one_line_each_and_the_rest_is_compared(tmp_path, capsys)
     make_run(study, 4, 1, rng, metrics=METRICS[:2])  # fit, never tested
     make_run(study, 8, 0, rng, status="failed")
     (study / "slurm-logs").mkdir()
+    for waiting in ("e,beta=2,seed=0-0123456789", "e,beta=2,seed=1-abcdef0123"):  # study tasks not started yet
+        (study / waiting).mkdir()
+        (study / waiting / "task.json").write_text("{}")
     vae_main(["compare", "--study", str(study)])
     out = capsys.readouterr().out
     notes = [line for line in out.splitlines() if line.startswith("note:")]
@@ -145,6 +148,8 @@ def test_bad_inputs_get_one_line_each_and_the_rest_is_compared(tmp_path, capsys)
     assert len([n for n in notes if "beta=4,seed_everything=1" in n and "missing test/kl" in n]) == 1
     assert len([n for n in notes if "beta=8,seed_everything=0" in n and "failed" in n]) == 1
     assert len([n for n in notes if "slurm-logs: not a run folder" in n]) == 1
+    assert len([n for n in notes if "2 study task(s) not started yet" in n and "seed=1-abcdef0123" in n]) == 1
+    assert not [n for n in notes if "seed=0-0123456789: not a run folder" in n]
 
 
 @pytest.mark.parametrize(
@@ -271,3 +276,10 @@ def test_wandb_runs_convert_to_the_same_records():
     assert convert(FakeRun("c", 2, 0, state="preempted")).status == "running"
     with pytest.raises(c.UserError, match="no runs in that W&B group"):
         runs_from_wandb("team/vae", "other", api=api)
+
+
+def test_one_run_is_one_run_and_one_group(tmp_path, capsys):
+    make_run(tmp_path / "s", 1, 0, np.random.default_rng(0))
+    vae_main(["compare", "--study", str(tmp_path / "s")])
+    out = capsys.readouterr().out
+    assert out.startswith("1 run\n") and "\n1 group (mean ± sd over runs, n)\n" in out

@@ -75,7 +75,8 @@ def check_layout(fig, path) -> None:
         box = legend.get_window_extent(renderer)
         assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in axes), (path, "legend over an axes")
         assert not any(box.overlaps(title) for title in titles), (path, "legend over a label or title")
-    LAYOUTS[Path(path).name] = {"axes": len(axes), "legends": len(legends), "texts": len(texts)}
+    labels = [t.get_text() for legend in legends for t in legend.get_texts()]
+    LAYOUTS[Path(path).name] = {"axes": len(axes), "legends": len(legends), "texts": len(texts), "labels": labels}
 
 
 @contextlib.contextmanager
@@ -154,6 +155,9 @@ def test_the_figures_are_there_and_only_swept_numeric_keys_get_panels(report):
     assert {p.stem for p in report.glob("*.png")} == expected
     assert {Path(name).stem for name in LAYOUTS} == expected  # each was laid out and checked
     assert LAYOUTS["metrics_by_group.png"]["axes"] == len(METRICS) and LAYOUTS["rate_distortion.png"]["legends"] == 1
+    # one key, two meanings: the legend says which class's parameter each line sweeps
+    assert LAYOUTS["metrics_vs_beta.png"]["labels"] == ["beta_tcvae (BetaTCVAE.beta)", "beta_vae (BetaVAE.beta)"]
+    assert LAYOUTS["metrics_vs_gamma.png"]["labels"] == ["factor_vae"]
     for path in report.glob("*.png"):
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"

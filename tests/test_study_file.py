@@ -282,3 +282,11 @@ def test_status_of_a_folder_without_a_study_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["study", "status", str(tmp_path)])
     assert "has no study.json" in capsys.readouterr().err
+
+
+def test_status_of_a_one_task_study_says_task(tmp_path, capsys):
+    task = {"entry": "beta", "point": {}, "seed": 0, "hash": "h0", "folder": "beta,seed=0-h0"}
+    command = ["vae", "study", "run", "s.yaml"]
+    (tmp_path / study_command.STUDY_FILE).write_text(json.dumps({"name": "s", "command": command, "tasks": [task]}))
+    study_status.main([str(tmp_path)])
+    assert "\n1 task: 1 missing\n" in capsys.readouterr().out

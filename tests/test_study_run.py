@@ -164,3 +164,19 @@ def test_run_skip_resume_and_a_changed_setting_fits_again(study, capsys):
     out = capsys.readouterr().out
     assert out.count(" finished ") == 2 and "8 " in out and "2 tasks: 2 finished" in out  # the latest run's tasks
     assert os.path.isfile(study / "runs/two/study.json")
+
+
+def test_only_runs_those_tasks_and_status_still_lists_them_all(study, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(study_command, "run_one", lambda folder, argv, test: ran.append(folder.name))
+    main(["study", "run", "two.yaml"])
+    assert len(ran) == 2
+    first = ran[0].rsplit("-", 1)[1]
+    ran.clear()
+    main(["study", "run", "two.yaml", "--only", first])
+    assert len(ran) == 1 and ran[0].endswith(first)
+    record = json.loads((study / "runs/two/study.json").read_text())
+    assert len(record["tasks"]) == 2  # the whole study, not just the --only tasks
+    capsys.readouterr()
+    main(["study", "status", "runs/two"])
+    assert "2 tasks:" in capsys.readouterr().out

@@ -111,7 +111,7 @@ def main(argv: list[str]) -> None:
             "record); the others' is the whole task's."
         )
     print(
-        f"{len(kept)} runs\n{t.text_table(runs_t)}\n\n{len(groups)} groups (mean ± sd over runs, n)\n"
+        f"{_n(len(kept), 'run')}\n{t.text_table(runs_t)}\n\n{_n(len(groups), 'group')} (mean ± sd over runs, n)\n"
         f"{t.text_table(groups_t)}"
     )
     for note in notes:
@@ -252,3 +252,7 @@ def write_outputs(out: Path, runs, groups, group_keys, metrics, tables, notes, h
         ]
         (out / "report.html").write_text(f.html_report("vae compare", source, sections, figures, notes))
     print(f"wrote {', '.join(sorted(p.name for p in out.iterdir() if p.is_file()))} to {out}")
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

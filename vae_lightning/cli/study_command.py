@@ -149,14 +149,15 @@ def _record(spec: study_file.StudyFile, planned: list[Planned], root: Path, comm
             _write_json(item.folder / TASK_FILE, {**item.record(), "identity": item.identity})
 
 
-def run_tasks(spec, planned: list[Planned], test: bool, root: Path, command: list[str]) -> None:
-    """Run the unfinished tasks one after another in this process."""
-    _record(spec, planned, root, command)
-    for n, item in enumerate(planned, 1):
+def run_tasks(spec, planned: list[Planned], test: bool, root: Path, command: list[str], only=None) -> None:
+    """Run the unfinished tasks (of ``--only``, if given) one after another in this process."""
+    _record(spec, planned, root, command)  # every task, so that `vae study status` still lists them all
+    selected = _selected(planned, only)
+    for n, item in enumerate(selected, 1):
         if state(item.folder) == "finished":
-            print(f"[{n}/{len(planned)}] {item.name}: finished, skipped", flush=True)
+            print(f"[{n}/{len(selected)}] {item.name}: finished, skipped", flush=True)
             continue
-        print(f"[{n}/{len(planned)}] {item.name}", flush=True)
+        print(f"[{n}/{len(selected)}] {item.name}", flush=True)
         run_one(item.folder, [*item.task.argv, *_logger_args(item, spec)], test)
 
 
@@ -370,7 +371,7 @@ def main(argv: list[str]) -> None:
     check_output("--root", str(root), "dir")
     typed = ["vae", "study", *argv]
     if command == "run":
-        return run_tasks(spec, _selected(plan(spec, extra, root), opts.only), opts.test, root, typed)
+        return run_tasks(spec, plan(spec, extra, root), opts.test, root, typed, opts.only)
     flags = [
         a
         for k, v in vars(opts).items()
@@ -384,9 +385,10 @@ def main(argv: list[str]) -> None:
         [*first, *flags, "--study", spec.name, *(["--test"] if opts.test else []), "--", *extra]
     )
     job.command = shlex.join(typed)
-    planned = _selected(plan(spec, extra, root, job_trainer(job)), opts.only)
-    todo = [p for p in planned if state(p.folder) != "finished"]
-    for item in planned:
+    planned = plan(spec, extra, root, job_trainer(job))
+    selected = _selected(planned, opts.only)
+    todo = [p for p in selected if state(p.folder) != "finished"]
+    for item in selected:
         mark = "finished, skipped" if item not in todo else f"task {todo.index(item)}"
         point = ",".join(f"{k}={v}" for k, v in item.task.point) or "-"
         line = f"{mark}: {item.task.entry} {point} seed={item.task.seed} -> {item.folder}"

@@ -98,7 +98,7 @@ def main(argv: list[str]) -> None:
     for row in rows:
         print("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())
     counts = {s: sum(r["state"] == s for r in rows) for s in dict.fromkeys(r["state"] for r in rows)}
-    print(f"{len(rows)} tasks: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    print(f"{len(rows)} task{'' if len(rows) == 1 else 's'}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     again = [r["hash"] for r in rows if r["state"] in RERUN]
     if again:
         print("rerun the failed, preempted and missing ones with:")

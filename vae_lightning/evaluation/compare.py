@@ -230,13 +230,21 @@ def find_runs(paths: list[str], study: str | None = None, skip: Path | None = No
             if skip is not None and child.resolve() == skip.resolve():
                 continue  # our own output folder
             targets.append((child, child.name, parse_task_name(child.name)))
+    not_started = []
     for path, name, task in targets:
         folders = _run_folders(path)
-        if not folders:
+        if not folders and (path / TASK_FILE).is_file():
+            not_started.append(name)  # a study task waiting its turn: one note for all of them, not one each
+        elif not folders:
             notes.append(f"{name}: not a run folder (no checkpoints/, summary.json or vae_config.yaml); skipped.")
         for folder in folders:
             label = name if len(folders) == 1 else f"{name}/{folder.name}"
             runs.append(load_run(folder, label, task))
+    if not_started:
+        notes.append(
+            f"{len(not_started)} study task(s) not started yet ({', '.join(not_started)}); skipped "
+            "(`vae study status` lists them)."
+        )
     return runs, notes
 
 

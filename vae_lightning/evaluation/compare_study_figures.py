@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from vae_lightning.evaluation.compare import Run, sort_value
+from vae_lightning.evaluation.compare import Run, model_class, sort_value
 from vae_lightning.evaluation.compare_figures import (
     DPI,
     MARKERS,
@@ -71,6 +71,17 @@ def strips(groups: list[Group], keys: list[str], metrics: list[str], path: Path)
     return True
 
 
+def line_labels(lines: dict[str, dict[float, list[Run]]], name: str) -> dict[str, str]:
+    """Each line's legend label: its model, and where the lines' models are of several classes the
+    parameter each one sweeps (``beta_vae (BetaVAE.beta)``), since one key then means different things."""
+    classes = {
+        line: sorted({model_class(r.config) for rs in points.values() for r in rs}) for line, points in lines.items()
+    }
+    if len({c for cs in classes.values() for c in cs}) < 2:
+        return {line: line for line in lines}
+    return {line: f"{line} ({'/'.join(f'{c}.{name}' for c in cs)})" for line, cs in classes.items()}
+
+
 def metrics_vs_key(
     runs: list[Run],
     key: str,
@@ -91,6 +102,7 @@ def metrics_vs_key(
     lines = {s: points for s, points in sorted(lines.items()) if len(points) >= 2}
     if not lines or not metrics:
         return False
+    labels = line_labels(lines, name)
     plt = _pyplot()
     fig, axes = _grid(plt, len(metrics), 3.0)
     for ax, metric in zip(axes, metrics, strict=True):
@@ -104,7 +116,7 @@ def metrics_vs_key(
                     xs, means, sds = [*xs, x], [*means, mean], [*sds, sd]
             marker = MARKERS[i // 10 % len(MARKERS)]
             colour = (colours or {}).get(line, f"C{i % 10}")
-            ax.errorbar(xs, means, yerr=sds, marker=marker, color=colour, capsize=3, label=line)
+            ax.errorbar(xs, means, yerr=sds, marker=marker, color=colour, capsize=3, label=labels[line])
         ax.set_title(metric, fontsize=10)
         ax.set_xlabel(name, fontsize=9)
         ax.grid(alpha=0.3)
