@@ -397,6 +397,8 @@ def main(argv: list[str]) -> None:
     job, dry_run = job_from_args(argv[1:])
     check_output("trainer.default_root_dir", job.root, "dir")
     check_output("the SLURM log folder (the current directory)", os.getcwd(), "dir")  # --output is relative
+    if not dry_run:
+        study.check_size(job.grid)  # asks SLURM, so a --dry-run works where there is none; before the slow parse
     # the fit line as `vae fit` parses it, at every swept value: a misspelled key would fail every task
     from vae_lightning.cli.study_identity import check_grid
 
@@ -406,7 +408,6 @@ def main(argv: list[str]) -> None:
     if dry_run:
         print(script, end="")
         return
-    study.check_size(job.grid)
     print(submit(script))
 
 

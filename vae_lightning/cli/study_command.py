@@ -151,8 +151,8 @@ def _record(spec: study_file.StudyFile, planned: list[Planned], root: Path, comm
 
 def run_tasks(spec, planned: list[Planned], test: bool, root: Path, command: list[str], only=None) -> None:
     """Run the unfinished tasks (of ``--only``, if given) one after another in this process."""
+    selected = _selected(planned, only)  # a bad --only is refused before anything is written
     _record(spec, planned, root, command)  # every task, so that `vae study status` still lists them all
-    selected = _selected(planned, only)
     for n, item in enumerate(selected, 1):
         if state(item.folder) == "finished":
             print(f"[{n}/{len(selected)}] {item.name}: finished, skipped", flush=True)
