@@ -200,10 +200,8 @@ def render(job: Job, vae: str = "vae") -> str:
 def _trainer_args(job: Job) -> list[str]:
     """The trainer flags every task of ``job`` gets from the script (the allocation's shape)."""
     accelerator = "gpu" if job.gpus_per_node else "cpu"
-    return ["--trainer.accelerator", accelerator, "--trainer.devices", str(job.tasks_per_node)] + [
-        "--trainer.num_nodes",
-        str(job.nodes),
-    ]
+    devices = ["--trainer.devices", str(job.tasks_per_node), "--trainer.num_nodes", str(job.nodes)]
+    return ["--trainer.accelerator", accelerator, *devices]
 
 
 def _args(job: Job) -> list[str]:
